@@ -1,0 +1,49 @@
+//! The custom resources of group `weir.dev`, version `v1alpha1`.
+//!
+//! Every public item carries a doc comment: it becomes the field description users read in
+//! `kubectl explain`. Constraints that the API server can check (patterns, enums, minimums)
+//! live in the schema; everything else is checked by `engine::validate`, which the operator,
+//! the CLI and (later) the admission webhook share.
+
+pub mod condition;
+pub mod pipeline;
+pub mod pipelinerun;
+pub mod task;
+pub mod taskrun;
+
+pub use condition::{ConditionStatus, set_condition};
+pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
+pub use pipelinerun::{
+    PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RunPhase, TaskCounts, TaskSummary,
+};
+pub use task::{
+    FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,
+};
+pub use taskrun::{Attempt, AttemptPhase, TaskRun, TaskRunSpec, TaskRunStatus};
+
+/// The API group of every Weir resource.
+pub const GROUP: &str = "weir.dev";
+/// The API version of every Weir resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Labels Weir puts on the objects it creates, so people and tools can select them.
+pub mod labels {
+    /// Name of the Pipeline a run was made from (shortened to a valid label value).
+    pub const PIPELINE: &str = "weir.dev/pipeline";
+    /// Name of the PipelineRun an object belongs to (shortened to a valid label value).
+    pub const PIPELINE_RUN: &str = "weir.dev/pipelinerun";
+    /// UID of the owning PipelineRun: exact, always a valid label value.
+    pub const PIPELINE_RUN_UID: &str = "weir.dev/pipelinerun-uid";
+    /// Name of the task within its pipeline.
+    pub const TASK: &str = "weir.dev/task";
+    /// Name of the TaskRun a Job belongs to (shortened to a valid label value).
+    pub const TASK_RUN: &str = "weir.dev/taskrun";
+    /// UID of the owning TaskRun: exact, always a valid label value.
+    pub const TASK_RUN_UID: &str = "weir.dev/taskrun-uid";
+    /// Attempt number of a Job (1 for the first try).
+    pub const ATTEMPT: &str = "weir.dev/attempt";
+    /// Marks every object managed by Weir.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Value of [`MANAGED_BY`].
+    pub const MANAGED_BY_VALUE: &str = "weir";
+}

@@ -1,0 +1,164 @@
+//! `PipelineRun`: one execution of a pipeline.
+
+use super::pipeline::PipelineSpec;
+use super::task::TaskPhase;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One execution of a pipeline. Its status holds a snapshot of the pipeline as it was when
+/// the run started, so editing or deleting the Pipeline never changes a run in flight.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "PipelineRun",
+    namespaced,
+    doc = "A PipelineRun: one execution of a Pipeline. Its status snapshots the pipeline when the run starts, so later edits never change a run in flight.",
+    status = "PipelineRunStatus",
+    shortname = "plr",
+    category = "weir",
+    printcolumn = r#"{"name":"Pipeline","type":"string","jsonPath":".spec.pipelineRef.name"}"#,
+    printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunSpec {
+    /// The Pipeline to run, in the run's namespace. Exactly one of `pipelineRef` and
+    /// `pipelineSpec` must be set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_ref: Option<PipelineRef>,
+
+    /// A pipeline given inline instead of by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_spec: Option<PipelineSpec>,
+
+    /// Set to `true` to cancel the run: running tasks are stopped, pending ones cancelled,
+    /// and `finally` tasks still run. The run ends with reason `Cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+
+    /// Overrides the pipeline's `timeout` for this run (for example `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// A reference to a Pipeline in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRef {
+    /// Name of the Pipeline.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The overall state of a run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RunPhase {
+    /// Accepted; no task has started yet.
+    Pending,
+    /// Tasks are running.
+    Running,
+    /// Every task succeeded or was skipped as its trigger rules intended.
+    Succeeded,
+    /// A task failed, the run timed out, or the pipeline is invalid.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+impl RunPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunPhase::Succeeded | RunPhase::Failed | RunPhase::Cancelled)
+    }
+}
+
+/// What the operator observed of a run. Kept small however large the DAG: per-attempt
+/// details live in the TaskRuns.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Succeeded`: `Unknown` while the run is going, then `True`, or `False` with a reason
+    /// (`TaskFailed`, `RunTimeout`, `Cancelled`, `InvalidPipeline`, `PipelineNotFound`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Pending, Running, Succeeded, Failed or Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RunPhase>,
+
+    /// When the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// How long the finished run took, for example `1m30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+
+    /// Finished tasks out of all tasks, for example `3/5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+
+    /// How many tasks are in each state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<TaskCounts>,
+
+    /// One line per task that is not pending, failures and running tasks first; at most 100
+    /// entries (`tasksOmitted` counts the rest). Details are in the TaskRuns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSummary>,
+
+    /// Tasks left out of `tasks` to keep the status small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_omitted: Option<u32>,
+
+    /// The pipeline as it was when the run started; the run follows this copy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_spec: Option<PipelineSpec>,
+}
+
+/// How many tasks of a run are in each state.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCounts {
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub cancelled: u32,
+}
+
+/// The state of one task of a run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    /// Task name.
+    pub name: String,
+    /// Task state.
+    pub phase: TaskPhase,
+    /// The TaskRun holding the task's attempts, once it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_run: Option<String>,
+    /// Attempts made so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Why the task failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,297 @@
+//! The pieces a task is made of, shared by Pipeline (definition) and TaskRun (resolved).
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Pattern of a duration such as `30s`, `5m`, `1h30m` or `250ms` (Go's duration syntax).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// Pattern of a task name: a lowercase RFC 1123 label, so it can appear in object names.
+pub const TASK_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// One task of a pipeline: a container run as a Kubernetes Job, once per attempt.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    /// Name of the task, unique within the pipeline (including `finally` tasks). A lowercase
+    /// RFC 1123 label of at most 63 characters: it becomes part of TaskRun and Job names.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Container image the task runs. Falls back to `spec.defaults.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Entrypoint of the container (replaces the image's ENTRYPOINT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint (replace the image's CMD).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+
+    /// Environment variables of the container, added to `spec.defaults.env` (a task's
+    /// variable wins over a default of the same name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Working directory of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+
+    /// CPU and memory requests and limits of the container. Falls back to
+    /// `spec.defaults.resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Names of the tasks this task runs after (its upstream tasks). Whether it runs once they
+    /// are done is decided by `triggerRule`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+
+    /// When the task runs, given the outcome of its upstream tasks. Default `AllSucceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_rule: Option<TriggerRule>,
+
+    /// How failed attempts are retried. Falls back to `spec.defaults.retries`; without either,
+    /// a failed attempt fails the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+
+    /// Longest time one attempt may run (for example `10m`), enforced through the Job's
+    /// `activeDeadlineSeconds`; an attempt that runs longer fails with reason
+    /// `DeadlineExceeded`. Falls back to `spec.defaults.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+
+    /// Security context of the task's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// Settings applied to every task that does not set them itself, like Airflow's
+/// `default_args`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefaults {
+    /// Image of tasks that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Environment variables given to every task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Resources of tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Retry policy of tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+
+    /// Attempt timeout of tasks that set none (for example `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// When a task runs, given the states of its upstream tasks (Airflow's trigger rules).
+/// Upstream tasks that were skipped count as skipped, not as succeeded.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TriggerRule {
+    /// Every upstream task succeeded (the default). A failed upstream task makes this task
+    /// `UpstreamFailed`; a skipped one makes it `Skipped`.
+    #[default]
+    AllSucceeded,
+    /// Every upstream task finished, whatever the outcome.
+    AllDone,
+    /// Every upstream task failed (or was upstream-failed). Skipped otherwise.
+    AllFailed,
+    /// At least one upstream task succeeded; runs as soon as one does.
+    OneSucceeded,
+    /// At least one upstream task failed; runs as soon as one does. Skipped when all
+    /// finished without a failure.
+    OneFailed,
+    /// No upstream task failed (each succeeded or was skipped).
+    NoneFailed,
+}
+
+/// How a task's failed attempts are retried (Airflow's `retries`, `retry_delay`,
+/// `retry_exponential_backoff` and `max_retry_delay`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// How many times a failed attempt is retried; the task runs at most `limit + 1` times.
+    #[schemars(range(min = 0, max = 100))]
+    pub limit: u32,
+
+    /// Wait before the first retry (for example `30s`). Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub delay: Option<String>,
+
+    /// Each further retry waits this many times longer than the one before (exponential
+    /// backoff). `1` (the default) keeps the delay constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub backoff_factor: Option<f64>,
+
+    /// Upper bound of the delay between attempts, however large the backoff grows
+    /// (for example `10m`). Default: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub max_delay: Option<String>,
+
+    /// Which failures are retried. Default: every failure except a cancellation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<RetryOn>,
+}
+
+/// Which failed attempts are worth another try.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryOn {
+    /// Failure reasons that are retried. Empty means every reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<FailureReason>,
+
+    /// For failures with reason `Error`: the exit codes that are retried. Empty means every
+    /// exit code not listed in `exceptExitCodes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<i32>,
+
+    /// For failures with reason `Error`: exit codes that are never retried, for example the
+    /// code your program uses for bad input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_exit_codes: Vec<i32>,
+}
+
+/// Why an attempt failed, as Kubernetes reported it.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FailureReason {
+    /// The container exited with a non-zero code.
+    Error,
+    /// The container was killed for using more memory than its limit.
+    OOMKilled,
+    /// The attempt ran longer than the task's `timeout`.
+    DeadlineExceeded,
+    /// The pod was evicted from its node (node pressure, preemption, drain).
+    Evicted,
+    /// The image could not be pulled (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`).
+    ImagePullError,
+    /// The container could not be created from its configuration (for example a missing
+    /// Secret or ConfigMap key).
+    ConfigError,
+    /// The attempt's Job or pod disappeared before it finished (deleted by someone else).
+    Lost,
+    /// The attempt was stopped because the run was cancelled or timed out. Never retried.
+    Cancelled,
+    /// A failure Kubernetes gave no more precise reason for.
+    Unknown,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Error => "Error",
+            FailureReason::OOMKilled => "OOMKilled",
+            FailureReason::DeadlineExceeded => "DeadlineExceeded",
+            FailureReason::Evicted => "Evicted",
+            FailureReason::ImagePullError => "ImagePullError",
+            FailureReason::ConfigError => "ConfigError",
+            FailureReason::Lost => "Lost",
+            FailureReason::Cancelled => "Cancelled",
+            FailureReason::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The state of one task within a run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TaskPhase {
+    /// Waiting for its upstream tasks, or for a free slot under `parallelism`.
+    Pending,
+    /// An attempt is running (or its Job is starting).
+    Running,
+    /// An attempt failed and the next one waits for its retry delay.
+    Retrying,
+    /// The task succeeded.
+    Succeeded,
+    /// The task failed and has no retries left (or the failure is not retried).
+    Failed,
+    /// The task did not run because its trigger rule can no longer hold without a failure
+    /// upstream (for example an upstream task was skipped).
+    Skipped,
+    /// The task did not run because an upstream task failed.
+    UpstreamFailed,
+    /// The task was stopped or never started because the run was cancelled or timed out.
+    Cancelled,
+}
+
+impl TaskPhase {
+    /// Whether the task has reached its final state.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            TaskPhase::Pending | TaskPhase::Running | TaskPhase::Retrying
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskPhase::Pending => "Pending",
+            TaskPhase::Running => "Running",
+            TaskPhase::Retrying => "Retrying",
+            TaskPhase::Succeeded => "Succeeded",
+            TaskPhase::Failed => "Failed",
+            TaskPhase::Skipped => "Skipped",
+            TaskPhase::UpstreamFailed => "UpstreamFailed",
+            TaskPhase::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// Pod-level settings of every task's pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Service account the task pods run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Node labels a node must have to run the task pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the task pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Secrets used to pull the task images from private registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Pod security context of the task pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+
+    /// Priority class of the task pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Extra labels put on the task pods (Weir's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations put on the task pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}

@@ -1,0 +1,158 @@
+//! `TaskRun`: one task of a run, with every attempt it made.
+
+use super::task::{FailureReason, PodTemplate, RetryPolicy, TaskPhase};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One task of a run, fully resolved (defaults applied, templates expanded). Each attempt
+/// runs as its own Job, named `<taskrun>-<attempt>`. Usually created by a PipelineRun; can
+/// be created by hand to run a single task with retries.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "TaskRun",
+    namespaced,
+    doc = "A TaskRun: one task of a run, fully resolved; every attempt runs as its own Job.",
+    status = "TaskRunStatus",
+    shortname = "tr",
+    category = "weir",
+    printcolumn = r#"{"name":"Task","type":"string","jsonPath":".spec.taskName"}"#,
+    printcolumn = r#"{"name":"Succeeded","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attemptCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunSpec {
+    /// Name of the task within its pipeline.
+    #[schemars(length(min = 1, max = 63))]
+    pub task_name: String,
+
+    /// Container image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Entrypoint of the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+
+    /// Environment variables of the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Working directory of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+
+    /// Resources of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Security context of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+
+    /// How failed attempts are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+
+    /// Longest time one attempt may run (Job `activeDeadlineSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+
+    /// Pod-level settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
+
+    /// Set to `true` to stop the task: its running Job is deleted and no further attempt is
+    /// made. The TaskRun ends `Cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+}
+
+/// What the operator observed of a TaskRun.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Succeeded`: `Unknown` while attempts go on, then `True`, or `False` with the reason
+    /// of the last failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Pending, Running, Retrying, Succeeded, Failed or Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the task reached its final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// Number of attempts made so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_count: Option<u32>,
+
+    /// Every attempt, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+
+    /// When the next attempt will start, while the task waits for its retry delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<Time>,
+}
+
+/// One attempt of a task: one Job and its pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// Attempt number, 1 for the first try.
+    pub number: u32,
+    /// Name of the attempt's Job.
+    pub job_name: String,
+    /// Running, Succeeded or Failed.
+    pub phase: AttemptPhase,
+    /// When the Job was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the attempt finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Exit code of the task container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    /// What Kubernetes or the container said about the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The state of one attempt.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AttemptPhase {
+    /// The Job exists and has not finished.
+    #[default]
+    Running,
+    /// The container exited 0.
+    Succeeded,
+    /// The attempt failed; `reason` says why.
+    Failed,
+}

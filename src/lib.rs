@@ -1,0 +1,10 @@
+//! Weir: a Kubernetes-native pipeline operator.
+//!
+//! `api` holds the custom resources, `engine` the pure logic (no I/O, no clock), and
+//! `controller` the Kubernetes side that drives the engine.
+
+pub mod api;
+pub mod controller;
+pub mod crd;
+pub mod engine;
+pub mod manifest;

@@ -1,0 +1,381 @@
+//! Helpers shared by the operator tests: the CRDs (installed once), an operator process per
+//! test (so a test can kill and restart it), and a recorder of Job events seen by a separate
+//! client, the way a person watching `kubectl get jobs -w` would see them.
+
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use weir::api::{PipelineRun, RunPhase, TaskRun};
+use weir_testenv::{TestNamespace, wait_for};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+static CRDS: OnceLock<()> = OnceLock::new();
+
+/// Applies `crds/` (once per test process) and waits until the API server serves them.
+pub async fn install_crds(ns: &TestNamespace) {
+    let kubeconfig = ns.kubeconfig().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        CRDS.get_or_init(|| {
+            let out = Command::new(weir_testenv::kubectl_binary())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["apply", "-f"])
+                .arg(repo_root().join("crds"))
+                .output()
+                .expect("running kubectl apply -f crds");
+            assert!(
+                out.status.success(),
+                "applying CRDs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new(weir_testenv::kubectl_binary())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/pipelines.weir.dev",
+                    "crd/pipelineruns.weir.dev",
+                    "crd/taskruns.weir.dev",
+                ])
+                .output()
+                .expect("running kubectl wait");
+            assert!(
+                out.status.success(),
+                "waiting for CRDs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+    })
+    .await
+    .unwrap();
+}
+
+/// A `weir operator` process watching one namespace; killed when dropped (its log is printed
+/// if the test is failing).
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    namespace: String,
+    kubeconfig: PathBuf,
+    starts: u32,
+}
+
+impl Operator {
+    pub fn start(ns: &TestNamespace) -> Operator {
+        let mut op = Operator {
+            child: None,
+            log: std::env::temp_dir().join(format!("weir-operator-{}.log", ns.name())),
+            namespace: ns.name().to_string(),
+            kubeconfig: ns.kubeconfig().to_path_buf(),
+            starts: 0,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([
+                "operator",
+                "--namespace",
+                &self.namespace,
+                "--log-level",
+                "info,weir=debug",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting weir operator");
+        self.child = Some(child);
+    }
+
+    /// Kills the operator at once (SIGKILL: no chance to finish anything).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!(
+                "---- last lines of the operator log ({} starts) ----\n{}",
+                self.starts,
+                tail.join("\n")
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Namespace + CRDs + operator: what almost every test needs.
+pub async fn setup(prefix: &str) -> (TestNamespace, Operator) {
+    let ns = weir_testenv::env().await.namespace(prefix).await;
+    install_crds(&ns).await;
+    let op = Operator::start(&ns);
+    (ns, op)
+}
+
+/// Waits until a PipelineRun reaches a final phase and returns it.
+pub async fn wait_run_done(ns: &TestNamespace, name: &str, timeout: Duration) -> PipelineRun {
+    let api: Api<PipelineRun> = ns.api();
+    wait_for(&format!("PipelineRun {name} to finish"), timeout, || async {
+        let run = api.get(name).await.map_err(|e| e.to_string())?;
+        match run.status.as_ref().and_then(|s| s.phase) {
+            Some(p) if p.is_terminal() => Ok(run),
+            p => Err(format!("phase {p:?}")),
+        }
+    })
+    .await
+}
+
+pub fn phase(run: &PipelineRun) -> RunPhase {
+    run.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .expect("run has a phase")
+}
+
+pub fn condition_reason(run: &PipelineRun) -> String {
+    let status = run.status.as_ref().expect("status");
+    weir::api::condition::find(&status.conditions, "Succeeded")
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+pub async fn task_run(ns: &TestNamespace, run: &str, task: &str) -> TaskRun {
+    let api: Api<TaskRun> = ns.api();
+    api.get(&weir::engine::names::task_run_name(run, task))
+        .await
+        .unwrap_or_else(|e| panic!("TaskRun for task {task} of {run}: {e}"))
+}
+
+pub async fn task_run_opt(ns: &TestNamespace, run: &str, task: &str) -> Option<TaskRun> {
+    let api: Api<TaskRun> = ns.api();
+    api.get_opt(&weir::engine::names::task_run_name(run, task))
+        .await
+        .unwrap()
+}
+
+/// The state of a task as the run's status summary reports it.
+pub fn summary_phase(run: &PipelineRun, task: &str) -> Option<weir::api::TaskPhase> {
+    run.status
+        .as_ref()?
+        .tasks
+        .iter()
+        .find(|t| t.name == task)
+        .map(|t| t.phase)
+}
+
+/// What a separate watcher saw happen to Jobs, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEvent {
+    Created {
+        job: String,
+        task: String,
+        attempt: u32,
+        at: Instant,
+    },
+    Finished {
+        job: String,
+        task: String,
+        succeeded: bool,
+        at: Instant,
+    },
+    Deleted {
+        job: String,
+        task: String,
+    },
+}
+
+#[derive(Clone, Default)]
+pub struct JobRecorder {
+    events: Arc<Mutex<Vec<JobEvent>>>,
+}
+
+impl JobRecorder {
+    /// Starts watching the Jobs of the namespace (on the current runtime).
+    pub async fn start(ns: &TestNamespace) -> JobRecorder {
+        let recorder = JobRecorder::default();
+        let api: Api<Job> = ns.api();
+        let events = recorder.events.clone();
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let ready_tx = ready.clone();
+        tokio::spawn(async move {
+            let mut seen_created = std::collections::HashSet::new();
+            let mut seen_finished = std::collections::HashSet::new();
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(event) = stream.next().await {
+                let (jobs, deleted): (Vec<Job>, bool) = match event {
+                    Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => (vec![job], false),
+                    Ok(watcher::Event::Delete(job)) => (vec![job], true),
+                    Ok(watcher::Event::InitDone) => {
+                        ready_tx.notify_one();
+                        continue;
+                    }
+                    _ => continue,
+                };
+                for job in jobs {
+                    let name = job.name_any();
+                    let task = job.labels().get("weir.dev/task").cloned().unwrap_or_default();
+                    let attempt = job
+                        .labels()
+                        .get("weir.dev/attempt")
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(0);
+                    let mut out = events.lock().unwrap();
+                    if deleted {
+                        out.push(JobEvent::Deleted { job: name, task });
+                        continue;
+                    }
+                    if seen_created.insert(name.clone()) {
+                        out.push(JobEvent::Created {
+                            job: name.clone(),
+                            task: task.clone(),
+                            attempt,
+                            at: Instant::now(),
+                        });
+                    }
+                    let conds = job
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.clone())
+                        .unwrap_or_default();
+                    let done = conds
+                        .iter()
+                        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+                    if let Some(c) = done
+                        && seen_finished.insert(name.clone())
+                    {
+                        out.push(JobEvent::Finished {
+                            job: name,
+                            task,
+                            succeeded: c.type_ == "Complete",
+                            at: Instant::now(),
+                        });
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready.notified())
+            .await
+            .expect("job watcher started");
+        recorder
+    }
+
+    pub fn events(&self) -> Vec<JobEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Index in the event list of the creation of the first Job of `task`.
+    pub fn created_index(&self, task: &str) -> usize {
+        self.events()
+            .iter()
+            .position(|e| matches!(e, JobEvent::Created { task: t, .. } if t == task))
+            .unwrap_or_else(|| panic!("no Job was created for task {task}: {:?}", self.events()))
+    }
+
+    /// Index of the (last) successful finish of a Job of `task`.
+    pub fn finished_index(&self, task: &str) -> usize {
+        self.events()
+            .iter()
+            .rposition(|e| matches!(e, JobEvent::Finished { task: t, .. } if t == task))
+            .unwrap_or_else(|| panic!("no Job of task {task} finished: {:?}", self.events()))
+    }
+
+    pub fn created(&self) -> Vec<(String, String, u32)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                JobEvent::Created {
+                    job, task, attempt, ..
+                } => Some((job, task, attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The most Jobs that were running at once (created, not yet finished or deleted).
+    pub fn max_concurrent(&self) -> usize {
+        let mut active = std::collections::HashSet::new();
+        let mut most = 0;
+        for e in self.events() {
+            match e {
+                JobEvent::Created { job, .. } => {
+                    active.insert(job);
+                }
+                JobEvent::Finished { job, .. } | JobEvent::Deleted { job, .. } => {
+                    active.remove(&job);
+                }
+            }
+            most = most.max(active.len());
+        }
+        most
+    }
+}
+
+/// Reads an example from `examples/`, optionally rewriting text in it.
+pub fn example(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("examples").join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("example {name}: {e}"))
+}
+
+/// The Events in the namespace whose reason is `reason`, as "reason: message" lines.
+pub fn events_with_reason(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    let out = ns.kubectl_ok([
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.message}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{reason}\t")))
+        .map(String::from)
+        .collect()
+}
+
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).to_string()
+}
