@@ -1,0 +1,20 @@
+//! The pure heart of Weir: validation, DAG analysis, retry arithmetic and planning.
+//! Nothing here does I/O or reads the clock: time is always a parameter.
+
+pub mod dag;
+pub mod duration;
+pub mod fixture;
+pub mod names;
+pub mod plan;
+pub mod resolve;
+pub mod retry;
+pub mod validate;
+
+pub use plan::{
+    AttemptAction, ObservedAttempt, ObservedTask, RunInput, RunOutcome, RunPlan, StopReason, TaskInput,
+    TaskPlan, plan_run, plan_task,
+};
+pub use validate::{ValidPipeline, ValidationError, ValidationErrors, validate};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! Airflow-style retries: a limit, a delay, exponential backoff with a cap, and a choice of
+//! which failures deserve another attempt.
+
+use super::duration;
+use crate::api::{FailureReason, RetryPolicy};
+use std::time::Duration;
+
+/// Delay before the first retry when a policy names none.
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(10);
+
+/// The wait before retry number `retry` (1 for the first retry):
+/// `delay * backoffFactor^(retry-1)`, capped at `maxDelay`.
+pub fn delay(policy: &RetryPolicy, retry: u32) -> Duration {
+    let base = policy
+        .delay
+        .as_deref()
+        .and_then(|d| duration::parse(d).ok())
+        .unwrap_or(DEFAULT_DELAY);
+    let factor = policy
+        .backoff_factor
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0);
+    let cap = policy.max_delay.as_deref().and_then(|d| duration::parse(d).ok());
+    let exponent = retry.saturating_sub(1).min(1_000) as i32;
+    let secs = base.as_secs_f64() * factor.powi(exponent);
+    // Anything past a year is as good as forever; keep the arithmetic finite. A zero delay
+    // stays zero however large the backoff (0 * inf is NaN, which `min` would turn into
+    // the year).
+    let secs = if secs.is_nan() {
+        0.0
+    } else {
+        secs.min(365.0 * 86_400.0)
+    };
+    // Whole milliseconds, like the durations users write, so retry times come out exact
+    // rather than a few nanoseconds off (`0.1s * 1.1`).
+    let mut wait = Duration::from_millis((secs * 1_000.0).round() as u64);
+    if let Some(cap) = cap {
+        wait = wait.min(cap);
+    }
+    wait
+}
+
+/// Whether a failure of this kind is worth another attempt under `policy` (ignoring how many
+/// attempts are left).
+pub fn is_retryable(policy: &RetryPolicy, reason: FailureReason, exit_code: Option<i32>) -> bool {
+    if reason == FailureReason::Cancelled {
+        return false;
+    }
+    let Some(on) = &policy.retry_on else { return true };
+    if !on.reasons.is_empty() && !on.reasons.contains(&reason) {
+        return false;
+    }
+    if reason == FailureReason::Error
+        && let Some(code) = exit_code
+    {
+        if on.except_exit_codes.contains(&code) {
+            return false;
+        }
+        if !on.exit_codes.is_empty() && !on.exit_codes.contains(&code) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RetryOn;
+
+    fn policy(delay: &str, factor: f64, max: Option<&str>) -> RetryPolicy {
+        RetryPolicy {
+            limit: 5,
+            delay: Some(delay.into()),
+            backoff_factor: Some(factor),
+            max_delay: max.map(Into::into),
+            retry_on: None,
+        }
+    }
+
+    #[test]
+    fn constant_delay_by_default() {
+        let p = RetryPolicy {
+            limit: 3,
+            ..Default::default()
+        };
+        assert_eq!(delay(&p, 1), DEFAULT_DELAY);
+        assert_eq!(delay(&p, 3), DEFAULT_DELAY);
+    }
+
+    #[test]
+    fn exponential_backoff_is_capped() {
+        let p = policy("10s", 2.0, Some("1m"));
+        let waits: Vec<u64> = (1..=5).map(|r| delay(&p, r).as_secs()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 60, 60]);
+    }
+
+    #[test]
+    fn huge_exponents_stay_finite() {
+        let p = policy("1h", 100.0, None);
+        assert!(delay(&p, 100) <= Duration::from_secs(365 * 86_400));
+    }
+
+    #[test]
+    fn exit_code_and_reason_filters() {
+        let mut p = policy("1s", 1.0, None);
+        p.retry_on = Some(RetryOn {
+            reasons: vec![FailureReason::Error, FailureReason::OOMKilled],
+            exit_codes: vec![],
+            except_exit_codes: vec![2],
+        });
+        assert!(is_retryable(&p, FailureReason::Error, Some(1)));
+        assert!(!is_retryable(&p, FailureReason::Error, Some(2)));
+        assert!(is_retryable(&p, FailureReason::OOMKilled, Some(137)));
+        assert!(!is_retryable(&p, FailureReason::DeadlineExceeded, None));
+        assert!(!is_retryable(&p, FailureReason::Cancelled, None));
+        p.retry_on.as_mut().unwrap().exit_codes = vec![75];
+        assert!(is_retryable(&p, FailureReason::Error, Some(75)));
+        assert!(!is_retryable(&p, FailureReason::Error, Some(1)));
+    }
+}

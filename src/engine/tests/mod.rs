@@ -1,0 +1,9 @@
+//! Tests of the engine through its public functions, on pipelines built with `fixture`.
+//! Tests of a single helper live next to it; these cover how the pieces behave together.
+
+mod evaluate;
+mod plan_run;
+mod plan_task;
+mod simulate;
+mod support;
+mod validate;

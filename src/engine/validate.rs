@@ -1,0 +1,438 @@
+//! Validation of a pipeline: every problem at once, each naming the task and field, so one
+//! round of fixes is enough. The operator (Ready condition and Events), the CLI and the
+//! admission webhook all use this one function.
+
+use super::dag::Dag;
+use super::duration;
+use super::names::{self, MAX_NAME};
+use crate::api::{PipelineSpec, RetryPolicy, TaskSpec};
+use k8s_openapi::api::core::v1::EnvVar;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+/// Most tasks (`finally` included) one pipeline may have.
+pub const MAX_TASKS: usize = 10_000;
+
+/// One problem in a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The task the problem is in, when it is in one.
+    pub task: Option<String>,
+    /// Where in the spec, for example `tasks[2].dependsOn`.
+    pub field: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.task {
+            Some(task) => write!(f, "task {task:?} ({}): {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Every problem found in a pipeline; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// A pipeline that passed validation, with its graph built. Tasks are indexed `0..n` for
+/// `tasks` followed by `n..n+m` for `finally`.
+#[derive(Clone, Debug)]
+pub struct ValidPipeline {
+    pub spec: PipelineSpec,
+    pub dag: Dag,
+    /// Number of tasks in `tasks` (the rest are `finally` tasks).
+    pub main_count: usize,
+    pub index: HashMap<String, usize>,
+    pub parallelism: Option<usize>,
+    pub timeout: Option<Duration>,
+}
+
+impl ValidPipeline {
+    pub fn len(&self) -> usize {
+        self.dag.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dag.is_empty()
+    }
+
+    pub fn is_finally(&self, task: usize) -> bool {
+        task >= self.main_count
+    }
+
+    pub fn task(&self, i: usize) -> &TaskSpec {
+        if i < self.main_count {
+            &self.spec.tasks[i]
+        } else {
+            &self.spec.finally[i - self.main_count]
+        }
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.task(i).name
+    }
+}
+
+struct Collector(Vec<ValidationError>);
+
+impl Collector {
+    fn task(&mut self, task: &str, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            task: Some(task.to_string()),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn spec(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            task: None,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a pipeline, reporting every problem found.
+pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> {
+    let mut errors = Collector(Vec::new());
+    let main_count = spec.tasks.len();
+    let all: Vec<(&TaskSpec, String)> = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t, format!("tasks[{i}]")))
+        .chain(
+            spec.finally
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t, format!("finally[{i}]"))),
+        )
+        .collect();
+
+    if spec.tasks.is_empty() {
+        errors.spec("tasks", "a pipeline needs at least one task");
+    }
+    if all.len() > MAX_TASKS {
+        errors.spec(
+            "tasks",
+            format!("{} tasks is more than the limit of {MAX_TASKS}", all.len()),
+        );
+    }
+
+    // Names: valid, unique across tasks and finally.
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(all.len());
+    let mut duplicated: HashSet<&str> = HashSet::new();
+    for (i, (task, path)) in all.iter().enumerate() {
+        let name = task.name.as_str();
+        if name.is_empty() {
+            errors.spec(format!("{path}.name"), "task name is empty");
+            continue;
+        }
+        if name.len() > MAX_NAME {
+            errors.task(
+                name,
+                format!("{path}.name"),
+                format!(
+                    "name is {} characters; at most {MAX_NAME} fit in a Kubernetes name",
+                    name.len()
+                ),
+            );
+        } else if !names::is_dns_label(name) {
+            errors.task(
+                name,
+                format!("{path}.name"),
+                "name must be lowercase letters, digits and '-', starting and ending with a letter or digit",
+            );
+        }
+        if index.insert(name.to_string(), i).is_some() {
+            errors.task(
+                name,
+                format!("{path}.name"),
+                "duplicate task name (names must be unique across tasks and finally)",
+            );
+            duplicated.insert(name);
+        }
+    }
+
+    // Dependencies. Edges in error are left out of the graph, which is still searched for
+    // cycles so that one round of fixes is enough. So are edges to or from a duplicated
+    // name: which task they mean is unclear, and every cycle reported must be a real one.
+    let mut upstream: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+    for (i, (task, path)) in all.iter().enumerate() {
+        let is_finally = i >= main_count;
+        let mut seen = HashSet::new();
+        for dep in &task.depends_on {
+            if !seen.insert(dep.as_str()) {
+                errors.task(
+                    &task.name,
+                    format!("{path}.dependsOn"),
+                    format!("{dep:?} is listed twice"),
+                );
+                continue;
+            }
+            if *dep == task.name {
+                errors.task(
+                    &task.name,
+                    format!("{path}.dependsOn"),
+                    "a task cannot depend on itself",
+                );
+                continue;
+            }
+            match index.get(dep.as_str()) {
+                None => {
+                    // Only names this task may depend on are worth suggesting.
+                    let section = if is_finally {
+                        &all[main_count..]
+                    } else {
+                        &all[..main_count]
+                    };
+                    let candidates = section
+                        .iter()
+                        .map(|(t, _)| t.name.as_str())
+                        .filter(|name| *name != task.name);
+                    let hint = closest(dep, candidates)
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    errors.task(
+                        &task.name,
+                        format!("{path}.dependsOn"),
+                        format!("unknown task {dep:?}{hint}"),
+                    );
+                }
+                Some(&d) if is_finally && d < main_count => {
+                    errors.task(
+                        &task.name,
+                        format!("{path}.dependsOn"),
+                        format!("finally task cannot depend on {dep:?} from tasks: finally tasks run after all of them anyway"),
+                    );
+                }
+                Some(&d) if !is_finally && d >= main_count => {
+                    errors.task(
+                        &task.name,
+                        format!("{path}.dependsOn"),
+                        format!("{dep:?} is a finally task; tasks cannot depend on finally tasks"),
+                    );
+                }
+                Some(&d) => {
+                    if !duplicated.contains(task.name.as_str()) && !duplicated.contains(dep.as_str()) {
+                        upstream[i].push(d);
+                    }
+                }
+            }
+        }
+        check_task_fields(task, path, spec, &mut errors);
+    }
+
+    // Pipeline-level values.
+    let parallelism = match spec.parallelism {
+        Some(0) => {
+            errors.spec("parallelism", "must be at least 1");
+            None
+        }
+        p => p.map(|p| p as usize),
+    };
+    let timeout = check_duration(spec.timeout.as_deref(), "timeout", None, &mut errors);
+    if let Some(defaults) = &spec.defaults {
+        check_duration(defaults.timeout.as_deref(), "defaults.timeout", None, &mut errors);
+        if let Some(r) = &defaults.retries {
+            check_retries(r, "defaults.retries", None, &mut errors);
+        }
+        check_env(&defaults.env, "defaults", None, &mut errors);
+    }
+
+    let dag = match Dag::new(upstream) {
+        Ok(dag) => Some(dag),
+        Err(cycles) => {
+            for cycle in cycles {
+                let names: Vec<&str> = cycle.0.iter().map(|&i| all[i].0.name.as_str()).collect();
+                let first = names[0];
+                let path = &all[cycle.0[0]].1;
+                errors.task(
+                    first,
+                    format!("{path}.dependsOn"),
+                    format!("dependency cycle: {}", names.join(" -> ")),
+                );
+            }
+            None
+        }
+    };
+
+    match (errors.0.is_empty(), dag) {
+        (true, Some(dag)) => Ok(ValidPipeline {
+            spec: spec.clone(),
+            dag,
+            main_count,
+            index,
+            parallelism,
+            timeout,
+        }),
+        _ => Err(ValidationErrors(errors.0)),
+    }
+}
+
+fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &mut Collector) {
+    let name = task.name.as_str();
+    let default_image = spec.defaults.as_ref().and_then(|d| d.image.as_deref());
+    match task.image.as_deref().or(default_image) {
+        None => errors.task(
+            name,
+            format!("{path}.image"),
+            "no image: set image on the task or defaults.image",
+        ),
+        Some(image) if image.trim().is_empty() || image.chars().any(char::is_whitespace) => errors.task(
+            name,
+            format!("{path}.image"),
+            format!("{image:?} is not a valid image reference"),
+        ),
+        Some(_) => {}
+    }
+    check_duration(
+        task.timeout.as_deref(),
+        &format!("{path}.timeout"),
+        Some(name),
+        errors,
+    );
+    if let Some(r) = &task.retries {
+        check_retries(r, &format!("{path}.retries"), Some(name), errors);
+    }
+    check_env(&task.env, path, Some(name), errors);
+}
+
+fn check_env(env: &[EnvVar], path: &str, task: Option<&str>, errors: &mut Collector) {
+    let mut env_names = HashSet::new();
+    for (j, var) in env.iter().enumerate() {
+        let field = format!("{path}.env[{j}].name");
+        let message = if var.name.is_empty() {
+            "environment variable name is empty".to_string()
+        } else if !env_names.insert(var.name.as_str()) {
+            format!("environment variable {:?} is set twice", var.name)
+        } else {
+            continue;
+        };
+        match task {
+            Some(t) => errors.task(t, field, message),
+            None => errors.spec(field, message),
+        }
+    }
+}
+
+fn check_duration(
+    text: Option<&str>,
+    field: &str,
+    task: Option<&str>,
+    errors: &mut Collector,
+) -> Option<Duration> {
+    let text = text?;
+    let result = duration::parse(text).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{text:?} must be longer than zero"))
+        } else {
+            Ok(d)
+        }
+    });
+    match result {
+        Ok(d) => Some(d),
+        Err(message) => {
+            match task {
+                Some(t) => errors.task(t, field, message),
+                None => errors.spec(field, message),
+            }
+            None
+        }
+    }
+}
+
+fn check_retries(r: &RetryPolicy, field: &str, task: Option<&str>, errors: &mut Collector) {
+    let mut report = |f: String, m: String| match task {
+        Some(t) => errors.task(t, f, m),
+        None => errors.spec(f, m),
+    };
+    if r.limit > 100 {
+        report(
+            format!("{field}.limit"),
+            format!("{} retries is more than the limit of 100", r.limit),
+        );
+    }
+    if let Some(f) = r.backoff_factor
+        && (!f.is_finite() || !(1.0..=100.0).contains(&f))
+    {
+        report(
+            format!("{field}.backoffFactor"),
+            format!("{f} must be between 1 and 100"),
+        );
+    }
+    let delay = r.delay.as_deref().map(|d| (d, duration::parse(d)));
+    let max = r.max_delay.as_deref().map(|d| (d, duration::parse(d)));
+    if let Some((_, Err(m))) = &delay {
+        report(format!("{field}.delay"), m.clone());
+    }
+    if let Some((_, Err(m))) = &max {
+        report(format!("{field}.maxDelay"), m.clone());
+    }
+    if let (Some((dt, Ok(d))), Some((mt, Ok(m)))) = (&delay, &max)
+        && m < d
+    {
+        report(
+            format!("{field}.maxDelay"),
+            format!("{mt} is shorter than delay {dt}"),
+        );
+    }
+    if let Some(on) = &r.retry_on {
+        for code in &on.exit_codes {
+            if on.except_exit_codes.contains(code) {
+                report(
+                    format!("{field}.retryOn"),
+                    format!("exit code {code} is both in exitCodes and exceptExitCodes"),
+                );
+            }
+        }
+    }
+}
+
+/// The known name closest to `wanted` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (wanted.len() / 3).max(1);
+    let wanted_chars = wanted.chars().count();
+    known
+        // The distance is at least the difference in length: skip the quadratic work for
+        // names that cannot be close (pipelines may have thousands of tasks).
+        .filter(|k| k.chars().count().abs_diff(wanted_chars) <= limit)
+        .map(|k| (edit_distance(wanted, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
