@@ -1,0 +1,37 @@
+//! The `weir` command line. Each subcommand lives in its own module with an `Args` struct
+//! (clap) and a `run(args) -> anyhow::Result<ExitCode>`; this file only lists and
+//! dispatches them.
+
+pub mod crd;
+pub mod operator;
+pub mod validate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Kubernetes-native data pipelines: DAGs of tasks run as Jobs")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: watch Pipelines, PipelineRuns and TaskRuns and run their tasks as Jobs.
+    Operator(operator::Args),
+    /// Print the CustomResourceDefinitions (or write one file each into a directory).
+    Crd(crd::Args),
+    /// Check Pipeline and PipelineRun manifests offline; exit 1 if any has a problem.
+    Validate(validate::Args),
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Operator(args) => operator::run(args),
+            Command::Crd(args) => crd::run(args),
+            Command::Validate(args) => validate::run(args),
+        }
+    }
+}
