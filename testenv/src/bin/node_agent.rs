@@ -1,0 +1,161 @@
+//! `weir-node-agent`: the kubelet stand-in of Weir's test environment.
+//!
+//! The test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler 1.20)
+//! is genuine, but there is no container runtime on the machines Weir is developed on. This
+//! agent registers a Node and then does what a kubelet does for the pods bound to it, with
+//! local processes instead of containers:
+//!
+//! * keeps the Node `Ready` (status heartbeat and a Lease in `kube-node-lease`);
+//! * runs each container's `command` + `args` as a local process group (the image is ignored),
+//!   with the container's environment resolved like a kubelet does (literal values, `$(VAR)`
+//!   expansion, fieldRef, ConfigMap and Secret references, envFrom);
+//! * reports pod and container status through the `pods/status` subresource, including the
+//!   termination message, so the real Job controller counts pods as succeeded or failed;
+//! * kills the process group when the pod is deleted (grace period honoured) or its
+//!   `activeDeadlineSeconds` passes, and finalizes graceful deletion with a grace-0 delete;
+//! * serves `/containerLogs/...` over HTTPS so that `kubectl logs` (through the apiserver) works.
+//!
+//! What it deliberately does not do: volumes, probes, restarts (`OnFailure`/`Always` are treated
+//! like `Never`), resource limits, networking (every pod gets IP 127.0.0.1), image pulls.
+
+mod node_agent {
+    pub mod container;
+    pub mod logfile;
+    pub mod logserver;
+    pub mod node;
+    pub mod pod;
+    pub mod procs;
+}
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tracing::{error, info};
+
+use node_agent::{logserver, node, pod, procs};
+
+/// Command-line flags. Every flag can also be given through the environment variable shown.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "weir-node-agent",
+    version,
+    about = "Runs pods bound to one Node as local processes (Weir's test environment)"
+)]
+pub struct Args {
+    /// Kubeconfig with credentials for the apiserver.
+    #[arg(long, env = "WEIR_AGENT_KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Name of the Node to register.
+    #[arg(long, env = "WEIR_AGENT_NODE_NAME", default_value = "weir-node")]
+    pub node_name: String,
+    /// Directory for per-pod working directories and container logs.
+    #[arg(long, env = "WEIR_AGENT_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Address the log server (kubelet API stand-in) listens on; also the Node's InternalIP.
+    #[arg(long, env = "WEIR_AGENT_ADDRESS", default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
+    /// Port of the log server; published as `status.daemonEndpoints.kubeletEndpoint.port`.
+    #[arg(long, env = "WEIR_AGENT_LOG_PORT", default_value_t = 20250)]
+    pub log_port: u16,
+    /// PEM certificate (chain) served by the log server.
+    #[arg(long, env = "WEIR_AGENT_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the log server certificate.
+    #[arg(long, env = "WEIR_AGENT_TLS_KEY")]
+    pub tls_key: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        error!("fatal: {e:#}");
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let state_dir = std::path::absolute(&args.state_dir)?;
+    std::fs::create_dir_all(state_dir.join("pods"))
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+
+    // Processes left behind by an earlier instance of this agent (killed without a chance to
+    // clean up) would otherwise run on unsupervised; their pods are reported failed below.
+    let reaped = procs::reap_leftovers(&state_dir);
+    if reaped > 0 {
+        info!(count = reaped, "killed processes left behind by a previous agent");
+    }
+
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("loading kubeconfig")?;
+    let client = kube::Client::try_from(config).context("building client")?;
+
+    let ctx = Arc::new(pod::Ctx {
+        client: client.clone(),
+        node_name: args.node_name.clone(),
+        node_ip: args.address.to_string(),
+        state_dir: state_dir.clone(),
+        procs: procs::ProcTable::default(),
+        running_logs: Default::default(),
+    });
+
+    // Bind the log server before registering the Node, so the port the Node advertises works.
+    let addr = SocketAddr::new(args.address, args.log_port);
+    let tls = logserver::tls_config(&args.tls_cert, &args.tls_key)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding log server on {addr}"))?;
+    info!(%addr, "log server listening");
+    tokio::spawn(logserver::serve(listener, tls, ctx.clone()));
+
+    // The apiserver may still be starting (or restarting): keep trying for a while.
+    let mut attempt = 0;
+    while let Err(e) = node::register(&client, &args).await {
+        attempt += 1;
+        if attempt >= 60 {
+            return Err(e.context("registering the node"));
+        }
+        tracing::warn!("registering the node failed, retrying: {e:#}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    info!(node = %args.node_name, "node registered");
+    tokio::spawn(node::heartbeat(client.clone(), args.clone()));
+
+    let manager = pod::Manager::new(ctx.clone());
+    tokio::select! {
+        r = manager.run() => r,
+        _ = shutdown_signal() => {
+            // Containers run in their own process groups and would outlive us; a kubelet's
+            // containers outlive it too, but here nobody could ever supervise them again.
+            let n = ctx.procs.kill_all(libc::SIGKILL);
+            info!(killed_groups = n, "shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
