@@ -8,6 +8,7 @@
 pub mod condition;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
@@ -16,6 +17,7 @@ pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{
     PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RunPhase, TaskCounts, TaskSummary,
 };
+pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{
     FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,
 };
@@ -42,6 +44,8 @@ pub mod labels {
     pub const TASK_RUN_UID: &str = "weir.dev/taskrun-uid";
     /// Attempt number of a Job (1 for the first try).
     pub const ATTEMPT: &str = "weir.dev/attempt";
+    /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`) or `backfill`.
+    pub const TRIGGER: &str = "weir.dev/trigger";
     /// Marks every object managed by Weir.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].

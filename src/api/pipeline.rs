@@ -1,8 +1,9 @@
 //! `Pipeline`: the definition of a DAG of tasks, written by people and synced by GitOps.
 //! The operator never writes its spec or metadata, only its status.
 
+use super::schedule::Schedule;
 use super::task::{PodTemplate, TaskDefaults, TaskSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ use serde::{Deserialize, Serialize};
     category = "weir",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Tasks","type":"integer","jsonPath":".status.taskCount"}"#,
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule.cron"}"#,
+    printcolumn = r#"{"name":"Active","type":"integer","jsonPath":".status.activeRunCount"}"#,
+    printcolumn = r#"{"name":"Last Schedule","type":"date","jsonPath":".status.lastScheduleTime"}"#,
+    printcolumn = r#"{"name":"Next Schedule","type":"string","jsonPath":".status.nextScheduleTime","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -59,6 +64,29 @@ pub struct PipelineSpec {
     /// pull secrets, security context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
+
+    /// Creates runs on a cron schedule, each covering one data interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+
+    /// Most runs of this pipeline that may be active at once, whatever created them (the
+    /// schedule, `weir trigger`, `weir backfill` or a PipelineRun written by hand). Runs
+    /// beyond it wait in phase `Pending` with reason `Queued` and start, oldest logical date
+    /// first, as others finish. Unset means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_active_runs: Option<u32>,
+
+    /// How many succeeded runs owned by this Pipeline (made by its schedule, `weir trigger`
+    /// or `weir backfill`) are kept; the ones that finished longest ago are deleted with
+    /// their TaskRuns and Jobs. Unset keeps them all. Runs you create yourself are never
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_runs_history_limit: Option<u32>,
+
+    /// Like `successfulRunsHistoryLimit`, for failed and cancelled runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_runs_history_limit: Option<u32>,
 }
 
 /// What the operator observed of a Pipeline.
@@ -77,4 +105,29 @@ pub struct PipelineStatus {
     /// Number of tasks, `finally` tasks included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_count: Option<u32>,
+
+    /// The end of the newest data interval the schedule has dealt with (its run created, or
+    /// skipped as `catchup`, `concurrencyPolicy` or `startingDeadline` said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+
+    /// When the schedule fires next; unset when suspended, ended or invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+
+    /// Number of runs of this pipeline that started and have not finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run_count: Option<u32>,
+
+    /// Names of the active runs, oldest logical date first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_runs: Vec<String>,
+
+    /// Number of runs waiting for a free slot under `maxActiveRuns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_run_count: Option<u32>,
+
+    /// Names of the queued runs in the order they will start (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued_runs: Vec<String>,
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
+    printcolumn = r#"{"name":"Logical Date","type":"string","jsonPath":".spec.logicalDate","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +48,21 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
+
+    /// The logical date of the run (Airflow's `logical_date`): for a scheduled or backfill
+    /// run, the start of its data interval; for `weir trigger`, when it was triggered.
+    /// Offered to tasks as `{{ run.logicalDate }}`. Also orders runs waiting under
+    /// `maxActiveRuns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_date: Option<Time>,
+
+    /// Start of the data interval the run covers (inclusive), `{{ run.dataIntervalStart }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_interval_start: Option<Time>,
+
+    /// End of the data interval the run covers (exclusive), `{{ run.dataIntervalEnd }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_interval_end: Option<Time>,
 }
 
 /// A reference to a Pipeline in the same namespace.

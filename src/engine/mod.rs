@@ -8,6 +8,7 @@ pub mod names;
 pub mod plan;
 pub mod resolve;
 pub mod retry;
+pub mod schedule;
 pub mod validate;
 
 pub use plan::{

@@ -258,6 +258,14 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
         }
         check_env(&defaults.env, "defaults", None, &mut errors);
     }
+    if let Some(schedule) = &spec.schedule {
+        for (field, message) in super::schedule::check(schedule) {
+            errors.spec(format!("schedule.{field}"), message);
+        }
+    }
+    if spec.max_active_runs == Some(0) {
+        errors.spec("maxActiveRuns", "must be at least 1");
+    }
 
     let dag = match Dag::new(upstream) {
         Ok(dag) => Some(dag),
