@@ -8,4 +8,8 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod http;
+pub mod leader;
 pub mod manifest;
+pub mod metrics;
+pub mod telemetry;

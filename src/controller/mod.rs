@@ -3,17 +3,18 @@
 //! to create), asks `engine::plan_*`, applies the result, then writes status with
 //! server-side apply under one field manager.
 
+pub mod instrument;
 pub mod job;
 pub mod pipeline;
 pub mod pipelinerun;
 pub mod taskrun;
 
 use crate::api::{PipelineRun, TaskRun};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -61,6 +62,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -72,7 +74,14 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (the registry `/metrics` serves) instead of a private one.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Publishes an Event; a failure to publish is logged, never fatal.
@@ -195,45 +204,141 @@ fn managed_selector() -> String {
     )
 }
 
-/// Runs the three controllers until SIGTERM/SIGINT.
-pub async fn run(client: Client, scope: Scope) -> anyhow::Result<()> {
-    let ctx = Arc::new(Context::new(client.clone()));
-    let managed = watcher::Config::default().labels(&managed_selector());
+/// How long a shutdown waits for reconciles in flight before abandoning them.
+const DRAIN: Duration = Duration::from_secs(20);
 
-    let pipelines = Controller::new(
-        scope.api::<crate::api::Pipeline>(&client),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(pipeline::reconcile, pipeline::error_policy, ctx.clone())
-    .for_each(|r| async move { log_result("Pipeline", r) });
-
-    let runs = Controller::new(scope.api::<PipelineRun>(&client), watcher::Config::default())
-        .owns(scope.api::<TaskRun>(&client), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(pipelinerun::reconcile, pipelinerun::error_policy, ctx.clone())
-        .for_each(|r| async move { log_result("PipelineRun", r) });
-
-    let task_runs = Controller::new(scope.api::<TaskRun>(&client), watcher::Config::default())
-        .owns(scope.api::<Job>(&client), managed.clone())
-        .watches(scope.api::<Pod>(&client), managed, |pod: Pod| {
-            let name = pod.annotations().get(TASK_RUN_ANNOTATION)?.clone();
-            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
-        })
-        .shutdown_on_signal()
-        .run(taskrun::reconcile, taskrun::error_policy, ctx.clone())
-        .for_each(|r| async move { log_result("TaskRun", r) });
-
-    tracing::info!(?scope, "weir operator started");
-    tokio::join!(pipelines, runs, task_runs);
+/// Runs the controllers for every scope until `shutdown` is cancelled, then lets the
+/// reconciles in flight finish (for at most [`DRAIN`]). `health` becomes ready once the
+/// watch cache of every controller holds its first full list.
+pub async fn run(
+    ctx: Arc<Context>,
+    scopes: Vec<Scope>,
+    shutdown: tokio_util::sync::CancellationToken,
+    health: crate::http::Health,
+) -> anyhow::Result<()> {
+    let mut controllers: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let mut caches = Vec::new();
+    for scope in &scopes {
+        let (running, synced) = controllers_for(&ctx, scope, &shutdown);
+        controllers.extend(running);
+        caches.extend(synced);
+    }
+    let synced = async {
+        futures::future::join_all(caches).await;
+        health.advance(crate::http::Phase::Syncing, crate::http::Phase::Ready);
+        health.advance(crate::http::Phase::Starting, crate::http::Phase::Ready);
+        tracing::info!("watch caches synced");
+    };
+    let abandon = async {
+        shutdown.cancelled().await;
+        health.set(crate::http::Phase::Stopping);
+        tokio::time::sleep(DRAIN).await;
+    };
+    tracing::info!(?scopes, "weir operator started");
+    tokio::select! {
+        _ = futures::future::join(futures::future::join_all(controllers), synced) => {}
+        () = abandon => tracing::warn!("reconciles still running after {DRAIN:?}: abandoning them"),
+    }
+    ctx.metrics.controllers_stopped();
     tracing::info!("weir operator stopped");
     Ok(())
 }
 
-fn log_result<T: Debug, E: std::fmt::Display>(kind: &str, result: std::result::Result<T, E>) {
-    match result {
-        Ok(obj) => tracing::debug!(kind, ?obj, "reconciled"),
-        Err(err) => tracing::debug!(kind, %err, "reconcile failed"),
+/// The three controllers of one scope, and futures that finish once their caches synced.
+#[allow(clippy::type_complexity)]
+fn controllers_for(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> (
+    Vec<futures::future::BoxFuture<'static, ()>>,
+    Vec<futures::future::BoxFuture<'static, ()>>,
+) {
+    use crate::api::Pipeline;
+    use crate::metrics::ControllerKind;
+    use instrument::{controller, on_result, owns, reconciler, watches};
+    use kube::core::PartialObjectMeta;
+    let client = &ctx.client;
+    let managed = watcher::Config::default().labels(&managed_selector());
+    let stop = || shutdown.clone().cancelled_owned();
+
+    let queue = ctx.metrics.queue(ControllerKind::pipeline);
+    let (c, pipeline_cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue);
+    let pipelines = c
+        .graceful_shutdown_on(stop())
+        .run(
+            reconciler(&queue, pipeline::reconcile),
+            pipeline::error_policy,
+            ctx.clone(),
+        )
+        .for_each(on_result(&queue));
+
+    let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
+    let (c, run_cache) = controller(
+        scope.api::<PipelineRun>(client),
+        watcher::Config::default(),
+        &queue,
+    );
+    let runs = owns(
+        c,
+        scope.api::<PartialObjectMeta<TaskRun>>(client),
+        watcher::Config::default(),
+        &queue,
+    )
+    .graceful_shutdown_on(stop())
+    .run(
+        reconciler(&queue, pipelinerun::reconcile),
+        pipelinerun::error_policy,
+        ctx.clone(),
+    )
+    .for_each(on_result(&queue));
+    let active = run_cache.clone();
+    ctx.metrics.add_active_runs_source(move || {
+        active
+            .state()
+            .iter()
+            .filter(|run| {
+                run.status.as_ref().is_some_and(|s| {
+                    s.start_time.is_some() && !s.phase.is_some_and(crate::api::RunPhase::is_terminal)
+                })
+            })
+            .count() as i64
+    });
+
+    let queue = ctx.metrics.queue(ControllerKind::taskrun);
+    let (c, task_run_cache) = controller(scope.api::<TaskRun>(client), watcher::Config::default(), &queue);
+    let c = owns(
+        c,
+        scope.api::<PartialObjectMeta<Job>>(client),
+        managed.clone(),
+        &queue,
+    );
+    let task_runs = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
+        let name = pod.annotations().get(TASK_RUN_ANNOTATION)?.clone();
+        Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
+    })
+    .graceful_shutdown_on(stop())
+    .run(
+        reconciler(&queue, taskrun::reconcile),
+        taskrun::error_policy,
+        ctx.clone(),
+    )
+    .for_each(on_result(&queue));
+
+    let synced = vec![
+        async move { pipeline_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
+        async move { run_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
+        async move { task_run_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
+    ];
+    (vec![pipelines.boxed(), runs.boxed(), task_runs.boxed()], synced)
+}
+
+/// One scope per listed namespace; all namespaces when none is listed.
+pub fn scopes(namespaces: &[String]) -> Vec<Scope> {
+    if namespaces.is_empty() {
+        vec![Scope::All]
+    } else {
+        namespaces.iter().cloned().map(Scope::Namespace).collect()
     }
 }
 

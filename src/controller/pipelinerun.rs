@@ -179,6 +179,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         );
         ctx.event(&regarding, None, EventType::Normal, "RunStarted", "Start", note)
             .await;
+        ctx.metrics.run_started();
     }
     let started_at = status.start_time.as_ref().map(|t| t.0).unwrap_or(now);
 
@@ -341,6 +342,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
                 format!("{message} ({took})"),
             )
             .await;
+            ctx.metrics.run_finished(phase);
             return Ok(Action::await_change());
         }
     }
@@ -433,6 +435,7 @@ async fn fail(
         message,
     )
     .await;
+    ctx.metrics.run_finished(RunPhase::Failed);
     Ok(())
 }
 

@@ -136,7 +136,10 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
             let job = build_job(&tr, number).ok_or(Error::MissingField("metadata.uid"))?;
             let job_name = job.metadata.name.clone().unwrap_or_default();
             match jobs_api.create(&PostParams::default(), &job).await {
-                Ok(_) => started = Some(number),
+                Ok(_) => {
+                    started = Some(number);
+                    ctx.metrics.job_created(number, tr.creation_timestamp().as_ref());
+                }
                 // Made by an earlier reconcile (or an earlier operator): never a second Job.
                 Err(e) if is_already_exists(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -364,6 +367,7 @@ async fn publish_events(
     };
     ctx.event(&regarding, related, type_, reason, "Reconcile", note)
         .await;
+    ctx.metrics.task_phase_changed(new.phase);
 }
 
 fn owner_run(tr: &TaskRun) -> Option<ObjectReference> {

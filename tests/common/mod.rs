@@ -71,16 +71,28 @@ pub struct Operator {
     namespace: String,
     kubeconfig: PathBuf,
     starts: u32,
+    /// More `weir operator` arguments, and `POD_NAME` (names the replica) if set.
+    extra_args: Vec<String>,
+    pod_name: Option<String>,
 }
 
 impl Operator {
     pub fn start(ns: &TestNamespace) -> Operator {
+        Operator::start_with(ns, None, &[])
+    }
+
+    /// An operator with more arguments; `pod_name` (set as `POD_NAME`) names the replica
+    /// (its lease identity) and its log file.
+    pub fn start_with(ns: &TestNamespace, pod_name: Option<&str>, args: &[&str]) -> Operator {
+        let suffix = pod_name.map(|p| format!("-{p}")).unwrap_or_default();
         let mut op = Operator {
             child: None,
-            log: std::env::temp_dir().join(format!("weir-operator-{}.log", ns.name())),
+            log: std::env::temp_dir().join(format!("weir-operator-{}{suffix}.log", ns.name())),
             namespace: ns.name().to_string(),
             kubeconfig: ns.kubeconfig().to_path_buf(),
             starts: 0,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            pod_name: pod_name.map(String::from),
         };
         op.spawn();
         op
@@ -93,7 +105,8 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
             .args([
                 "operator",
                 "--namespace",
@@ -101,12 +114,55 @@ impl Operator {
                 "--log-level",
                 "info,weir=debug",
             ])
+            .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting weir operator");
+            .stderr(Stdio::from(log));
+        // Any free loopback port, so operators of tests running at once do not collide.
+        if !self.extra_args.iter().any(|a| a == "--http-addr") {
+            command.args(["--http-addr", "127.0.0.1:0"]);
+        }
+        if let Some(pod) = &self.pod_name {
+            command.env("POD_NAME", pod);
+        }
+        let child = command.spawn().expect("starting weir operator");
         self.child = Some(child);
+    }
+
+    /// The address the operator's HTTP port is bound to (read from its log, once this
+    /// incarnation logged it).
+    pub async fn http_addr(&self) -> std::net::SocketAddr {
+        wait_for("the operator's HTTP address", Duration::from_secs(30), || async {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("serving /livez")).collect();
+            if lines.len() < self.starts as usize {
+                return None;
+            }
+            let addr = lines.last()?.split("addr=").nth(1)?.split_whitespace().next()?;
+            addr.parse().ok()
+        })
+        .await
+    }
+
+    /// Process id of the running operator.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits up to `timeout` for the process to end;
+    /// returns its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid()?;
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.as_mut()?.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Kills the operator at once (SIGKILL: no chance to finish anything).

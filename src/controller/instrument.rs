@@ -1,0 +1,194 @@
+//! What every controller gets around its reconcile: its own watch cache (so readiness can
+//! wait for it), the queue of objects waiting for a reconcile (the `weir_queue_depth`
+//! gauge), a span naming the object (`namespace`, `run`, `task`), the duration histogram
+//! and the error counter by category. The reconcile functions themselves stay plain.
+
+use super::{Context, Error, Result};
+use crate::api::{Pipeline, PipelineRun, TaskRun};
+use crate::metrics::{ControllerKind, Queue};
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// A resource Weir reconciles.
+pub trait Reconciled:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    const CONTROLLER: ControllerKind;
+    /// The span a reconcile of this object runs in.
+    fn span(&self) -> tracing::Span;
+}
+
+impl Reconciled for Pipeline {
+    const CONTROLLER: ControllerKind = ControllerKind::pipeline;
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "reconcile",
+            controller = "pipeline",
+            namespace = self.namespace().unwrap_or_default(),
+            pipeline = self.name_any(),
+        )
+    }
+}
+
+impl Reconciled for PipelineRun {
+    const CONTROLLER: ControllerKind = ControllerKind::pipelinerun;
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "reconcile",
+            controller = "pipelinerun",
+            namespace = self.namespace().unwrap_or_default(),
+            run = self.name_any(),
+        )
+    }
+}
+
+impl Reconciled for TaskRun {
+    const CONTROLLER: ControllerKind = ControllerKind::taskrun;
+    fn span(&self) -> tracing::Span {
+        // A TaskRun made by hand has no run: it is named by its own name then.
+        let run = self
+            .annotations()
+            .get(super::job::RUN_ANNOTATION)
+            .cloned()
+            .or_else(|| {
+                self.owner_references()
+                    .iter()
+                    .find(|o| o.kind == PipelineRun::kind(&()))
+                    .map(|o| o.name.clone())
+            })
+            .unwrap_or_default();
+        tracing::info_span!(
+            "reconcile",
+            controller = "taskrun",
+            namespace = self.namespace().unwrap_or_default(),
+            run,
+            task = self.spec.task_name,
+            taskrun = self.name_any(),
+        )
+    }
+}
+
+/// A controller of `K` over `api`, fed by a watch cache of its own. Returns the cache too,
+/// to wait for its first full list (readiness) and to read from it (metrics).
+pub fn controller<K: Reconciled>(
+    api: Api<K>,
+    config: watcher::Config,
+    queue: &Queue,
+) -> (Controller<K>, Store<K>) {
+    let (reader, writer) = reflector::store();
+    let queue = queue.clone();
+    let objects = watcher(api, config)
+        .reflect(writer)
+        .applied_objects()
+        .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
+    (Controller::for_stream(objects, reader.clone()), reader)
+}
+
+/// Child objects (watched by metadata only) that wake up their owner of kind `K`, as
+/// [`Controller::owns`] does, but counted in the owner's queue.
+pub fn owns<K: Reconciled, Child>(
+    controller: Controller<K>,
+    api: Api<PartialObjectMeta<Child>>,
+    config: watcher::Config,
+    queue: &Queue,
+) -> Controller<K>
+where
+    Child: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let queue = queue.clone();
+    controller.watches(api, config, move |child: PartialObjectMeta<Child>| {
+        let ns = child.metadata.namespace.clone();
+        let owners: Vec<ObjectRef<K>> = child
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter_map(|o| ObjectRef::<K>::from_owner_ref(ns.as_deref(), o, ()))
+            .collect();
+        for owner in &owners {
+            queue.add(owner.namespace.as_deref(), &owner.name);
+        }
+        owners
+    })
+}
+
+/// Other objects that wake up a `K` found by `mapper`, counted in the queue.
+pub fn watches<K: Reconciled, Other>(
+    controller: Controller<K>,
+    api: Api<Other>,
+    config: watcher::Config,
+    queue: &Queue,
+    mapper: impl Fn(Other) -> Option<ObjectRef<K>> + Send + Sync + 'static,
+) -> Controller<K>
+where
+    Other: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let queue = queue.clone();
+    controller.watches(api, config, move |other| {
+        let target = mapper(other);
+        if let Some(t) = &target {
+            queue.add(t.namespace.as_deref(), &t.name);
+        }
+        target
+    })
+}
+
+/// Wraps a reconcile function: takes the object off the queue, runs it in its span, records
+/// the duration and, on failure, the error's category.
+pub fn reconciler<K, F, Fut>(
+    queue: &Queue,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action>> + use<K, F, Fut>
+where
+    K: Reconciled,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    let queue = queue.clone();
+    move |obj, ctx| {
+        queue.remove(obj.namespace().as_deref(), &obj.name_any());
+        let span = obj.span();
+        let timer = ctx.metrics.reconcile_timer(K::CONTROLLER);
+        let work = reconcile(obj, ctx.clone());
+        async move {
+            let _timer = timer;
+            let result = work.await;
+            if let Err(err) = &result {
+                ctx.metrics.reconcile_error(K::CONTROLLER, err.category());
+            }
+            result
+        }
+        .instrument(span)
+        .boxed()
+    }
+}
+
+/// What a controller's stream yields.
+type Outcome<K> = std::result::Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>;
+
+/// Handles what a controller's stream yields: reconcile results are logged (failures were
+/// already logged by the error policy); an object deleted before its reconcile started
+/// leaves the queue.
+pub fn on_result<K: Reconciled>(queue: &Queue) -> impl FnMut(Outcome<K>) -> std::future::Ready<()> + use<K> {
+    let queue = queue.clone();
+    move |result| {
+        match result {
+            Ok((obj, action)) => tracing::trace!(%obj, ?action, "reconciled"),
+            Err(controller::Error::ObjectNotFound(obj)) => queue.remove(obj.namespace.as_deref(), &obj.name),
+            Err(controller::Error::ReconcilerFailed(..)) => {}
+            Err(err) => tracing::warn!(controller = ?K::CONTROLLER, %err, "controller"),
+        }
+        std::future::ready(())
+    }
+}
