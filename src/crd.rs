@@ -15,6 +15,42 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kubernetes 1.20 rejects a schema whose `enum` lists `null` (with a misleading message
+    /// about per-version schemas), which schemars produces for some optional enums.
+    #[test]
+    fn no_enum_lists_null() {
+        fn walk(value: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Array(items)) = map.get("enum")
+                        && items.iter().any(serde_json::Value::is_null)
+                    {
+                        bad.push(path.to_string());
+                    }
+                    for (k, v) in map {
+                        walk(v, &format!("{path}.{k}"), bad);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, path, bad)),
+                _ => {}
+            }
+        }
+        for crd in all() {
+            let mut bad = Vec::new();
+            walk(&serde_json::to_value(&crd).unwrap(), "", &mut bad);
+            assert!(
+                bad.is_empty(),
+                "{}: enum with null at {bad:?}",
+                crd.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// One CRD as YAML, with a header saying where it comes from.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
     Ok(format!(

@@ -6,6 +6,7 @@
 //! the CLI and (later) the admission webhook share.
 
 pub mod condition;
+pub mod params;
 pub mod pipeline;
 pub mod pipelinerun;
 pub mod schedule;
@@ -13,6 +14,7 @@ pub mod task;
 pub mod taskrun;
 
 pub use condition::{ConditionStatus, set_condition};
+pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{
     PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RunPhase, TaskCounts, TaskSummary,
@@ -42,6 +44,8 @@ pub mod labels {
     pub const TASK_RUN: &str = "weir.dev/taskrun";
     /// UID of the owning TaskRun: exact, always a valid label value.
     pub const TASK_RUN_UID: &str = "weir.dev/taskrun-uid";
+    /// Index of an instance of a fanned-out task.
+    pub const INSTANCE: &str = "weir.dev/instance";
     /// Attempt number of a Job (1 for the first try).
     pub const ATTEMPT: &str = "weir.dev/attempt";
     /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`) or `backfill`.

@@ -42,6 +42,11 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finally: Vec<TaskSpec>,
 
+    /// Parameters each run gives (or takes the default of), read as `{{ params.<name> }}` in
+    /// task commands, args, env values, `when` conditions and `forEach`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<super::params::ParamSpec>,
+
     /// Settings applied to every task that does not set them itself (Airflow's
     /// `default_args`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

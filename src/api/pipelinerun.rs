@@ -44,6 +44,13 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
 
+    /// Values of the pipeline's parameters for this run: a string, or a list of strings for
+    /// `List` parameters. Parameters left out take their default; an unknown parameter or a
+    /// missing required one fails the run before anything starts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::params::map_of_string_or_list")]
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
+
     /// Overrides the pipeline's `timeout` for this run (for example `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]

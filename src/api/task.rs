@@ -74,6 +74,22 @@ pub struct TaskSpec {
     /// Security context of the task's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+
+    /// Conditions that must all hold for the task to run; otherwise it is `Skipped` (and
+    /// downstream trigger rules see a skipped task).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<super::params::WhenCondition>,
+
+    /// Values the task hands to later tasks. Weir sets `WEIR_OUTPUTS` to a file the task
+    /// writes them to, as a JSON object (`{"rows": 42}`) or `key=value` lines; at most
+    /// 4 KiB in all (the limit of a container's termination message). A declared output the
+    /// task did not write fails the attempt with reason `OutputError`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<super::params::OutputSpec>,
+
+    /// Runs the task once per item or matrix combination (fan-out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<super::params::ForEach>,
 }
 
 /// Settings applied to every task that does not set them itself, like Airflow's
@@ -194,6 +210,9 @@ pub enum FailureReason {
     Lost,
     /// The attempt was stopped because the run was cancelled or timed out. Never retried.
     Cancelled,
+    /// The container exited 0 but a declared output is missing, or the outputs could not
+    /// be read (malformed, or over the 4 KiB termination-message limit).
+    OutputError,
     /// A failure Kubernetes gave no more precise reason for.
     Unknown,
 }
@@ -209,6 +228,7 @@ impl FailureReason {
             FailureReason::ConfigError => "ConfigError",
             FailureReason::Lost => "Lost",
             FailureReason::Cancelled => "Cancelled",
+            FailureReason::OutputError => "OutputError",
             FailureReason::Unknown => "Unknown",
         }
     }

@@ -74,6 +74,14 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
 
+    /// Outputs the task must produce (see `Pipeline.spec.tasks[].outputs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+
+    /// For an instance of a fanned-out task: its index among the task's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+
     /// Set to `true` to stop the task: its running Job is deleted and no further attempt is
     /// made. The TaskRun ends `Cancelled`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -112,6 +120,10 @@ pub struct TaskRunStatus {
     /// Every attempt, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+
+    /// What the succeeded attempt handed on, by output name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, String>,
 
     /// When the next attempt will start, while the task waits for its retry delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]

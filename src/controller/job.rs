@@ -3,7 +3,7 @@
 
 use super::TASK_RUN_ANNOTATION;
 use crate::api::{AttemptPhase, FailureReason, TaskRun, labels};
-use crate::engine::{duration, names};
+use crate::engine::{duration, names, outputs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -61,6 +61,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32) -> Option<Job> {
         env_var("WEIR_TASK_RUN", &task_run.name_any()),
         env_var("WEIR_PIPELINE_RUN", &run_name),
         env_var("WEIR_ATTEMPT", &attempt.to_string()),
+        env_var(outputs::OUTPUTS_ENV, outputs::TERMINATION_MESSAGE_PATH),
     ];
     env.retain(|v| !spec.env.iter().any(|own| own.name == v.name));
     env.extend(spec.env.iter().cloned());
@@ -77,6 +78,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32) -> Option<Job> {
         // On a failure with an empty termination message the log tail becomes the message,
         // so an attempt's failure explains itself in the TaskRun status.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        termination_message_path: Some(outputs::TERMINATION_MESSAGE_PATH.into()),
         ..Default::default()
     };
     Some(Job {

@@ -10,8 +10,8 @@ use crate::api::{
     TaskRun, TaskSummary, labels, set_condition,
 };
 use crate::engine::{
-    ObservedTask, RunInput, RunOutcome, StopReason, ValidPipeline, duration, names, plan_run, resolve,
-    validate,
+    ObservedTask, Prepared, RunInput, RunOutcome, StopReason, ValidPipeline, duration, names, plan_run,
+    resolve, validate,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -77,6 +77,8 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let regarding = run.object_ref(&());
 
     // 1. The pipeline this run follows: the snapshot once taken, never the live Pipeline.
+    // A run beyond its pipeline's `maxActiveRuns` waits here, before its snapshot.
+    let mut admission = None;
     if status.pipeline_spec.is_none() {
         // The cache may lag behind our own snapshot write: ask the API server.
         let fresh = api.get_status(&name).await?;
@@ -90,7 +92,15 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let spec = match status.pipeline_spec.clone() {
         Some(spec) => spec,
         None => match resolve_pipeline(&run, &ctx, &ns).await? {
-            Ok((_, spec)) => spec,
+            Ok((_, spec)) => match super::schedule::admit(&ctx, &run, spec.max_active_runs).await? {
+                super::schedule::Admission::Start(guard) => {
+                    admission = guard;
+                    spec
+                }
+                super::schedule::Admission::Queued(message) => {
+                    return super::schedule::wait_in_queue(&ctx, &api, &run, status, message, now).await;
+                }
+            },
             Err(Unresolved::NotFound(pipeline)) => {
                 let age = run
                     .creation_timestamp()
@@ -153,6 +163,14 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         }
         None => valid.timeout,
     };
+    let params = match resolve::effective_params(&valid.spec, &run.spec.params) {
+        Ok(params) => params,
+        Err(problems) => {
+            let message = format!("invalid params: {}", problems.join("; "));
+            fail(&ctx, &api, &run, status, "InvalidParams", message, now).await?;
+            return Ok(Action::await_change());
+        }
+    };
     if status.start_time.is_none() || status.pipeline_spec.is_none() {
         status.pipeline_spec = Some(spec);
         status.start_time = Some(Time(now));
@@ -168,6 +186,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         );
         // Persist the snapshot and start time before anything is created.
         apply_status(&api, &name, &status).await?;
+        drop(admission);
         let note = format!(
             "run started: {} task(s){}",
             valid.len(),
@@ -183,26 +202,109 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     }
     let started_at = status.start_time.as_ref().map(|t| t.0).unwrap_or(now);
 
-    // 2. Observe the TaskRuns, fresh from the API server.
+    // 2. Observe the TaskRuns, fresh from the API server (a stale cache could hide TaskRuns
+    // just created and let a run exceed its parallelism).
     let uid = run.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let tr_api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
     let task_runs = list_by_label(&tr_api, &format!("{}={uid}", labels::PIPELINE_RUN_UID)).await?;
-    let mut observed: Vec<Option<ObservedTask>> = vec![None; valid.len()];
-    let mut by_index: Vec<Option<&TaskRun>> = vec![None; valid.len()];
+    let n = valid.len();
+    let mut observed: Vec<Option<ObservedTask>> = vec![None; n];
+    let mut by_index: Vec<Option<&TaskRun>> = vec![None; n];
+    let mut instances: Vec<Vec<Option<ObservedTask>>> = vec![Vec::new(); n];
+    let mut instance_runs: Vec<Vec<Option<&TaskRun>>> = vec![Vec::new(); n];
     for tr in &task_runs {
-        if let Some(&i) = valid.index.get(&tr.spec.task_name) {
-            let phase = tr
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .unwrap_or(TaskPhase::Pending);
-            observed[i] = Some(ObservedTask {
-                phase,
-                cancel_requested: tr.spec.cancelled,
-            });
-            by_index[i] = Some(tr);
+        let Some(&i) = valid.index.get(&tr.spec.task_name) else {
+            continue;
+        };
+        let phase = tr
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or(TaskPhase::Pending);
+        let seen = ObservedTask {
+            phase,
+            cancel_requested: tr.spec.cancelled,
+        };
+        match (valid.task(i).for_each.is_some(), tr.spec.instance) {
+            (true, Some(k)) => {
+                let k = k as usize;
+                if instances[i].len() <= k {
+                    instances[i].resize(k + 1, None);
+                    instance_runs[i].resize(k + 1, None);
+                }
+                instances[i][k] = Some(seen);
+                instance_runs[i][k] = Some(tr);
+            }
+            (false, None) => {
+                observed[i] = Some(seen);
+                by_index[i] = Some(tr);
+            }
+            _ => {}
         }
     }
+
+    // What templates see: params, run fields, and outputs of tasks that succeeded (for a
+    // fanned-out task, the list of its instances' values).
+    let context = resolve::RunContext {
+        name: name.clone(),
+        namespace: ns.clone(),
+        uid: uid.clone(),
+        pipeline: run
+            .spec
+            .pipeline_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+        logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
+        data_interval_start: run.spec.data_interval_start.as_ref().map(|t| t.0),
+        data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
+        params,
+    };
+    let output_of = |tr: &TaskRun, key: &str| -> Option<String> {
+        let status = tr.status.as_ref()?;
+        (status.phase == Some(TaskPhase::Succeeded)).then(|| status.outputs.get(key).cloned())?
+    };
+    let outputs = |task: &str, key: &str| -> Option<serde_json::Value> {
+        let &i = valid.index.get(task)?;
+        if valid.task(i).for_each.is_some() {
+            let values = instance_runs[i]
+                .iter()
+                .map(|tr| {
+                    tr.and_then(|tr| output_of(tr, key))
+                        .map_or(serde_json::Value::Null, serde_json::Value::String)
+                })
+                .collect();
+            Some(serde_json::Value::Array(values))
+        } else {
+            output_of(by_index[i]?, key).map(serde_json::Value::String)
+        }
+    };
+    let prepare = |i: usize| -> Prepared {
+        let values = resolve::TaskValues {
+            run: &context,
+            outputs: &outputs,
+            item: None,
+            lenient: valid.is_finally(i),
+        };
+        let prepared = resolve::prepare(&valid, i, &values);
+        if let Prepared::Run { .. } = prepared {
+            // Render the task now, so that a template that cannot be filled fails the task
+            // (with the reason) instead of leaving it waiting.
+            let first_item = match resolve::items(&valid, i, &values) {
+                Ok(items) => items.into_iter().next(),
+                Err(e) => return Prepared::Fail(e),
+            };
+            let values = resolve::TaskValues {
+                item: first_item.as_ref(),
+                ..values
+            };
+            let instance = valid.task(i).for_each.as_ref().map(|_| 0);
+            if let Err(e) = resolve::resolve_task(&valid, i, instance, &values) {
+                return Prepared::Fail(e);
+            }
+        }
+        prepared
+    };
 
     // 3. Plan.
     let plan = plan_run(&RunInput {
@@ -212,40 +314,113 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         started_at,
         timeout: run_timeout,
         now,
+        instances: &instances,
+        prepare: &prepare,
     });
 
     // 4. Apply.
     let mut states = plan.states.clone();
+    let labels_for = |task: &str, instance: Option<u32>| {
+        let mut labels = BTreeMap::from([
+            (
+                labels::MANAGED_BY.to_string(),
+                labels::MANAGED_BY_VALUE.to_string(),
+            ),
+            (labels::PIPELINE_RUN.to_string(), names::label_value(&name)),
+            (labels::PIPELINE_RUN_UID.to_string(), uid.clone()),
+            (labels::TASK.to_string(), task.to_string()),
+        ]);
+        if let Some(reference) = &run.spec.pipeline_ref {
+            labels.insert(labels::PIPELINE.to_string(), names::label_value(&reference.name));
+        }
+        if let Some(k) = instance {
+            labels.insert(labels::INSTANCE.to_string(), k.to_string());
+        }
+        labels
+    };
     for &i in &plan.start {
-        create_task_run(&tr_api, &run, &valid, i, &uid).await?;
+        let values = resolve::TaskValues {
+            run: &context,
+            outputs: &outputs,
+            item: None,
+            lenient: valid.is_finally(i),
+        };
+        // `prepare` rendered this task a moment ago with the same values, so this succeeds.
+        let spec = resolve::resolve_task(&valid, i, None, &values)
+            .unwrap_or_else(|_| resolve::task_run_spec(&valid, i));
+        let task_run_name = names::task_run_name(&name, valid.name(i));
+        create_task_run(
+            &tr_api,
+            &run,
+            task_run_name,
+            spec,
+            labels_for(valid.name(i), None),
+        )
+        .await?;
         states[i] = TaskPhase::Running;
     }
-    for &i in &plan.cancel {
-        if let Some(tr) = by_index[i] {
-            let patch = serde_json::json!({ "spec": { "cancelled": true } });
-            match tr_api
-                .patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+    let mut items_cache: BTreeMap<usize, Vec<serde_json::Value>> = BTreeMap::new();
+    for &(i, k) in &plan.start_instances {
+        let values = resolve::TaskValues {
+            run: &context,
+            outputs: &outputs,
+            item: None,
+            lenient: valid.is_finally(i),
+        };
+        if !items_cache.contains_key(&i) {
+            let items = resolve::items(&valid, i, &values).unwrap_or_default();
+            items_cache.insert(i, items);
+        }
+        let Some(item) = items_cache[&i].get(k as usize) else {
+            continue;
+        };
+        let values = resolve::TaskValues {
+            item: Some(item),
+            ..values
+        };
+        let spec = resolve::resolve_task(&valid, i, Some(k), &values)
+            .unwrap_or_else(|_| resolve::task_run_spec(&valid, i));
+        let task_run_name = names::child_name(&names::task_run_name(&name, valid.name(i)), &k.to_string());
+        create_task_run(
+            &tr_api,
+            &run,
+            task_run_name,
+            spec,
+            labels_for(valid.name(i), Some(k)),
+        )
+        .await?;
+        states[i] = TaskPhase::Running;
+    }
+    let to_cancel = plan.cancel.iter().filter_map(|&i| by_index[i]).chain(
+        plan.cancel_instances
+            .iter()
+            .filter_map(|&(i, k)| instance_runs[i].get(k as usize).copied().flatten()),
+    );
+    for tr in to_cancel {
+        let patch = serde_json::json!({ "spec": { "cancelled": true } });
+        match tr_api
+            .patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    if !plan.cancel.is_empty() {
+    let stopping_count = plan.cancel.len() + plan.cancel_instances.len();
+    if stopping_count > 0 {
         let (reason, note) = match plan.stop {
             Some(StopReason::Timeout) => (
                 "RunTimeout",
                 format!(
                     "run timed out after {}; stopping {} task(s)",
                     run_timeout.map(duration::format).unwrap_or_default(),
-                    plan.cancel.len()
+                    stopping_count
                 ),
             ),
             _ => (
                 "RunCancelling",
-                format!("run cancelled; stopping {} task(s)", plan.cancel.len()),
+                format!("run cancelled; stopping {stopping_count} task(s)"),
             ),
         };
         ctx.event(&regarding, None, EventType::Warning, reason, "Cancel", note)
@@ -253,8 +428,11 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     }
 
     // 5. Status.
-    summarize(&mut status, &valid, &states, &by_index);
-    let anything_started = observed.iter().any(Option::is_some) || !plan.start.is_empty();
+    summarize(&mut status, &valid, &states, &by_index, &instances, &plan.notes);
+    let anything_started = observed.iter().any(Option::is_some)
+        || instances.iter().flatten().any(Option::is_some)
+        || !plan.start.is_empty()
+        || !plan.start_instances.is_empty();
     match &plan.outcome {
         None => {
             status.phase = Some(if anything_started {
@@ -361,32 +539,18 @@ fn done_count(c: &TaskCounts) -> u32 {
 async fn create_task_run(
     api: &Api<TaskRun>,
     run: &PipelineRun,
-    valid: &ValidPipeline,
-    index: usize,
-    run_uid: &str,
+    name: String,
+    spec: crate::api::TaskRunSpec,
+    labels: BTreeMap<String, String>,
 ) -> Result<()> {
-    let spec = resolve::task_run_spec(valid, index);
-    let run_name = run.name_any();
-    let mut labels = BTreeMap::from([
-        (
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        ),
-        (labels::PIPELINE_RUN.to_string(), names::label_value(&run_name)),
-        (labels::PIPELINE_RUN_UID.to_string(), run_uid.to_string()),
-        (labels::TASK.to_string(), spec.task_name.clone()),
-    ]);
-    if let Some(reference) = &run.spec.pipeline_ref {
-        labels.insert(labels::PIPELINE.to_string(), names::label_value(&reference.name));
-    }
     let task_run = TaskRun {
         metadata: ObjectMeta {
-            name: Some(names::task_run_name(&run_name, &spec.task_name)),
+            name: Some(name),
             namespace: run.namespace(),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
                 super::job::RUN_ANNOTATION.to_string(),
-                run_name.clone(),
+                run.name_any(),
             )])),
             owner_references: Some(vec![
                 run.controller_owner_ref(&())
@@ -457,6 +621,8 @@ fn summarize(
     valid: &ValidPipeline,
     states: &[TaskPhase],
     task_runs: &[Option<&TaskRun>],
+    instances: &[Vec<Option<ObservedTask>>],
+    notes: &[(usize, String)],
 ) {
     let mut counts = TaskCounts {
         total: states.len() as u32,
@@ -497,13 +663,25 @@ fn summarize(
         .into_iter()
         .map(|i| {
             let tr = task_runs[i];
+            let note = notes.iter().find(|(t, _)| *t == i).map(|(_, n)| n.clone());
+            // A fanned-out task: how far its instances are (each has its own TaskRun).
+            let fan_out = (valid.task(i).for_each.is_some() && !instances[i].is_empty()).then(|| {
+                let seen = instances[i].iter().flatten();
+                let done = seen.clone().filter(|o| o.phase.is_terminal()).count();
+                let failed = seen.filter(|o| o.phase == TaskPhase::Failed).count();
+                format!(
+                    "{done} instance(s) done of {} started, {failed} failed",
+                    instances[i].iter().flatten().count()
+                )
+            });
             TaskSummary {
                 name: valid.name(i).to_string(),
                 phase: states[i],
                 task_run: tr.map(|t| t.name_any()),
                 attempts: tr.and_then(|t| t.status.as_ref()?.attempt_count),
-                message: tr
-                    .and_then(super::taskrun::failure_message)
+                message: note
+                    .or(fan_out)
+                    .or_else(|| tr.and_then(super::taskrun::failure_message))
                     .map(|m| super::truncate(&m, 256)),
             }
         })

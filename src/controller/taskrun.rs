@@ -11,7 +11,7 @@ use crate::api::{
     Attempt, AttemptPhase, ConditionStatus, FailureReason, PipelineRun, TaskPhase, TaskRun, TaskRunStatus,
     labels, set_condition,
 };
-use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, duration, plan_task};
+use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, duration, outputs, plan_task};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -52,6 +52,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let mut attempts: BTreeMap<u32, Attempt> = old.attempts.iter().map(|a| (a.number, a.clone())).collect();
     let mut to_delete: Vec<String> = Vec::new();
     let mut live_jobs: HashSet<u32> = HashSet::new();
+    let mut new_outputs: Option<BTreeMap<String, String>> = None;
     for job in &jobs {
         let Some(number) = job
             .labels()
@@ -81,6 +82,21 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         }
         if report.stuck {
             to_delete.push(job.name_any());
+        }
+        let mut report = report;
+        if report.phase == AttemptPhase::Succeeded {
+            // On success the termination message is the task's outputs, not a message.
+            match outputs::parse(report.message.as_deref().unwrap_or(""), &tr.spec.outputs) {
+                Ok(parsed) => new_outputs = Some(parsed),
+                Err(problem) => {
+                    report.phase = AttemptPhase::Failed;
+                    report.reason = Some(FailureReason::OutputError);
+                    report.message = Some(problem);
+                }
+            }
+            if report.phase == AttemptPhase::Succeeded {
+                report.message = None;
+            }
         }
         attempts.insert(
             number,
@@ -164,7 +180,12 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         AttemptAction::None => {}
     }
 
-    let status = build_status(&tr, &old, attempts.into_values().collect(), &plan, now);
+    let mut status = build_status(&tr, &old, attempts.into_values().collect(), &plan, now);
+    if status.phase == Some(TaskPhase::Succeeded)
+        && let Some(outputs) = new_outputs
+    {
+        status.outputs = outputs;
+    }
     if status != old {
         apply_status(
             &Api::<TaskRun>::namespaced(ctx.client.clone(), &ns),

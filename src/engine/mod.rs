@@ -5,15 +5,17 @@ pub mod dag;
 pub mod duration;
 pub mod fixture;
 pub mod names;
+pub mod outputs;
 pub mod plan;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
+pub mod template;
 pub mod validate;
 
 pub use plan::{
-    AttemptAction, ObservedAttempt, ObservedTask, RunInput, RunOutcome, RunPlan, StopReason, TaskInput,
-    TaskPlan, plan_run, plan_task,
+    AttemptAction, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, RunPlan, StopReason,
+    TaskInput, TaskPlan, always_run, plan_run, plan_task,
 };
 pub use validate::{ValidPipeline, ValidationError, ValidationErrors, validate};
 

@@ -30,7 +30,7 @@ pub enum StopReason {
 }
 
 /// Everything [`plan_run`] needs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RunInput<'a> {
     pub pipeline: &'a ValidPipeline,
     /// Indexed like the pipeline's tasks; `None` for tasks without a TaskRun yet.
@@ -40,6 +40,31 @@ pub struct RunInput<'a> {
     /// The run's timeout (the run's own, else the pipeline's).
     pub timeout: Option<Duration>,
     pub now: Timestamp,
+    /// For tasks with `forEach`: what was observed of each instance (index = instance).
+    /// Indexed like the tasks; may be shorter, or empty when no task fans out.
+    pub instances: &'a [Vec<Option<ObservedTask>>],
+    /// Asked, when a task's trigger rule holds, whether it runs (its `when` conditions) and
+    /// with how many instances (its `forEach` items). Deterministic for a given run state:
+    /// it only reads params, run fields and outputs of finished upstream tasks.
+    /// [`always_run`] suits pipelines without `when` or `forEach`.
+    pub prepare: &'a dyn Fn(usize) -> Prepared,
+}
+
+/// Whether a task whose trigger rule holds runs, and with how many instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    Run {
+        instances: u32,
+    },
+    /// Its `when` conditions do not hold (or it fans out over nothing).
+    Skip(String),
+    /// Its conditions or items cannot be worked out (say a bad output); the task fails.
+    Fail(String),
+}
+
+/// A `prepare` for pipelines without `when` or `forEach`.
+pub fn always_run(_task: usize) -> Prepared {
+    Prepared::Run { instances: 1 }
 }
 
 /// How a run ended.
@@ -57,6 +82,12 @@ pub struct RunPlan {
     pub start: Vec<usize>,
     /// Active tasks whose TaskRun should be told to stop.
     pub cancel: Vec<usize>,
+    /// Instances of fanned-out tasks to create now: (task, instance).
+    pub start_instances: Vec<(usize, u32)>,
+    /// Active instances of fanned-out tasks to stop.
+    pub cancel_instances: Vec<(usize, u32)>,
+    /// Why tasks without a TaskRun were skipped or failed by `prepare`.
+    pub notes: Vec<(usize, String)>,
     /// The state of every task, including the derived ones (skipped, upstream-failed,
     /// cancelled before starting) that have no TaskRun.
     pub states: Vec<TaskPhase>,
@@ -190,10 +221,14 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     };
 
     let mut states = vec![TaskPhase::Pending; n];
-    let mut ready = Vec::new();
-    let mut cancel = Vec::new();
+    let mut acts = Acts::default();
     let mut active = 0usize;
-    for o in input.observed.iter().flatten() {
+    for o in input
+        .observed
+        .iter()
+        .flatten()
+        .chain(input.instances.iter().flatten().flatten())
+    {
         if !o.phase.is_terminal() {
             active += 1;
         }
@@ -203,7 +238,7 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     // Main tasks first (the order holds them before finally tasks only by index, so filter).
     let mut main_done = true;
     for &task in order.iter().filter(|&&t| !pipeline.is_finally(t)) {
-        let state = decide(input, task, &states, stop.is_some(), &mut ready, &mut cancel);
+        let state = decide(input, task, &states, stop.is_some(), &mut acts);
         states[task] = state;
         if !state.is_terminal() {
             main_done = false;
@@ -212,14 +247,28 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     if main_done {
         for &task in order.iter().filter(|&&t| pipeline.is_finally(t)) {
             // Finally tasks run whatever happened, cancellation included.
-            states[task] = decide(input, task, &states, false, &mut ready, &mut cancel);
+            states[task] = decide(input, task, &states, false, &mut acts);
         }
     }
 
     let slots = pipeline
         .parallelism
         .map_or(usize::MAX, |p| p.saturating_sub(active));
-    ready.truncate(slots);
+    acts.ready.truncate(slots);
+    let Acts { ready, cancel, notes } = acts;
+    let split = |list: Vec<(usize, Option<u32>)>| {
+        let mut single = Vec::new();
+        let mut instances = Vec::new();
+        for (task, instance) in list {
+            match instance {
+                None => single.push(task),
+                Some(k) => instances.push((task, k)),
+            }
+        }
+        (single, instances)
+    };
+    let (start, start_instances) = split(ready);
+    let (cancel, cancel_instances) = split(cancel);
 
     let all_done = states.iter().all(|s| s.is_terminal());
     let outcome = all_done.then(|| outcome(pipeline, &states, stop));
@@ -231,8 +280,11 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
         _ => None,
     };
     RunPlan {
-        start: ready,
+        start,
         cancel,
+        start_instances,
+        cancel_instances,
+        notes,
         states,
         stop,
         outcome,
@@ -240,50 +292,129 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     }
 }
 
-/// The state of one task, pushing it to `ready` or `cancel` as needed.
+/// What a plan asks for: (task, instance) pairs to start or stop, and notes.
+#[derive(Default)]
+struct Acts {
+    ready: Vec<(usize, Option<u32>)>,
+    cancel: Vec<(usize, Option<u32>)>,
+    notes: Vec<(usize, String)>,
+}
+
+/// The state of one task, recording what to start or stop in `acts`.
 fn decide(
     input: &RunInput<'_>,
     task: usize,
     states: &[TaskPhase],
     stopping: bool,
-    ready: &mut Vec<usize>,
-    cancel: &mut Vec<usize>,
+    acts: &mut Acts,
 ) -> TaskPhase {
-    if let Some(observed) = input.observed[task] {
+    let fans_out = input.pipeline.task(task).for_each.is_some();
+    let instances: &[Option<ObservedTask>] = input.instances.get(task).map_or(&[], Vec::as_slice);
+    let started = if fans_out {
+        instances.iter().any(Option::is_some)
+    } else {
+        input.observed[task].is_some()
+    };
+    if !fans_out && let Some(observed) = input.observed[task] {
         if stopping && !observed.phase.is_terminal() && !observed.cancel_requested {
-            cancel.push(task);
+            acts.cancel.push((task, None));
         }
         return observed.phase;
     }
-    let spec = input.pipeline.task(task);
-    let rule = spec.trigger_rule.unwrap_or_default();
-    let upstream = input.pipeline.dag.upstream(task).iter().map(|&u| states[u]);
-    // While stopping, an upstream task that was cancelled never got to finish: judge as if
-    // it were still pending, so that a task held back by the stop ends `Cancelled` (and
-    // stays so once its upstream task's cancellation lands) rather than `UpstreamFailed`.
-    let verdict = if stopping {
-        evaluate(
-            rule,
-            upstream.map(|p| {
-                if p == TaskPhase::Cancelled {
-                    TaskPhase::Pending
-                } else {
-                    p
-                }
-            }),
-        )
-    } else {
-        evaluate(rule, upstream)
+    if !started {
+        let spec = input.pipeline.task(task);
+        let rule = spec.trigger_rule.unwrap_or_default();
+        let upstream = input.pipeline.dag.upstream(task).iter().map(|&u| states[u]);
+        // While stopping, an upstream task that was cancelled never got to finish: judge as
+        // if it were still pending, so that a task held back by the stop ends `Cancelled`
+        // (and stays so once its upstream task's cancellation lands) rather than
+        // `UpstreamFailed`.
+        let verdict = if stopping {
+            evaluate(
+                rule,
+                upstream.map(|p| {
+                    if p == TaskPhase::Cancelled {
+                        TaskPhase::Pending
+                    } else {
+                        p
+                    }
+                }),
+            )
+        } else {
+            evaluate(rule, upstream)
+        };
+        match verdict {
+            Verdict::Skip => return TaskPhase::Skipped,
+            Verdict::UpstreamFailed => return TaskPhase::UpstreamFailed,
+            _ if stopping => return TaskPhase::Cancelled,
+            Verdict::Wait => return TaskPhase::Pending,
+            Verdict::Run => {}
+        }
+    }
+    let width = match (input.prepare)(task) {
+        Prepared::Run { instances } => instances,
+        // Already started: keep following the instances that exist.
+        _ if started => instances.len() as u32,
+        Prepared::Skip(note) => {
+            acts.notes.push((task, note));
+            return TaskPhase::Skipped;
+        }
+        Prepared::Fail(note) => {
+            acts.notes.push((task, note));
+            return TaskPhase::Failed;
+        }
     };
-    match verdict {
-        Verdict::Skip => TaskPhase::Skipped,
-        Verdict::UpstreamFailed => TaskPhase::UpstreamFailed,
-        _ if stopping => TaskPhase::Cancelled,
-        Verdict::Run => {
-            ready.push(task);
+    if !fans_out {
+        acts.ready.push((task, None));
+        return TaskPhase::Pending;
+    }
+    fan_out_state(task, width, instances, stopping, started, acts)
+}
+
+/// The state of a fanned-out task from its instances; every instance runs (no fail-fast),
+/// and the task fails once all are done if any failed.
+fn fan_out_state(
+    task: usize,
+    width: u32,
+    instances: &[Option<ObservedTask>],
+    stopping: bool,
+    started: bool,
+    acts: &mut Acts,
+) -> TaskPhase {
+    let (mut active, mut failed, mut cancelled, mut unstarted) = (false, false, false, false);
+    for k in 0..width {
+        match instances.get(k as usize).copied().flatten() {
+            None => {
+                unstarted = true;
+                if !stopping {
+                    acts.ready.push((task, Some(k)));
+                }
+            }
+            Some(o) if !o.phase.is_terminal() => {
+                active = true;
+                if stopping && !o.cancel_requested {
+                    acts.cancel.push((task, Some(k)));
+                }
+            }
+            Some(o) => match o.phase {
+                TaskPhase::Failed | TaskPhase::UpstreamFailed => failed = true,
+                TaskPhase::Cancelled => cancelled = true,
+                _ => {}
+            },
+        }
+    }
+    if active || (unstarted && !stopping) {
+        if started {
+            TaskPhase::Running
+        } else {
             TaskPhase::Pending
         }
-        Verdict::Wait => TaskPhase::Pending,
+    } else if failed {
+        TaskPhase::Failed
+    } else if cancelled || unstarted {
+        TaskPhase::Cancelled
+    } else {
+        TaskPhase::Succeeded
     }
 }
 

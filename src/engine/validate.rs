@@ -284,6 +284,9 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
         }
     };
 
+    check_params(spec, &mut errors);
+    check_data_flow(spec, &all, &index, main_count, dag.as_ref(), &mut errors);
+
     match (errors.0.is_empty(), dag) {
         (true, Some(dag)) => Ok(ValidPipeline {
             spec: spec.clone(),
@@ -443,4 +446,193 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+fn check_params(spec: &PipelineSpec, errors: &mut Collector) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, param) in spec.params.iter().enumerate() {
+        let field = format!("params[{i}]");
+        if !seen.insert(param.name.as_str()) {
+            errors.spec(
+                format!("{field}.name"),
+                format!("parameter {:?} is declared twice", param.name),
+            );
+        }
+        if let Some(default) = &param.default
+            && let Err(e) = super::resolve::coerce(param.type_, default.clone())
+        {
+            errors.spec(
+                format!("{field}.default"),
+                format!("parameter {:?}: {e}", param.name),
+            );
+        }
+    }
+}
+
+/// Templates, `when`, `forEach` and outputs: every reference must name something that will
+/// exist when the task starts (a declared parameter, an output declared by a task upstream).
+fn check_data_flow(
+    spec: &PipelineSpec,
+    all: &[(&TaskSpec, String)],
+    index: &HashMap<String, usize>,
+    main_count: usize,
+    dag: Option<&Dag>,
+    errors: &mut Collector,
+) {
+    use super::template::Reference;
+    use crate::api::WhenOperator;
+    for (i, (task, path)) in all.iter().enumerate() {
+        let name = task.name.as_str();
+        let mut outputs = std::collections::HashSet::new();
+        for (j, out) in task.outputs.iter().enumerate() {
+            if !outputs.insert(out.name.as_str()) {
+                errors.task(
+                    name,
+                    format!("{path}.outputs[{j}]"),
+                    format!("output {:?} is declared twice", out.name),
+                );
+            }
+        }
+        for (j, w) in task.when.iter().enumerate() {
+            if matches!(w.operator, WhenOperator::Equals | WhenOperator::NotEquals) && w.values.len() != 1 {
+                errors.task(
+                    name,
+                    format!("{path}.when[{j}].values"),
+                    format!(
+                        "{:?} compares with exactly one value, got {}",
+                        w.operator,
+                        w.values.len()
+                    ),
+                );
+            }
+        }
+        if let Some(fe) = &task.for_each {
+            let field = format!("{path}.forEach");
+            match (&fe.items, fe.matrix.is_empty()) {
+                (Some(_), false) => errors.task(name, &field, "set either items or matrix, not both"),
+                (None, true) => errors.task(name, &field, "needs items or matrix"),
+                _ => {}
+            }
+            let lists = fe
+                .items
+                .iter()
+                .map(|v| ("items".to_string(), v))
+                .chain(fe.matrix.iter().map(|(k, v)| (format!("matrix.{k}"), v)));
+            for (sub, value) in lists {
+                match value {
+                    serde_json::Value::String(s) if s.contains("{{") => {}
+                    serde_json::Value::Array(items)
+                        if items.iter().all(|v| v.is_string() || v.is_number()) =>
+                    {
+                        let limit = fe
+                            .max_instances
+                            .unwrap_or(crate::api::params::DEFAULT_MAX_INSTANCES)
+                            as usize;
+                        if items.len() > limit {
+                            errors.task(
+                                name,
+                                format!("{field}.{sub}"),
+                                format!("{} items is more than maxInstances {limit}", items.len()),
+                            );
+                        }
+                    }
+                    _ => errors.task(
+                        name,
+                        format!("{field}.{sub}"),
+                        "must be a list of strings or a template giving one, like \"{{ params.regions }}\"",
+                    ),
+                }
+            }
+            if fe
+                .max_instances
+                .is_some_and(|m| m == 0 || m > crate::api::params::MAX_INSTANCES)
+            {
+                errors.task(
+                    name,
+                    format!("{field}.maxInstances"),
+                    "must be between 1 and 10000",
+                );
+            }
+        }
+        for (field, parsed) in super::resolve::templates_of(task) {
+            let field = format!("{path}.{field}");
+            let template = match parsed {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.task(name, &field, format!("bad template: {e}"));
+                    continue;
+                }
+            };
+            for reference in template.references() {
+                match reference {
+                    Reference::Param(p) => {
+                        if !spec.params.iter().any(|d| &d.name == p) {
+                            errors.task(
+                                name,
+                                &field,
+                                format!("{{{{ params.{p} }}}}: no parameter {p:?} is declared"),
+                            );
+                        }
+                    }
+                    Reference::Run(_) => {}
+                    Reference::Item(key) => match (&task.for_each, key) {
+                        (None, _) => errors.task(
+                            name,
+                            &field,
+                            format!("{{{{ {reference} }}}} is only available in a task with forEach"),
+                        ),
+                        (Some(fe), Some(k)) if !fe.matrix.contains_key(k) => errors.task(
+                            name,
+                            &field,
+                            format!("{{{{ item.{k} }}}}: forEach.matrix has no {k:?}"),
+                        ),
+                        _ => {}
+                    },
+                    Reference::Output { task: up, key } => {
+                        let Some(&u) = index.get(up.as_str()) else {
+                            errors.task(name, &field, format!("{{{{ {reference} }}}}: no task {up:?}"));
+                            continue;
+                        };
+                        if !all[u].0.outputs.iter().any(|o| &o.name == key) {
+                            errors.task(
+                                name,
+                                &field,
+                                format!("{{{{ {reference} }}}}: task {up:?} declares no output {key:?}"),
+                            );
+                            continue;
+                        }
+                        let reachable = if i >= main_count && u < main_count {
+                            true
+                        } else {
+                            dag.is_none_or(|d| is_ancestor(d, u, i))
+                        };
+                        if !reachable {
+                            errors.task(
+                                name,
+                                &field,
+                                format!("{{{{ {reference} }}}}: task {up:?} is not upstream of {name:?} (add it to dependsOn)"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `ancestor` is (transitively) upstream of `task`.
+fn is_ancestor(dag: &Dag, ancestor: usize, task: usize) -> bool {
+    let mut stack = vec![task];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(t) = stack.pop() {
+        for &u in dag.upstream(t) {
+            if u == ancestor {
+                return true;
+            }
+            if seen.insert(u) {
+                stack.push(u);
+            }
+        }
+    }
+    false
 }

@@ -30,7 +30,7 @@ pub async fn install_crds(ns: &TestNamespace) {
             let out = Command::new(weir_testenv::kubectl_binary())
                 .arg("--kubeconfig")
                 .arg(&kubeconfig)
-                .args(["apply", "-f"])
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
                 .arg(repo_root().join("crds"))
                 .output()
                 .expect("running kubectl apply -f crds");

@@ -1,7 +1,7 @@
 //! A run driven by hand: observed states set by name, plans read by name.
 
 use crate::api::{PipelineSpec, TaskPhase};
-use crate::engine::{ObservedTask, RunInput, RunPlan, ValidPipeline, plan_run, validate};
+use crate::engine::{ObservedTask, RunInput, RunPlan, ValidPipeline, always_run, plan_run, validate};
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ impl Run {
             started_at: t0(),
             timeout: self.timeout,
             now: self.now,
+            instances: &[],
+            prepare: &always_run,
         })
     }
 

@@ -1,0 +1,299 @@
+//! Templates in task fields: `{{ params.region }}`, `{{ run.name }}`,
+//! `{{ run.logicalDate }}`, `{{ tasks.extract.outputs.rows }}`, `{{ item }}`,
+//! `{{ item.region }}`. Parsed once for validation (every reference checked before anything
+//! runs) and rendered when a task starts, with the values known by then.
+
+use serde_json::Value;
+use std::fmt;
+
+/// What a `{{ ... }}` refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reference {
+    /// `params.<name>`
+    Param(String),
+    /// `run.<field>`: name, namespace, uid, logicalDate, dataIntervalStart, dataIntervalEnd
+    Run(RunField),
+    /// `tasks.<task>.outputs.<key>`
+    Output { task: String, key: String },
+    /// `item` (a `forEach.items` element) or `item.<key>` (a `forEach.matrix` dimension)
+    Item(Option<String>),
+}
+
+/// The run fields templates can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunField {
+    Name,
+    Namespace,
+    Uid,
+    Pipeline,
+    LogicalDate,
+    DataIntervalStart,
+    DataIntervalEnd,
+}
+
+impl RunField {
+    const ALL: [(&'static str, RunField); 7] = [
+        ("name", RunField::Name),
+        ("namespace", RunField::Namespace),
+        ("uid", RunField::Uid),
+        ("pipeline", RunField::Pipeline),
+        ("logicalDate", RunField::LogicalDate),
+        ("dataIntervalStart", RunField::DataIntervalStart),
+        ("dataIntervalEnd", RunField::DataIntervalEnd),
+    ];
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Param(p) => write!(f, "params.{p}"),
+            Reference::Run(field) => {
+                let name = RunField::ALL
+                    .iter()
+                    .find(|(_, v)| v == field)
+                    .map_or("?", |(n, _)| n);
+                write!(f, "run.{name}")
+            }
+            Reference::Output { task, key } => write!(f, "tasks.{task}.outputs.{key}"),
+            Reference::Item(None) => f.write_str("item"),
+            Reference::Item(Some(k)) => write!(f, "item.{k}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Text(String),
+    Ref(Reference),
+}
+
+/// A parsed template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(Vec<Segment>);
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn parse_reference(expr: &str) -> Result<Reference, String> {
+    let parts: Vec<&str> = expr.split('.').collect();
+    match parts.as_slice() {
+        ["params", name] if is_ident(name) => Ok(Reference::Param(name.to_string())),
+        ["run", field] => RunField::ALL
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, f)| Reference::Run(*f))
+            .ok_or_else(|| {
+                let known: Vec<&str> = RunField::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown run field {field:?} (known: {})", known.join(", "))
+            }),
+        ["tasks", task, "outputs", key] if is_ident(task) && is_ident(key) => Ok(Reference::Output {
+            task: task.to_string(),
+            key: key.to_string(),
+        }),
+        ["item"] => Ok(Reference::Item(None)),
+        ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
+        _ => Err(format!(
+            "{expr:?} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)"
+        )),
+    }
+}
+
+impl Template {
+    /// Parses `text`. `{{` without a matching `}}`, or an unknown reference, is an error.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut segments = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                segments.push(Segment::Text(rest[..open].to_string()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed \"{{{{\" in {text:?}"))?;
+            let expr = after[..close].trim();
+            if expr.is_empty() {
+                return Err(format!("empty \"{{{{ }}}}\" in {text:?}"));
+            }
+            segments.push(Segment::Ref(parse_reference(expr)?));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Text(rest.to_string()));
+        }
+        Ok(Template(segments))
+    }
+
+    /// Every reference in the template.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.0.iter().filter_map(|s| match s {
+            Segment::Ref(r) => Some(r),
+            Segment::Text(_) => None,
+        })
+    }
+
+    /// True when the template is exactly one reference (`"{{ params.list }}"`), whose value
+    /// may then be a list rather than text.
+    pub fn single_reference(&self) -> Option<&Reference> {
+        match self.0.as_slice() {
+            [Segment::Ref(r)] => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Renders the template; a list or object value is written as JSON.
+    pub fn render(&self, values: &dyn Values) -> Result<String, String> {
+        let mut out = String::new();
+        for segment in &self.0 {
+            match segment {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Ref(r) => match values.get(r)? {
+                    Value::String(s) => out.push_str(&s),
+                    Value::Null => {}
+                    other => out.push_str(&other.to_string()),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where rendered values come from.
+pub trait Values {
+    /// The value of a reference, or why it has none.
+    fn get(&self, reference: &Reference) -> Result<Value, String>;
+}
+
+/// Renders `text` in one step (parse + render).
+pub fn render(text: &str, values: &dyn Values) -> Result<String, String> {
+    Template::parse(text)?.render(values)
+}
+
+/// The value of a string that may be a whole-value template of a list: `"{{ params.xs }}"`
+/// gives the list itself, anything else renders to a string.
+pub fn render_value(text: &str, values: &dyn Values) -> Result<Value, String> {
+    let template = Template::parse(text)?;
+    match template.single_reference() {
+        Some(r) => {
+            let value = values.get(r)?;
+            // An output is text; a JSON list in it is a list.
+            if let Value::String(s) = &value
+                && let Ok(list @ Value::Array(_)) = serde_json::from_str::<Value>(s)
+            {
+                return Ok(list);
+            }
+            Ok(value)
+        }
+        None => template.render(values).map(Value::String),
+    }
+}
+
+/// Condition operators of `when`.
+pub fn holds(op: crate::api::WhenOperator, input: &str, values: &[String]) -> bool {
+    use crate::api::WhenOperator::*;
+    match op {
+        Equals => values.first().is_some_and(|v| v == input),
+        NotEquals => values.first().is_none_or(|v| v != input),
+        In => values.iter().any(|v| v == input),
+        NotIn => values.iter().all(|v| v != input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<String, Value>);
+
+    impl Values for Map {
+        fn get(&self, r: &Reference) -> Result<Value, String> {
+            self.0
+                .get(&r.to_string())
+                .cloned()
+                .ok_or_else(|| format!("no value for {r}"))
+        }
+    }
+
+    fn values() -> Map {
+        Map(HashMap::from([
+            ("params.region".to_string(), Value::String("eu-west".into())),
+            ("params.parts".to_string(), serde_json::json!(["a", "b"])),
+            ("run.name".to_string(), Value::String("etl-1".into())),
+            (
+                "tasks.list.outputs.files".to_string(),
+                Value::String(r#"["x.csv","y.csv"]"#.into()),
+            ),
+            ("item".to_string(), Value::String("a".into())),
+        ]))
+    }
+
+    #[test]
+    fn renders_references_and_text() {
+        let out = render(
+            "load {{params.region}} for {{ run.name }} item={{ item }}",
+            &values(),
+        )
+        .unwrap();
+        assert_eq!(out, "load eu-west for etl-1 item=a");
+        assert_eq!(render("no templates", &values()).unwrap(), "no templates");
+        assert_eq!(render("{{ params.parts }}", &values()).unwrap(), r#"["a","b"]"#);
+    }
+
+    #[test]
+    fn whole_value_templates_keep_lists() {
+        assert_eq!(
+            render_value("{{ params.parts }}", &values()).unwrap(),
+            serde_json::json!(["a", "b"])
+        );
+        assert_eq!(
+            render_value("{{ tasks.list.outputs.files }}", &values()).unwrap(),
+            serde_json::json!(["x.csv", "y.csv"])
+        );
+        assert_eq!(
+            render_value("p-{{ params.region }}", &values()).unwrap(),
+            Value::String("p-eu-west".into())
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert!(Template::parse("{{ params.x").unwrap_err().contains("unclosed"));
+        assert!(Template::parse("{{ }}").unwrap_err().contains("empty"));
+        assert!(
+            Template::parse("{{ run.date }}")
+                .unwrap_err()
+                .contains("unknown run field \"date\"")
+        );
+        assert!(
+            Template::parse("{{ tasks.a.result }}")
+                .unwrap_err()
+                .contains("not a known reference")
+        );
+        assert!(
+            render("{{ params.missing }}", &values())
+                .unwrap_err()
+                .contains("params.missing")
+        );
+    }
+
+    #[test]
+    fn references_are_listed() {
+        let t = Template::parse("{{ params.a }}-{{ tasks.t.outputs.k }}-{{ item.region }}").unwrap();
+        let refs: Vec<String> = t.references().map(|r| r.to_string()).collect();
+        assert_eq!(refs, vec!["params.a", "tasks.t.outputs.k", "item.region"]);
+    }
+
+    #[test]
+    fn when_operators() {
+        use crate::api::WhenOperator::*;
+        let vals = vec!["ok".to_string(), "warn".to_string()];
+        assert!(holds(In, "ok", &vals));
+        assert!(!holds(NotIn, "warn", &vals));
+        assert!(holds(Equals, "ok", &vals[..1]));
+        assert!(holds(NotEquals, "bad", &vals[..1]));
+    }
+}
