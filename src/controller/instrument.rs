@@ -35,8 +35,8 @@ impl Reconciled for Pipeline {
         tracing::info_span!(
             "reconcile",
             controller = "pipeline",
-            namespace = self.namespace().unwrap_or_default(),
-            pipeline = self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            pipeline = %self.name_any(),
         )
     }
 }
@@ -47,8 +47,8 @@ impl Reconciled for PipelineRun {
         tracing::info_span!(
             "reconcile",
             controller = "pipelinerun",
-            namespace = self.namespace().unwrap_or_default(),
-            run = self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            run = %self.name_any(),
         )
     }
 }
@@ -71,10 +71,10 @@ impl Reconciled for TaskRun {
         tracing::info_span!(
             "reconcile",
             controller = "taskrun",
-            namespace = self.namespace().unwrap_or_default(),
-            run,
-            task = self.spec.task_name,
-            taskrun = self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            run = %run,
+            task = %self.spec.task_name,
+            taskrun = %self.name_any(),
         )
     }
 }

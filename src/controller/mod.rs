@@ -101,6 +101,12 @@ impl Context {
             action: action.into(),
             secondary: related,
         };
+        // The same line in the logs, inside the reconcile's span (namespace, run, task).
+        let text = event.note.as_deref().unwrap_or_default();
+        match type_ {
+            EventType::Normal => tracing::info!(reason, "{text}"),
+            EventType::Warning => tracing::warn!(reason, "{text}"),
+        }
         if let Err(err) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%err, reason, "could not publish event");
         }
