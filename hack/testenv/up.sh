@@ -10,6 +10,10 @@
 #   WEIR_NODE_AGENT   node agent binary to use instead of building it with cargo
 #   CARGO_TARGET_DIR  where cargo builds the agent; default ~/.cache/weir/target
 #   WEIR_ENV_PORT_OFFSET  added to every port below (default 0)
+#   WEIR_OPERATOR_BINARY  what `$WEIR_ENV_DIR/bin/weir` links to when it does not exist yet
+#                     (default $CARGO_TARGET_DIR/debug/weir): the program the agent runs for
+#                     containers of the image `.../weir` that have no command (the Helm
+#                     chart's operator pods); tests re-point the link at the binary they test
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -67,7 +71,25 @@ else
   AGENT=$CARGO_TARGET_DIR/debug/weir-node-agent
 fi
 [[ -x $AGENT ]] || die "node agent binary $AGENT is missing"
-AGENT_ID=$(stat -L -c '%n %s %Y' "$AGENT")
+
+# The program standing in for the entrypoint of Weir's image, through a link that tests can
+# re-point without restarting the agent.
+mkdir -p "$STATE/bin"
+if [[ ! -L $STATE/bin/weir && ! -e $STATE/bin/weir ]]; then
+  ln -s "${WEIR_OPERATOR_BINARY:-${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}/debug/weir}" "$STATE/bin/weir"
+fi
+AGENT_ARGS=(
+  --kubeconfig="$KUBECONFIG_FILE"
+  --node-name="$NODE_NAME"
+  --state-dir="$STATE/agent"
+  --address=127.0.0.1
+  --log-port="$AGENT_PORT"
+  --tls-cert="$PKI/agent.crt"
+  --tls-key="$PKI/agent.key"
+  --image-command=weir="$STATE/bin/weir"
+)
+# A new binary or new flags restart the agent.
+AGENT_ID="$(stat -L -c '%n %s %Y' "$AGENT") $(printf '%s\n' "${AGENT_ARGS[@]}" | sha256sum | cut -c1-16)"
 
 pid_alive() { # name
   local f=$PIDS/$1.pid pid
@@ -136,14 +158,7 @@ stop_one() { # name
 
 start_agent() {
   log "starting weir-node-agent ($AGENT)"
-  launch weir-node-agent "$AGENT" \
-    --kubeconfig="$KUBECONFIG_FILE" \
-    --node-name="$NODE_NAME" \
-    --state-dir="$STATE/agent" \
-    --address=127.0.0.1 \
-    --log-port="$AGENT_PORT" \
-    --tls-cert="$PKI/agent.crt" \
-    --tls-key="$PKI/agent.key"
+  launch weir-node-agent "$AGENT" "${AGENT_ARGS[@]}"
   echo "$AGENT_ID" >"$STATE/agent.id"
 }
 

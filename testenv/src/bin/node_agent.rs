@@ -13,9 +13,13 @@
 //!   termination message, so the real Job controller counts pods as succeeded or failed;
 //! * kills the process group when the pod is deleted (grace period honoured) or its
 //!   `activeDeadlineSeconds` passes, and finalizes graceful deletion with a grace-0 delete;
-//! * serves `/containerLogs/...` over HTTPS so that `kubectl logs` (through the apiserver) works.
+//! * serves `/containerLogs/...` over HTTPS so that `kubectl logs` (through the apiserver) works;
+//! * gives in-cluster API clients what a kubelet gives them: `KUBERNETES_SERVICE_HOST`/`PORT`
+//!   naming the API server on loopback, and the service-account volume bind-mounted at
+//!   `/var/run/secrets/kubernetes.io/serviceaccount` in a private mount namespace;
+//! * runs a configured program for images whose entrypoint is needed (`--image-command`).
 //!
-//! What it deliberately does not do: volumes, probes, restarts (`OnFailure`/`Always` are treated
+//! What it deliberately does not do: other volumes, probes, restarts (`OnFailure`/`Always` are treated
 //! like `Never`), resource limits, networking (every pod gets IP 127.0.0.1), image pulls.
 
 mod node_agent {
@@ -25,6 +29,7 @@ mod node_agent {
     pub mod node;
     pub mod pod;
     pub mod procs;
+    pub mod volumes;
 }
 
 use std::net::SocketAddr;
@@ -36,7 +41,7 @@ use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tracing::{error, info};
 
-use node_agent::{logserver, node, pod, procs};
+use node_agent::{container, logserver, node, pod, procs, volumes};
 
 /// Command-line flags. Every flag can also be given through the environment variable shown.
 #[derive(Parser, Debug, Clone)]
@@ -67,6 +72,53 @@ pub struct Args {
     /// PEM private key of the log server certificate.
     #[arg(long, env = "WEIR_AGENT_TLS_KEY")]
     pub tls_key: PathBuf,
+    /// `IMAGE=PROGRAM`: containers of IMAGE (a repository without tag, or just its last path
+    /// segment such as `weir`) that have no `command` run PROGRAM as their entrypoint.
+    /// Repeatable; comma-separated in the environment variable.
+    #[arg(long = "image-command", env = "WEIR_AGENT_IMAGE_COMMANDS", value_delimiter = ',', value_parser = parse_image_command)]
+    pub image_commands: Vec<(String, PathBuf)>,
+    /// `KUBERNETES_SERVICE_HOST` given to containers; default: the kubeconfig's server host.
+    #[arg(long, env = "WEIR_AGENT_SERVICE_HOST")]
+    pub service_host: Option<String>,
+    /// `KUBERNETES_SERVICE_PORT` given to containers; default: the kubeconfig's server port.
+    #[arg(long, env = "WEIR_AGENT_SERVICE_PORT")]
+    pub service_port: Option<u16>,
+}
+
+fn parse_image_command(value: &str) -> Result<(String, PathBuf), String> {
+    let (image, program) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected IMAGE=PROGRAM, got {value:?}"))?;
+    if image.is_empty() || program.is_empty() {
+        return Err(format!("expected IMAGE=PROGRAM, got {value:?}"));
+    }
+    let program = std::path::absolute(program).map_err(|e| format!("{program}: {e}"))?;
+    Ok((container::image_repository(image).to_string(), program))
+}
+
+/// The variables a kubelet sets for the `kubernetes` Service, but naming the API server the
+/// agent itself talks to (on loopback) rather than the Service's cluster IP, which nothing
+/// here routes.
+fn service_env(args: &Args, server_host: Option<&str>, server_port: Option<u16>) -> Vec<(String, String)> {
+    let host = args
+        .service_host
+        .clone()
+        .or_else(|| server_host.map(|h| h.trim_matches(['[', ']']).to_string()));
+    let port = args.service_port.or(server_port).or(Some(443));
+    let (Some(host), Some(port)) = (host, port) else {
+        return Vec::new();
+    };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), format!("tcp://{authority}")),
+    ]
 }
 
 #[tokio::main]
@@ -104,7 +156,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .context("loading kubeconfig")?;
+    let service_env = service_env(&args, config.cluster_url.host(), config.cluster_url.port_u16());
     let client = kube::Client::try_from(config).context("building client")?;
+    let service_account_mounts = match volumes::private_mounts_supported() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("pods get no service-account volume: {e}");
+            false
+        }
+    };
+    info!(
+        ?service_env,
+        service_account_mounts,
+        image_commands = ?args.image_commands,
+        "what pods get"
+    );
 
     let ctx = Arc::new(pod::Ctx {
         client: client.clone(),
@@ -112,6 +178,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_ip: args.address.to_string(),
         state_dir: state_dir.clone(),
         procs: procs::ProcTable::default(),
+        settings: container::Settings {
+            image_commands: args.image_commands.clone(),
+            service_env,
+            service_account_mounts,
+        },
         running_logs: Default::default(),
     });
 

@@ -11,6 +11,40 @@ use kube::api::Api;
 
 use super::logfile;
 use super::procs::{self, MARKER_ENV};
+use super::volumes::{self, Mount, PreparedMounts};
+
+/// What this node gives every container besides its own spec.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    /// Image (repository without tag or digest, or only its last path segment) -> the
+    /// program that stands in for its entrypoint, for containers that have no `command`.
+    pub image_commands: Vec<(String, PathBuf)>,
+    /// `KUBERNETES_SERVICE_HOST`/`PORT` and friends, pointing at the API server on loopback.
+    pub service_env: Vec<(String, String)>,
+    /// Whether the service-account volume is bind-mounted in a private mount namespace.
+    pub service_account_mounts: bool,
+}
+
+impl Settings {
+    /// The program standing in for `image`'s entrypoint, if one was configured.
+    pub fn entrypoint(&self, image: &str) -> Option<&Path> {
+        let repository = image_repository(image);
+        let last = repository.rsplit('/').next().unwrap_or(repository);
+        self.image_commands
+            .iter()
+            .find(|(key, _)| key == repository || (!key.contains('/') && key == last))
+            .map(|(_, path)| path.as_path())
+    }
+}
+
+/// `registry:5000/org/weir:1.2@sha256:...` -> `registry:5000/org/weir`.
+pub fn image_repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
 
 /// Kubelet limits for the termination message (`MaxContainerTerminationMessageLength`) and
 /// for the log tail used by `FallbackToLogsOnError`.
@@ -37,6 +71,8 @@ pub struct Prepared {
     pub termination_file: PathBuf,
     pub fallback_to_logs: bool,
     pub log_path: PathBuf,
+    /// Bind mounts made in the container's private mount namespace.
+    pub mounts: Vec<Mount>,
 }
 
 /// Reads ConfigMaps and Secrets of the pod's namespace, once per pod start attempt.
@@ -48,6 +84,10 @@ pub struct Sources {
 }
 
 impl Sources {
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         Self {
             client,
@@ -136,7 +176,7 @@ pub fn expand(input: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-fn field_ref(pod: &Pod, path: &str) -> Result<String, PrepareError> {
+pub fn field_ref(pod: &Pod, path: &str) -> Result<String, PrepareError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let map_key = |prefix: &str| -> Option<String> {
@@ -352,6 +392,7 @@ pub async fn prepare(
     pod_dir: &Path,
     sources: &mut Sources,
     state_dir: &Path,
+    settings: &Settings,
 ) -> Result<Prepared, PrepareError> {
     let name = container.name.clone();
     let root = pod_dir.join(&name);
@@ -379,15 +420,36 @@ pub async fn prepare(
         .flatten()
         .map(|s| expand(&literal(s), &lookup))
         .collect();
-    // No image is ever run, so there is no image entrypoint: `command` + `args`, or just
-    // `args` when the command is left to the image.
-    let argv: Vec<String> = command.into_iter().chain(args).collect();
+    // No image is ever run, so the image's entrypoint is the program configured for it
+    // (`--image-command`), if any; `command` replaces it, as in a container.
+    let image = container.image.as_deref().unwrap_or_default();
+    let entrypoint = match settings.entrypoint(image) {
+        Some(path) if command.is_empty() => {
+            if !path.is_file() {
+                return Err(PrepareError::Start(format!(
+                    "image {image:?} runs {}, which does not exist",
+                    path.display()
+                )));
+            }
+            vec![path.to_string_lossy().into_owned()]
+        }
+        _ => Vec::new(),
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(command).chain(args).collect();
     if argv.is_empty() {
-        return Err(PrepareError::Start(
-            "container has neither command nor args; weir-node-agent runs no images, only commands"
-                .to_string(),
-        ));
+        return Err(PrepareError::Start(format!(
+            "container has neither command nor args, and no --image-command names image {image:?}; \
+             weir-node-agent runs no images, only commands"
+        )));
     }
+    let mounts = if settings.service_account_mounts {
+        volumes::service_account_mount(sources.client(), pod, container, pod_dir)
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let cwd = match container.working_dir.as_deref().filter(|w| !w.is_empty()) {
         Some(w) => host_dir(&root, w),
@@ -418,6 +480,8 @@ pub async fn prepare(
             pod.metadata.name.clone().unwrap_or_default(),
         ),
     ];
+    // As a kubelet does, the API server's address comes before the container's own variables.
+    full_env.extend(settings.service_env.iter().cloned());
     for (k, v) in env.drain(..) {
         full_env.retain(|(n, _)| *n != k);
         full_env.push((k, v));
@@ -431,6 +495,7 @@ pub async fn prepare(
         cwd,
         termination_file,
         fallback_to_logs: container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
+        mounts,
     })
 }
 
@@ -466,6 +531,13 @@ pub fn spawn(p: &Prepared) -> Result<Running, String> {
         .stderr(Stdio::piped())
         // Its own process group, so that signals reach the children of `sh -c` too.
         .process_group(0);
+    if !p.mounts.is_empty() {
+        let mounts = PreparedMounts::new(&p.mounts).map_err(|e| format!("preparing mounts: {e}"))?;
+        // SAFETY: apply_in_child makes only async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(move || mounts.apply_in_child());
+        }
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {:?}: {e}", p.argv[0]))?;
@@ -521,6 +593,33 @@ fn termination_message(p: &Prepared, code: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_names_map_to_entrypoints() {
+        assert_eq!(image_repository("busybox"), "busybox");
+        assert_eq!(image_repository("busybox:1.36"), "busybox");
+        assert_eq!(image_repository("reg:5000/org/weir:0.1.0"), "reg:5000/org/weir");
+        assert_eq!(image_repository("reg:5000/org/weir"), "reg:5000/org/weir");
+        assert_eq!(image_repository("org/weir:1@sha256:abc"), "org/weir");
+        let settings = Settings {
+            image_commands: vec![
+                ("weir".into(), "/bin/weir".into()),
+                ("ghcr.io/x/tool".into(), "/bin/tool".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            settings.entrypoint("ghcr.io/weir-dev/weir:0.1.0"),
+            Some(Path::new("/bin/weir"))
+        );
+        assert_eq!(settings.entrypoint("weir"), Some(Path::new("/bin/weir")));
+        assert_eq!(
+            settings.entrypoint("ghcr.io/x/tool:2"),
+            Some(Path::new("/bin/tool"))
+        );
+        assert_eq!(settings.entrypoint("other.io/x/tool:2"), None);
+        assert_eq!(settings.entrypoint("weirdo"), None);
+    }
 
     #[test]
     fn expansion_matches_kubernetes() {

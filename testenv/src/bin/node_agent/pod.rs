@@ -42,6 +42,7 @@ pub struct Ctx {
     pub node_ip: String,
     pub state_dir: PathBuf,
     pub procs: ProcTable,
+    pub settings: container::Settings,
     /// Log files of containers that are running now, so that `follow` knows when to stop.
     pub running_logs: Mutex<HashSet<PathBuf>>,
 }
@@ -418,7 +419,16 @@ impl PodRun {
                 return None;
             }
             let mut sources = Sources::new(self.ctx.client.clone(), self.api_namespace());
-            match container::prepare(&self.pod, c, &self.dir, &mut sources, &self.ctx.state_dir).await {
+            match container::prepare(
+                &self.pod,
+                c,
+                &self.dir,
+                &mut sources,
+                &self.ctx.state_dir,
+                &self.ctx.settings,
+            )
+            .await
+            {
                 Ok(p) => break p,
                 Err(PrepareError::Config(message)) => {
                     // Like the kubelet: stay waiting and retry, the ConfigMap may appear.
