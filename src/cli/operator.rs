@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
     /// Run the controllers only while holding a Lease, so several replicas can run at once.
-    #[arg(long, env = "WEIR_LEADER_ELECT")]
+    /// (The variable takes true/false, 1/0, yes/no or on/off.)
+    #[arg(long, env = "WEIR_LEADER_ELECT", value_parser = clap::builder::BoolishValueParser::new())]
     leader_elect: bool,
     /// Name of the Lease used for leader election.
     #[arg(long, env = "WEIR_LEASE_NAME", default_value = "weir-operator")]
