@@ -2,8 +2,10 @@
 //! (clap) and a `run(args) -> anyhow::Result<ExitCode>`; this file only lists and
 //! dispatches them.
 
+pub mod backfill;
 pub mod crd;
 pub mod operator;
+pub mod trigger;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,10 @@ enum Command {
     Crd(crd::Args),
     /// Check Pipeline and PipelineRun manifests offline; exit 1 if any has a problem.
     Validate(validate::Args),
+    /// Start a run of a Pipeline now, by hand.
+    Trigger(trigger::Args),
+    /// Create the runs of every schedule interval in a date range (skipping existing ones).
+    Backfill(backfill::Args),
 }
 
 impl Cli {
@@ -32,6 +38,8 @@ impl Cli {
             Command::Operator(args) => operator::run(args),
             Command::Crd(args) => crd::run(args),
             Command::Validate(args) => validate::run(args),
+            Command::Trigger(args) => trigger::run(args),
+            Command::Backfill(args) => backfill::run(args),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod instrument;
 pub mod job;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod schedule;
 pub mod taskrun;
 
 use crate::api::{PipelineRun, TaskRun};
@@ -270,6 +271,14 @@ fn controllers_for(
 
     let queue = ctx.metrics.queue(ControllerKind::pipeline);
     let (c, pipeline_cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue);
+    // Runs appearing, starting and finishing move the schedule, queue and history.
+    let c = watches(
+        c,
+        scope.api::<PipelineRun>(client),
+        watcher::Config::default(),
+        &queue,
+        schedule::pipeline_of_run,
+    );
     let pipelines = c
         .graceful_shutdown_on(stop())
         .run(
@@ -291,6 +300,17 @@ fn controllers_for(
         watcher::Config::default(),
         &queue,
     )
+    // A slot freed under `maxActiveRuns` (seen in the Pipeline's status) wakes queued runs.
+    .watches(scope.api::<Pipeline>(client), watcher::Config::default(), {
+        let queue = queue.clone();
+        move |p| {
+            let runs = schedule::queued_runs_to_wake(p);
+            for r in &runs {
+                queue.add(r.namespace.as_deref(), &r.name);
+            }
+            runs
+        }
+    })
     .graceful_shutdown_on(stop())
     .run(
         reconciler(&queue, pipelinerun::reconcile),

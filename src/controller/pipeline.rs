@@ -1,6 +1,7 @@
 //! Pipeline: validated on every change of its spec; the result goes to its `Ready`
-//! condition (and an Event when invalid). The operator never writes its spec or metadata,
-//! so GitOps tools see no drift.
+//! condition (and an Event when invalid). Then its schedule, history limits and run queue
+//! are handled (`super::schedule`). The operator never writes its spec or metadata, so
+//! GitOps tools see no drift.
 
 use super::{Context, Error, Result, apply_status, error_backoff, now};
 use crate::api::condition::find;
@@ -20,12 +21,9 @@ pub fn error_policy(p: Arc<Pipeline>, err: &Error, _ctx: Arc<Context>) -> Action
 pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     let old = p.status.clone().unwrap_or_default();
     let generation = p.metadata.generation;
-    if old.observed_generation == generation
-        && generation.is_some()
-        && find(&old.conditions, "Ready").is_some()
-    {
-        return Ok(Action::await_change());
-    }
+    // Runs and the clock bring the Pipeline here too; validation news is told once.
+    let spec_changed = old.observed_generation != generation || find(&old.conditions, "Ready").is_none();
+    let now = now();
     let ns = p.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let mut status = old.clone();
     status.observed_generation = generation;
@@ -39,7 +37,7 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
                 "Valid",
                 format!("{} task(s), valid", valid.len()),
                 generation,
-                now(),
+                now,
             );
             None
         }
@@ -52,18 +50,21 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
                 "InvalidPipeline",
                 message.clone(),
                 generation,
-                now(),
+                now,
             );
             Some(message)
         }
     };
-    apply_status(
-        &Api::<Pipeline>::namespaced(ctx.client.clone(), &ns),
-        &p.name_any(),
-        &status,
-    )
-    .await?;
-    if let Some(message) = invalid {
+    let requeue = super::schedule::reconcile_pipeline(&ctx, &p, &mut status, invalid.is_none(), now).await?;
+    if status != old {
+        apply_status(
+            &Api::<Pipeline>::namespaced(ctx.client.clone(), &ns),
+            &p.name_any(),
+            &status,
+        )
+        .await?;
+    }
+    if let Some(message) = invalid.filter(|_| spec_changed) {
         ctx.event(
             &p.object_ref(&()),
             None,
@@ -74,5 +75,5 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await;
     }
-    Ok(Action::await_change())
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }

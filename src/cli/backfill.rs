@@ -1,0 +1,244 @@
+//! `weir backfill`: creates the runs of every data interval of a Pipeline's schedule whose
+//! logical date lies in a range, skipping intervals that already have a run (run names are
+//! derived from the logical date, so running the same backfill twice creates nothing new).
+//! The operator starts them as `maxActiveRuns` allows; `--wait` follows them to the end.
+
+use crate::api::{Pipeline, PipelineRun, RunPhase, Trigger};
+use crate::controller::schedule::{create_run, new_run};
+use crate::engine::schedule::{self, CronSchedule, MAX_INTERVALS};
+use anyhow::{Context as _, bail};
+use kube::api::Api;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The Pipeline to backfill; it must have a schedule.
+    pipeline: String,
+    /// Namespace of the Pipeline (default: the one of the kubeconfig context).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// First logical date: `2024-03-01` (midnight in the schedule's time zone),
+    /// `2024-03-01T06:00` (also in that zone) or RFC 3339 (`2024-03-01T06:00:00Z`).
+    #[arg(long)]
+    from: String,
+    /// Last logical date, included (same forms as `--from`).
+    #[arg(long)]
+    to: String,
+    /// Only list the intervals and whether each already has a run.
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait until every run of the range finished, printing progress; exit 1 unless all
+    /// succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long (for example `2h`).
+    #[arg(long, default_value = "24h", requires = "wait")]
+    timeout: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(backfill(args))
+}
+
+/// A kube client from the user's kubeconfig and the namespace to work in.
+pub(crate) async fn connect(namespace: Option<String>) -> anyhow::Result<(kube::Client, String)> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (kubeconfig)")?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
+}
+
+pub(crate) async fn get_pipeline(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<Pipeline> {
+    Api::<Pipeline>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading Pipeline {name}"))?
+        .with_context(|| format!("Pipeline {name:?} not found in namespace {ns}"))
+}
+
+async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
+    let (client, ns) = connect(args.namespace).await?;
+    let pipeline = get_pipeline(&client, &ns, &args.pipeline).await?;
+    let Some(spec) = pipeline.spec.schedule.as_ref() else {
+        bail!(
+            "Pipeline {} has no schedule: backfill cuts the range into the schedule's intervals",
+            args.pipeline
+        );
+    };
+    let cron = CronSchedule::parse(&spec.cron, spec.timezone.as_deref()).map_err(|problems| {
+        let text: Vec<String> = problems
+            .iter()
+            .map(|(f, m)| format!("schedule.{f}: {m}"))
+            .collect();
+        anyhow::anyhow!(
+            "Pipeline {} has an invalid schedule: {}",
+            args.pipeline,
+            text.join("; ")
+        )
+    })?;
+    let tz = cron.timezone().clone();
+    let from = schedule::parse_instant(&args.from, &tz).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to = schedule::parse_instant(&args.to, &tz).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if to < from {
+        bail!("--to ({to}) is before --from ({from})");
+    }
+    let intervals = cron.intervals(from, to, MAX_INTERVALS).map_err(|_| {
+        anyhow::anyhow!(
+            "more than {MAX_INTERVALS} intervals between {from} and {to}: backfill a shorter range at a time"
+        )
+    })?;
+    if intervals.is_empty() {
+        println!("no interval of {:?} starts between {from} and {to}", spec.cron);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let show = |t: jiff::Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    };
+    let (mut created, mut existed) = (0, 0);
+    let mut names = Vec::with_capacity(intervals.len());
+    for interval in &intervals {
+        let name = schedule::run_name(
+            &pipeline.metadata.name.clone().unwrap_or_default(),
+            interval.start,
+        );
+        let outcome = if args.dry_run {
+            match api.get_opt(&name).await? {
+                Some(run) => {
+                    existed += 1;
+                    format!("exists ({})", phase_of(&run))
+                }
+                None => "would be created".to_string(),
+            }
+        } else {
+            let run = new_run(
+                &pipeline,
+                &name,
+                Trigger::Backfill,
+                interval.start,
+                Some(*interval),
+            )?;
+            if create_run(&api, &run).await? {
+                created += 1;
+                "created".to_string()
+            } else {
+                existed += 1;
+                match api.get_opt(&name).await? {
+                    Some(run) => format!("exists ({})", phase_of(&run)),
+                    None => "exists".to_string(),
+                }
+            }
+        };
+        println!(
+            "{} .. {}  {name}  {outcome}",
+            show(interval.start),
+            show(interval.end)
+        );
+        names.push(name);
+    }
+    let total = intervals.len();
+    if args.dry_run {
+        println!(
+            "{total} interval(s): {existed} already have a run, {} would be created",
+            total - existed
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{total} interval(s): {created} run(s) created, {existed} already existed");
+    if let Some(max) = pipeline.spec.max_active_runs {
+        println!("maxActiveRuns is {max}: runs beyond it wait, queued, and start oldest first");
+    }
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let timeout =
+        crate::engine::duration::parse(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let all_succeeded = wait_for_runs(&api, &names, timeout).await?;
+    Ok(if all_succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn phase_of(run: &PipelineRun) -> String {
+    let status = run.status.as_ref();
+    let reason = status
+        .and_then(|s| crate::api::condition::find(&s.conditions, "Succeeded"))
+        .map(|c| c.reason.as_str());
+    match (status.and_then(|s| s.phase), reason) {
+        (Some(RunPhase::Pending), Some("Queued")) => "Queued".to_string(),
+        (Some(phase), _) => format!("{phase:?}"),
+        (None, _) => "New".to_string(),
+    }
+}
+
+/// Polls the runs until every one finished, printing a line each time the tally changes.
+/// Returns whether all succeeded.
+pub(crate) async fn wait_for_runs(
+    api: &Api<PipelineRun>,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_line = String::new();
+    loop {
+        let mut tally: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut finished = 0;
+        let mut failures = Vec::new();
+        for name in names {
+            let phase = match api.get_opt(name).await? {
+                Some(run) => {
+                    let phase = run.status.as_ref().and_then(|s| s.phase);
+                    if phase.is_some_and(RunPhase::is_terminal) {
+                        finished += 1;
+                        if phase != Some(RunPhase::Succeeded) {
+                            let status = run.status.as_ref();
+                            let message = status
+                                .and_then(|s| crate::api::condition::find(&s.conditions, "Succeeded"))
+                                .map(|c| c.message.clone())
+                                .unwrap_or_default();
+                            failures.push(format!("{name}: {} ({message})", phase_of(&run)));
+                        }
+                    }
+                    phase_of(&run)
+                }
+                None => {
+                    finished += 1;
+                    failures.push(format!("{name}: deleted before it finished"));
+                    "Deleted".to_string()
+                }
+            };
+            *tally.entry(phase).or_default() += 1;
+        }
+        let counts: Vec<String> = tally.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        let line = format!("{finished}/{} finished: {}", names.len(), counts.join(", "));
+        if line != last_line {
+            println!("[{}] {line}", jiff::Zoned::now().strftime("%H:%M:%S"));
+            last_line = line;
+        }
+        if finished == names.len() {
+            for failure in &failures {
+                println!("not succeeded: {failure}");
+            }
+            return Ok(failures.is_empty());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "gave up waiting after {}: {} of {} run(s) finished",
+                crate::engine::duration::format(timeout),
+                finished,
+                names.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
