@@ -306,8 +306,18 @@ pub fn resolve_task(
             var.value = Some(render(format!("env {}", var.name), value)?);
         }
     }
+    let size = serde_json::to_vec(&spec).map_or(0, |v| v.len());
+    if size > MAX_RESOLVED_BYTES {
+        return Err(format!(
+            "the task's resolved spec is {size} bytes, more than the {MAX_RESOLVED_BYTES} Weir allows (Kubernetes refuses objects over about 1.5 MiB): pass large values by reference, for example a storage path as an output"
+        ));
+    }
     Ok(spec)
 }
+
+/// Largest resolved TaskRun spec: well under the API server's ~1.5 MiB object limit, since a
+/// fan-in of thousands of outputs can grow a spec quickly.
+pub const MAX_RESOLVED_BYTES: usize = 512 * 1024;
 
 /// Every template of a task, with the field it is in, for validation.
 pub fn templates_of(task: &TaskSpec) -> Vec<(String, Result<Template, String>)> {

@@ -1,6 +1,7 @@
 //! Tests of the engine through its public functions, on pipelines built with `fixture`.
 //! Tests of a single helper live next to it; these cover how the pieces behave together.
 
+mod dataflow;
 mod evaluate;
 mod plan_run;
 mod plan_task;

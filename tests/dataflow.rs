@@ -1,0 +1,252 @@
+//! Params, templates, outputs, conditions and fan-out on the real control plane.
+
+mod common;
+
+use common::*;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+use weir::api::{FailureReason, Pipeline, RunPhase, TaskPhase, TaskRun};
+use weir_testenv::wait_for;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[tokio::test]
+async fn params_reach_tasks_and_outputs_reach_the_next_task() {
+    let (ns, _op) = setup("params").await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: flow}
+spec:
+  params:
+    - {name: region, default: eu}
+    - {name: date}
+  defaults: {image: busybox}
+  tasks:
+    - name: extract
+      env: [{name: REGION, value: "{{ params.region }}"}]
+      command: [sh, -c, 'echo "{\"rows\": 42, \"region\": \"$REGION\"}" > "$WEIR_OUTPUTS"']
+      outputs: [{name: rows}, {name: region}]
+    - name: load
+      dependsOn: [extract]
+      command: [sh, -c, 'echo "loaded=$1 rows for $2 on $3" > "$WEIR_OUTPUTS"', sh]
+      args: ["{{ tasks.extract.outputs.rows }}", "{{ tasks.extract.outputs.region }}", "{{ params.date }}"]
+      outputs: [{name: loaded}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: flow-us}
+spec:
+  pipelineRef: {name: flow}
+  params: {region: us, date: "2026-11-20"}
+"#,
+    );
+    let run = wait_run_done(&ns, "flow-us", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    let extract = task_run(&ns, "flow-us", "extract").await;
+    assert_eq!(
+        extract
+            .spec
+            .env
+            .iter()
+            .find(|e| e.name == "REGION")
+            .and_then(|e| e.value.clone())
+            .as_deref(),
+        Some("us")
+    );
+    let outputs = extract.status.unwrap().outputs;
+    assert_eq!(
+        (outputs["rows"].as_str(), outputs["region"].as_str()),
+        ("42", "us")
+    );
+    let load = task_run(&ns, "flow-us", "load").await;
+    // The TaskRun's spec holds the resolved values.
+    assert_eq!(load.spec.args, vec!["42", "us", "2026-11-20"]);
+    assert_eq!(
+        load.status.unwrap().outputs["loaded"],
+        "42 rows for us on 2026-11-20"
+    );
+}
+
+#[tokio::test]
+async fn missing_params_and_bad_templates_are_refused_before_anything_runs() {
+    let (ns, _op) = setup("badparams").await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: needs-date}
+spec:
+  params: [{name: date}]
+  tasks:
+    - {name: a, image: busybox, command: [sh, -c, 'echo {{ params.date }}']}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: no-date}
+spec:
+  pipelineRef: {name: needs-date}
+  params: {dat: "2026-01-01"}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: bad-refs}
+spec:
+  tasks:
+    - {name: a, image: busybox, command: [sh, -c, 'echo {{ params.nope }}'], outputs: [{name: x}]}
+    - {name: b, image: busybox, command: [sh, -c, 'echo {{ tasks.a.outputs.x }}']}
+"#,
+    );
+    let run = wait_run_done(&ns, "no-date", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    assert_eq!(condition_reason(&run), "InvalidParams");
+    let message = weir::api::condition::find(&run.status.unwrap().conditions, "Succeeded")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains(r#"unknown parameter "dat""#) && message.contains(r#"parameter "date" is required"#),
+        "{message}"
+    );
+
+    let pipelines: Api<Pipeline> = ns.api();
+    let message = wait_for(
+        "bad-refs to be marked invalid",
+        Duration::from_secs(60),
+        || async {
+            let p = pipelines.get("bad-refs").await.ok()?;
+            let ready = weir::api::condition::find(&p.status?.conditions, "Ready")?.clone();
+            (ready.status == "False").then_some(ready.message)
+        },
+    )
+    .await;
+    assert!(
+        message.contains(r#"no parameter "nope" is declared"#),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"task "a" is not upstream of "b""#),
+        "{message}"
+    );
+    assert!(
+        ns.api::<TaskRun>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn missing_declared_output_fails_the_task_clearly() {
+    let (ns, _op) = setup("nooutput").await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: forgetful}
+spec:
+  pipelineSpec:
+    tasks:
+      - {name: a, image: busybox, command: [sh, -c, 'echo "other=1" > "$WEIR_OUTPUTS"'], outputs: [{name: rows}]}
+"#,
+    );
+    let run = wait_run_done(&ns, "forgetful", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    let a = task_run(&ns, "forgetful", "a").await.status.unwrap();
+    assert_eq!(a.attempts[0].reason, Some(FailureReason::OutputError));
+    let message = a.attempts[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("rows missing") && message.contains("WEIR_OUTPUTS"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn fan_out_over_twenty_items_respects_parallelism_and_fans_in() {
+    let (ns, _op) = setup("fanout").await;
+    let jobs = JobRecorder::start(&ns).await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: wide}
+spec:
+  params: {parts: ["p00","p01","p02","p03","p04","p05","p06","p07","p08","p09","p10","p11","p12","p13","p14","p15","p16","p17","p18","p19"]}
+  pipelineSpec:
+    params: [{name: parts, type: List}]
+    parallelism: 4
+    defaults: {image: busybox}
+    tasks:
+      - name: process
+        forEach: {items: "{{ params.parts }}"}
+        command: [sh, -c, 'sleep 0.3; echo "size=${#1}$1" > "$WEIR_OUTPUTS"', sh, "{{ item }}"]
+        outputs: [{name: size}]
+      - name: aggregate
+        dependsOn: [process]
+        env: [{name: SIZES, value: "{{ tasks.process.outputs.size }}"}]
+        command: [sh, -c, 'echo "$SIZES"']
+"#,
+    );
+    let run = wait_run_done(&ns, "wide", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    let process_jobs: Vec<_> = jobs
+        .created()
+        .into_iter()
+        .filter(|(_, t, _)| t == "process")
+        .collect();
+    assert_eq!(process_jobs.len(), 20, "{process_jobs:?}");
+    let most = jobs.max_concurrent();
+    assert!(most <= 4, "{most} Jobs at once with parallelism 4");
+    let instance: TaskRun = ns.api().get("wide-process-7").await.unwrap();
+    assert_eq!(instance.spec.instance, Some(7));
+    assert_eq!(instance.spec.command.last().map(String::as_str), Some("p07"));
+    let aggregate = task_run(&ns, "wide", "aggregate").await;
+    let sizes = aggregate
+        .spec
+        .env
+        .iter()
+        .find(|e| e.name == "SIZES")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let sizes: Vec<String> = serde_json::from_str(&sizes).unwrap();
+    let expected: Vec<String> = (0..20).map(|i| format!("3p{i:02}")).collect();
+    assert_eq!(
+        sizes, expected,
+        "fan-in receives every instance's output, in order"
+    );
+}
+
+#[tokio::test]
+async fn when_condition_skips_a_branch_and_the_example_runs() {
+    let (ns, _op) = setup("when").await;
+    // A quality check that fails: publish is skipped, its downstream too.
+    ns.apply(&example("partitioned-etl").replace(r#"default: "10""#, r#"default: "1000""#));
+    let run = wait_run_done(&ns, "partitioned-etl-manual", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    assert_eq!(summary_phase(&run, "quality-check"), Some(TaskPhase::Succeeded));
+    assert_eq!(summary_phase(&run, "publish"), Some(TaskPhase::Skipped));
+    let publish = run
+        .status
+        .as_ref()
+        .unwrap()
+        .tasks
+        .iter()
+        .find(|t| t.name == "publish")
+        .unwrap()
+        .message
+        .clone();
+    assert!(publish.unwrap_or_default().contains("when[0] is false"));
+    assert!(
+        task_run_opt(&ns, "partitioned-etl-manual", "publish")
+            .await
+            .is_none()
+    );
+    let aggregate = task_run(&ns, "partitioned-etl-manual", "aggregate")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(aggregate.outputs["total"], "16");
+}
