@@ -1,0 +1,380 @@
+//! The Helm chart end to end: `helm install charts/weir` into the test control plane, the
+//! operator runs as pods of the chart's Deployment (the node agent runs the `weir` binary
+//! under test for the chart's image) with the chart's ServiceAccount and RBAC, talking to the
+//! API server in-cluster (service-account token, `KUBERNETES_SERVICE_HOST`), and pipelines
+//! run to `Succeeded`. In namespaced mode the operator's own credentials are refused outside
+//! its namespaces and for Secrets, shown by requests the API server denies.
+//!
+//! The operator of these tests always watches only the tests' own namespaces (the control
+//! plane is shared with other tests, each with its own operator).
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+use weir::api::{Pipeline, RunPhase};
+use weir_testenv::{TestNamespace, wait_for};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const RELEASE: &str = "weir";
+
+/// The helm binary `hack/tools.sh` installs (run once per test process).
+fn helm() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let tools = std::env::var_os("WEIR_TOOLS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/weir/tools"));
+        let helm = tools.join("bin/helm");
+        if !helm.exists() {
+            let status = Command::new(repo_root().join("hack/tools.sh"))
+                .status()
+                .expect("running hack/tools.sh");
+            assert!(status.success(), "hack/tools.sh failed");
+        }
+        helm
+    })
+    .clone()
+}
+
+/// Points the test environment's `bin/weir` (what the node agent runs for the image
+/// `.../weir`) at the binary of this build, so the chart's pods run the code under test.
+fn run_this_weir_for_the_image(ns: &TestNamespace) {
+    let state = ns
+        .env()
+        .state_dir()
+        .map(Path::to_path_buf)
+        .or_else(|| ns.kubeconfig().parent().map(Path::to_path_buf))
+        .expect("the test environment's state dir");
+    let link = state.join("bin/weir");
+    assert!(
+        link.symlink_metadata().is_ok(),
+        "{} is missing: the node agent was started by an older hack/testenv/up.sh; run it again",
+        link.display()
+    );
+    let tmp = state.join(format!("bin/.weir-{}", weir_testenv::random_suffix(8)));
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_weir"), &tmp).expect("creating a link");
+    std::fs::rename(&tmp, &link).expect("re-pointing bin/weir");
+}
+
+/// A Helm release; uninstalled on drop (so that its ClusterRoles do not outlive the test).
+struct Release {
+    namespace: String,
+    kubeconfig: PathBuf,
+}
+
+impl Release {
+    fn install(ns: &TestNamespace, values: &[(&str, String)]) -> Release {
+        run_this_weir_for_the_image(ns);
+        let mut cmd = Command::new(helm());
+        cmd.arg("install")
+            .arg(RELEASE)
+            .arg(repo_root().join("charts/weir"))
+            .arg("--kubeconfig")
+            .arg(ns.kubeconfig())
+            .args(["--namespace", ns.name()])
+            // The CRDs are already there (install_crds); Helm 4 would server-side apply its
+            // copies over kubectl's and fail on the field-manager conflict.
+            .arg("--skip-crds")
+            .args(["--wait", "--timeout", "120s"])
+            // Pods of this node share the host's loopback: each replica takes a free port.
+            .args(["--set", "operator.httpAddress=127.0.0.1:0"])
+            .args(["--set", "operator.logFormat=text"])
+            .args(["--set", r"operator.logLevel=info\,weir=debug"]);
+        for (key, value) in values {
+            cmd.arg("--set").arg(format!("{key}={value}"));
+        }
+        let release = Release {
+            namespace: ns.name().to_string(),
+            kubeconfig: ns.kubeconfig().to_path_buf(),
+        };
+        let out = cmd.output().expect("running helm install");
+        assert!(
+            out.status.success(),
+            "helm install failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        release
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = Command::new(helm())
+            .args([
+                "uninstall",
+                RELEASE,
+                "--timeout",
+                "60s",
+                "--namespace",
+                &self.namespace,
+            ])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output();
+    }
+}
+
+/// The operator pods of the release, by name.
+async fn operator_pods(ns: &TestNamespace) -> Vec<Pod> {
+    let pods: Api<Pod> = ns.api();
+    pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+fn name_of(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+async fn lease_holder(ns: &TestNamespace) -> Option<String> {
+    let leases: Api<Lease> = ns.api();
+    leases.get_opt(RELEASE).await.ok()??.spec?.holder_identity
+}
+
+/// The operator's logs (every replica), for asserting on and for failure messages.
+fn operator_logs(ns: &TestNamespace) -> String {
+    let out = ns.kubectl([
+        "logs",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "--tail=-1",
+        "--prefix",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client that authenticates exactly as the operator pods do: with the token of the
+/// chart's ServiceAccount (the legacy token Secret Kubernetes 1.20 creates for it).
+async fn client_as_operator(ns: &TestNamespace) -> kube::Client {
+    let sas: Api<ServiceAccount> = ns.api();
+    let sa = wait_for(
+        "the operator's ServiceAccount token",
+        Duration::from_secs(30),
+        || async {
+            let sa = sas.get(RELEASE).await.map_err(|e| e.to_string())?;
+            sa.secrets
+                .as_ref()
+                .and_then(|s| s.first())
+                .map(|_| sa.clone())
+                .ok_or_else(|| "no token secret yet".to_string())
+        },
+    )
+    .await;
+    let secret_name = sa.secrets.unwrap()[0].name.clone().expect("token secret name");
+    let secret: Secret = ns.api::<Secret>().get(&secret_name).await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let mut kubeconfig = Kubeconfig::read_from(ns.kubeconfig()).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.token = Some(token.clone().into());
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The HTTP status of a request's error; 200 for success.
+fn status_of<T>(result: kube::Result<T>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(e) => panic!("request failed without an API status: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn chart_runs_pipelines_with_two_replicas_and_leader_election() {
+    let ns = weir_testenv::env().await.namespace("helm").await;
+    install_crds(&ns).await;
+    // Cluster-scope RBAC (the chart's default); the watch is limited to this namespace only
+    // so as not to touch other tests' objects.
+    let _release = Release::install(&ns, &[("watchNamespaces[0]", ns.name().to_string())]);
+
+    let pods = operator_pods(&ns).await;
+    assert_eq!(pods.len(), 2, "two replicas");
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some(RELEASE));
+        let container = &spec.containers[0];
+        assert!(container.command.is_none(), "the image's entrypoint runs");
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+    }
+    let names: Vec<String> = pods.iter().map(name_of).collect();
+    let leader = wait_for("a replica to hold the lease", Duration::from_secs(60), || async {
+        lease_holder(&ns).await.filter(|h| names.contains(h))
+    })
+    .await;
+
+    ns.apply(&example("diamond"));
+    let run = wait_run_done(&ns, "diamond-manual", RUN_TIMEOUT).await;
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "{:?}\n{}",
+        run.status,
+        operator_logs(&ns)
+    );
+
+    // What GitOps tools rely on: the operator wrote the Pipeline's status and nothing else.
+    let pipeline: Pipeline = ns.api::<Pipeline>().get("diamond").await.unwrap();
+    assert_eq!(pipeline.metadata.generation, Some(1));
+    for entry in pipeline.metadata.managed_fields.iter().flatten() {
+        if entry.manager.as_deref() == Some("weir-operator") {
+            let fields = &entry.fields_v1.as_ref().unwrap().0;
+            let keys: Vec<&String> = fields.as_object().unwrap().keys().collect();
+            assert_eq!(keys, vec!["f:status"], "the operator owns only status: {fields}");
+        }
+    }
+
+    // The leader goes away: the standby takes over and runs the next pipeline.
+    let pods_api: Api<Pod> = ns.api();
+    pods_api.delete(&leader, &DeleteParams::default()).await.unwrap();
+    let new_leader = wait_for(
+        "another replica to take the lease",
+        Duration::from_secs(90),
+        || async { lease_holder(&ns).await.filter(|h| *h != leader) },
+    )
+    .await;
+    ns.apply(
+        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: after-failover}\n\
+         spec: {pipelineRef: {name: diamond}}\n",
+    );
+    let run = wait_run_done(&ns, "after-failover", RUN_TIMEOUT).await;
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "{:?}\n{}",
+        run.status,
+        operator_logs(&ns)
+    );
+    assert!(
+        operator_pods(&ns).await.iter().any(|p| name_of(p) == new_leader),
+        "the lease is held by a pod of the release"
+    );
+    let logs = operator_logs(&ns);
+    assert!(
+        !logs.contains("forbidden"),
+        "the chart's RBAC allows all the operator does:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn namespaced_rbac_confines_the_operator_to_its_namespaces() {
+    let env = weir_testenv::env().await;
+    let home = env.namespace("helm-ns").await;
+    let work = env.namespace("helm-work").await;
+    let other = env.namespace("helm-other").await;
+    install_crds(&home).await;
+    let _release = Release::install(
+        &home,
+        &[
+            ("rbac.scope", "namespaced".into()),
+            ("replicaCount", "1".into()),
+            ("watchNamespaces", format!("{{{},{}}}", home.name(), work.name())),
+        ],
+    );
+
+    // A pipeline in a watched namespace runs.
+    work.apply(&example("diamond"));
+    let run = wait_run_done(&work, "diamond-manual", RUN_TIMEOUT).await;
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "{:?}\n{}",
+        run.status,
+        operator_logs(&home)
+    );
+
+    // The operator's own credentials, request by request.
+    let operator = client_as_operator(&home).await;
+    let in_ns = |ns: &TestNamespace| ns.name().to_string();
+    let pipelines = |ns: &str| Api::<Pipeline>::namespaced(operator.clone(), ns);
+    assert_eq!(
+        status_of(pipelines(&in_ns(&work)).list(&ListParams::default()).await),
+        200
+    );
+    // No Secrets, not even in its own namespaces.
+    for ns in [&home, &work] {
+        let secrets = Api::<Secret>::namespaced(operator.clone(), ns.name());
+        assert_eq!(status_of(secrets.list(&ListParams::default()).await), 403);
+    }
+    let own_token = Api::<ServiceAccount>::namespaced(home.client(), home.name())
+        .get(RELEASE)
+        .await
+        .unwrap()
+        .secrets
+        .unwrap()[0]
+        .name
+        .clone()
+        .expect("token secret name");
+    assert_eq!(
+        status_of(
+            Api::<Secret>::namespaced(operator.clone(), home.name())
+                .get(&own_token)
+                .await
+        ),
+        403
+    );
+    // Nothing outside its namespaces: not reading Pipelines, not creating Jobs, not listing
+    // across the cluster.
+    assert_eq!(
+        status_of(pipelines(&in_ns(&other)).list(&ListParams::default()).await),
+        403
+    );
+    assert_eq!(
+        status_of(
+            Api::<Pipeline>::all(operator.clone())
+                .list(&ListParams::default())
+                .await
+        ),
+        403
+    );
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "escape"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}},
+    }))
+    .unwrap();
+    assert_eq!(
+        status_of(
+            Api::<Job>::namespaced(operator.clone(), other.name())
+                .create(&PostParams::default(), &job)
+                .await
+        ),
+        403
+    );
+
+    // And a pipeline outside its namespaces is left alone.
+    other.apply(&example("diamond"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let untouched = other
+        .api::<weir::api::PipelineRun>()
+        .get("diamond-manual")
+        .await
+        .unwrap();
+    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    let logs = operator_logs(&home);
+    assert!(
+        !logs.contains("forbidden"),
+        "namespaced RBAC covers what the operator does:\n{logs}"
+    );
+}
