@@ -4,7 +4,9 @@
 
 pub mod backfill;
 pub mod crd;
+pub mod graph;
 pub mod operator;
+pub mod run;
 pub mod trigger;
 pub mod validate;
 
@@ -30,6 +32,10 @@ enum Command {
     Trigger(trigger::Args),
     /// Create the runs of every schedule interval in a date range (skipping existing ones).
     Backfill(backfill::Args),
+    /// Run a pipeline on this machine: each task as a local process, in DAG order.
+    Run(run::Args),
+    /// Draw a pipeline's DAG as text, Graphviz DOT or Mermaid.
+    Graph(graph::Args),
 }
 
 impl Cli {
@@ -40,6 +46,8 @@ impl Cli {
             Command::Validate(args) => validate::run(args),
             Command::Trigger(args) => trigger::run(args),
             Command::Backfill(args) => backfill::run(args),
+            Command::Run(args) => run::run(args),
+            Command::Graph(args) => graph::run(args),
         }
     }
 }

@@ -1,0 +1,889 @@
+//! The local controller: the operator's two reconcile loops (PipelineRun and TaskRun) run
+//! in one process, over local state instead of Kubernetes objects, with one local process
+//! per attempt instead of a Job.
+//!
+//! Each pass plans every task run with `engine::plan_task` (start an attempt, wait for a
+//! retry delay, stop one, finish), then the run with `engine::plan_run` (which tasks start,
+//! which are cancelled, how the run ends), applies the actions, and repeats until nothing
+//! changes; then it waits for a process to end, a retry time, the run deadline or a signal.
+//! The clock is read once per pass and handed to the engine as `now`.
+
+use super::process::{self, Control, Ended, Launch};
+use super::progress::{self, Progress, Row};
+use super::{LocalRun, env};
+use crate::api::{AttemptPhase, FailureReason, TaskPhase, TaskRunSpec};
+use crate::engine::{
+    AttemptAction, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, StopReason, TaskInput,
+    duration, names, outputs, plan_run, plan_task, resolve,
+};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Lines of a failed task's log shown with its failure.
+const TAIL_LINES: usize = 10;
+
+/// How the runner talks to people.
+#[derive(Clone, Copy, Debug)]
+pub struct Display {
+    /// Redraw one line per task in place (a terminal), else print changes as lines.
+    pub live: bool,
+    pub colored: bool,
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct Report {
+    /// `None` when the run was stopped at once by a second interrupt.
+    pub outcome: Option<RunOutcome>,
+    /// The run was cancelled by an interrupt (Ctrl-C) or SIGTERM.
+    pub interrupted: bool,
+    pub rows: Vec<Row>,
+    pub duration: Duration,
+}
+
+/// One attempt: a process, then its result.
+struct Attempt {
+    number: u32,
+    phase: AttemptPhase,
+    reason: Option<FailureReason>,
+    exit_code: Option<i32>,
+    message: Option<String>,
+    started_at: Timestamp,
+    finished_at: Option<Timestamp>,
+    log: PathBuf,
+    outputs_file: PathBuf,
+    /// Set while the process lives.
+    control: Option<mpsc::UnboundedSender<Control>>,
+    stopping: bool,
+}
+
+/// The local TaskRun: one task, or one instance of a fanned-out task.
+struct Unit {
+    task: usize,
+    instance: Option<u32>,
+    /// `extract`, or `shard[2]` for an instance.
+    label: String,
+    /// Start of its files' names in the run directory: `extract`, `shard.2`.
+    stem: String,
+    /// The name its TaskRun would have (`WEIR_TASK_RUN`).
+    task_run: String,
+    spec: TaskRunSpec,
+    attempts: Vec<Attempt>,
+    cancel_requested: bool,
+    phase: TaskPhase,
+    next_retry_at: Option<Timestamp>,
+    outputs: BTreeMap<String, String>,
+    finished_at: Option<Timestamp>,
+}
+
+impl Unit {
+    fn alive(&self) -> bool {
+        self.attempts.iter().any(|a| a.control.is_some())
+    }
+
+    /// The phase the run sees: a task being stopped is still running until its process is
+    /// gone, so that `finally` tasks start after it really ended and nothing outlives the run.
+    fn observed_phase(&self) -> TaskPhase {
+        if self.alive() && self.phase.is_terminal() {
+            TaskPhase::Running
+        } else {
+            self.phase
+        }
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.spec.retries.as_ref().map_or(0, |r| r.limit) + 1
+    }
+}
+
+struct Event {
+    unit: usize,
+    number: u32,
+    ended: Ended,
+}
+
+pub struct Runner {
+    run: LocalRun,
+    units: Vec<Unit>,
+    /// Unit of each task that does not fan out.
+    single: Vec<Option<usize>>,
+    /// Units of each instance of each fanned-out task.
+    instances: Vec<Vec<Option<usize>>>,
+    states: Vec<TaskPhase>,
+    /// Why tasks were skipped or failed before starting (`when`, `forEach`, templates).
+    notes: Vec<Option<String>>,
+    cancel_requested: bool,
+    interrupted: bool,
+    /// A second interrupt: everything is killed and nothing more starts.
+    aborted: bool,
+    stop: Option<StopReason>,
+    outcome: Option<RunOutcome>,
+    requeue_after: Option<Duration>,
+    started_at: Timestamp,
+    events: mpsc::UnboundedSender<Event>,
+    progress: Progress,
+}
+
+impl Runner {
+    fn new(run: LocalRun, display: Display, events: mpsc::UnboundedSender<Event>) -> Runner {
+        let n = run.pipeline.len();
+        Runner {
+            units: Vec::new(),
+            single: vec![None; n],
+            instances: vec![Vec::new(); n],
+            states: vec![TaskPhase::Pending; n],
+            notes: vec![None; n],
+            cancel_requested: false,
+            interrupted: false,
+            aborted: false,
+            stop: None,
+            outcome: None,
+            requeue_after: None,
+            started_at: Timestamp::now(),
+            events,
+            progress: Progress::new(display.live, display.colored),
+            run,
+        }
+    }
+
+    fn live_processes(&self) -> usize {
+        self.units.iter().filter(|u| u.alive()).count()
+    }
+
+    /// Passes until nothing changes.
+    fn step(&mut self, now: Timestamp) {
+        // Each pass that changes something starts a task, an attempt or a stop, so this ends;
+        // the bound is a guard against a planner bug turning into a busy loop.
+        for _ in 0..10_000 {
+            let mut changed = false;
+            for u in 0..self.units.len() {
+                changed |= self.step_unit(u, now);
+            }
+            changed |= self.step_run(now);
+            if !changed {
+                return;
+            }
+        }
+    }
+
+    /// What the TaskRun controller does for one TaskRun.
+    fn step_unit(&mut self, u: usize, now: Timestamp) -> bool {
+        let unit = &self.units[u];
+        let observed: Vec<ObservedAttempt> = unit
+            .attempts
+            .iter()
+            .map(|a| ObservedAttempt {
+                number: a.number,
+                phase: a.phase,
+                reason: a.reason,
+                exit_code: a.exit_code,
+                finished_at: a.finished_at,
+            })
+            .collect();
+        let plan = plan_task(&TaskInput {
+            retries: unit.spec.retries.as_ref(),
+            attempts: &observed,
+            cancel_requested: unit.cancel_requested,
+            now,
+        });
+        let mut changed = false;
+        match plan.action {
+            AttemptAction::Create(number) if !self.aborted => {
+                self.start_attempt(u, number, now);
+                changed = true;
+            }
+            AttemptAction::Stop(number) => {
+                if let Some(a) = self.units[u].attempts.iter_mut().find(|a| a.number == number)
+                    && !a.stopping
+                    && let Some(control) = &a.control
+                {
+                    let _ = control.send(Control::Stop);
+                    a.stopping = true;
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+        let unit = &mut self.units[u];
+        unit.next_retry_at = plan.next_retry_at;
+        let phase = match plan.action {
+            AttemptAction::Create(_) if !self.aborted => TaskPhase::Running,
+            _ => plan.phase,
+        };
+        if phase != unit.phase {
+            unit.phase = phase;
+            if phase.is_terminal() {
+                unit.finished_at = Some(now);
+            }
+            self.on_change(u, now);
+        }
+        changed
+    }
+
+    /// What the PipelineRun controller does for the run.
+    fn step_run(&mut self, now: Timestamp) -> bool {
+        let pipeline = &self.run.pipeline;
+        let n = pipeline.len();
+        let mut observed: Vec<Option<ObservedTask>> = vec![None; n];
+        let mut instances: Vec<Vec<Option<ObservedTask>>> = vec![Vec::new(); n];
+        for unit in &self.units {
+            let seen = ObservedTask {
+                phase: unit.observed_phase(),
+                cancel_requested: unit.cancel_requested,
+            };
+            match unit.instance {
+                None => observed[unit.task] = Some(seen),
+                Some(k) => {
+                    let list = &mut instances[unit.task];
+                    if list.len() <= k as usize {
+                        list.resize(k as usize + 1, None);
+                    }
+                    list[k as usize] = Some(seen);
+                }
+            }
+        }
+        let (plan, starting) = {
+            let output_of = |task: usize, key: &str| -> Option<serde_json::Value> {
+                if pipeline.task(task).for_each.is_some() {
+                    let values = self.instances[task]
+                        .iter()
+                        .map(|u| {
+                            u.map(|u| &self.units[u])
+                                .filter(|u| u.phase == TaskPhase::Succeeded)
+                                .and_then(|u| u.outputs.get(key).cloned())
+                                .map_or(serde_json::Value::Null, serde_json::Value::String)
+                        })
+                        .collect();
+                    Some(serde_json::Value::Array(values))
+                } else {
+                    let unit = &self.units[self.single[task]?];
+                    (unit.phase == TaskPhase::Succeeded)
+                        .then(|| unit.outputs.get(key).cloned().map(serde_json::Value::String))?
+                }
+            };
+            let outputs = |task: &str, key: &str| output_of(*pipeline.index.get(task)?, key);
+            let context = &self.run.context;
+            let prepare = |i: usize| prepare_task(&self.run, i, &outputs);
+            let plan = plan_run(&RunInput {
+                pipeline,
+                observed: &observed,
+                cancel_requested: self.cancel_requested,
+                started_at: self.started_at,
+                timeout: self.run.timeout,
+                now,
+                instances: &instances,
+                prepare: &prepare,
+            });
+            // The specs of what starts, rendered now: upstream outputs are known.
+            let mut starting: Vec<(usize, Option<u32>, TaskRunSpec)> = Vec::new();
+            if !self.aborted {
+                for &i in &plan.start {
+                    let values = task_values(context, &outputs, &self.run, i, None);
+                    starting.push((i, None, resolve_spec(&self.run, i, None, &values)));
+                }
+                let mut items: BTreeMap<usize, Vec<serde_json::Value>> = BTreeMap::new();
+                for &(i, k) in &plan.start_instances {
+                    let values = task_values(context, &outputs, &self.run, i, None);
+                    let list = items.entry(i).or_insert_with(|| {
+                        resolve::items(&self.run.pipeline, i, &values).unwrap_or_default()
+                    });
+                    let Some(item) = list.get(k as usize) else {
+                        continue;
+                    };
+                    let values = task_values(context, &outputs, &self.run, i, Some(item));
+                    starting.push((i, Some(k), resolve_spec(&self.run, i, Some(k), &values)));
+                }
+            }
+            (plan, starting)
+        };
+
+        let mut changed = !starting.is_empty();
+        let had_stop = self.stop.is_some();
+        self.stop = plan.stop;
+        self.outcome = plan.outcome;
+        self.requeue_after = plan.requeue_after;
+        self.states = plan.states;
+        for (task, note) in plan.notes {
+            if self.notes[task].as_ref() != Some(&note) {
+                let name = self.run.pipeline.name(task).to_string();
+                let what = match self.states[task] {
+                    TaskPhase::Failed => "failed",
+                    _ => "skipped",
+                };
+                self.progress.note(&format!("{name} {what}: {note}"));
+                self.notes[task] = Some(note);
+            }
+        }
+        for (task, instance, spec) in starting {
+            self.add_unit(task, instance, spec);
+        }
+        let cancel: Vec<usize> = plan
+            .cancel
+            .iter()
+            .filter_map(|&i| self.single[i])
+            .chain(
+                plan.cancel_instances
+                    .iter()
+                    .filter_map(|&(i, k)| self.instances[i].get(k as usize).copied().flatten()),
+            )
+            .collect();
+        for &u in &cancel {
+            if !self.units[u].cancel_requested {
+                self.units[u].cancel_requested = true;
+                changed = true;
+            }
+        }
+        if !had_stop && let Some(stop) = self.stop {
+            let running = cancel.len();
+            let why = match stop {
+                StopReason::Timeout => format!(
+                    "the run timed out after {}",
+                    self.run.timeout.map(duration::format).unwrap_or_default()
+                ),
+                StopReason::Cancelled => "the run was cancelled".to_string(),
+            };
+            let finally = if self.run.pipeline.len() > self.run.pipeline.main_count {
+                "; finally tasks still run"
+            } else {
+                ""
+            };
+            self.progress
+                .note(&format!("{why}: stopping {running} running task(s){finally}"));
+        }
+        changed
+    }
+
+    fn add_unit(&mut self, task: usize, instance: Option<u32>, spec: TaskRunSpec) {
+        let name = self.run.pipeline.name(task);
+        let task_run = names::task_run_name(&self.run.name, name);
+        let (label, stem, task_run) = match instance {
+            None => (name.to_string(), name.to_string(), task_run),
+            Some(k) => (
+                format!("{name}[{k}]"),
+                format!("{name}.{k}"),
+                names::child_name(&task_run, &k.to_string()),
+            ),
+        };
+        let u = self.units.len();
+        self.units.push(Unit {
+            task,
+            instance,
+            label,
+            stem,
+            task_run,
+            spec,
+            attempts: Vec::new(),
+            cancel_requested: false,
+            phase: TaskPhase::Pending,
+            next_retry_at: None,
+            outputs: BTreeMap::new(),
+            finished_at: None,
+        });
+        match instance {
+            None => self.single[task] = Some(u),
+            Some(k) => {
+                let list = &mut self.instances[task];
+                if list.len() <= k as usize {
+                    list.resize(k as usize + 1, None);
+                }
+                list[k as usize] = Some(u);
+            }
+        }
+    }
+
+    /// What `build_job` and the kubelet do: the environment, the command line, the process.
+    fn start_attempt(&mut self, u: usize, number: u32, now: Timestamp) {
+        let run_dir = self.run.run_dir.clone();
+        let unit = &self.units[u];
+        let log = run_dir.join(format!("{}.attempt-{number}.log", unit.stem));
+        let outputs_file = run_dir.join(format!("{}.attempt-{number}.outputs", unit.stem));
+        let weir = [
+            ("WEIR_TASK", unit.spec.task_name.clone()),
+            ("WEIR_TASK_RUN", unit.task_run.clone()),
+            ("WEIR_PIPELINE_RUN", self.run.name.clone()),
+            ("WEIR_ATTEMPT", number.to_string()),
+            (outputs::OUTPUTS_ENV, outputs_file.display().to_string()),
+        ];
+        let mut attempt = Attempt {
+            number,
+            phase: AttemptPhase::Running,
+            reason: None,
+            exit_code: None,
+            message: None,
+            started_at: now,
+            finished_at: None,
+            log: log.clone(),
+            outputs_file,
+            control: None,
+            stopping: false,
+        };
+        let host = |name: &str| std::env::var(name).ok();
+        let launch = env::container_env(&weir, &unit.spec.env, &host)
+            .map_err(|missing| {
+                format!(
+                    "environment variable(s) {} come from Kubernetes objects: set them in the environment of `weir run`",
+                    missing.join(", ")
+                )
+            })
+            .and_then(|vars| {
+                let argv: Vec<String> = unit
+                    .spec
+                    .command
+                    .iter()
+                    .chain(&unit.spec.args)
+                    .map(|a| env::expand(a, |name| env::lookup(&vars, name)))
+                    .collect();
+                let (program, args) = argv
+                    .split_first()
+                    .ok_or_else(|| "no command: the image's entrypoint cannot run locally".to_string())?;
+                Ok(Launch {
+                    program: program.clone(),
+                    args: args.to_vec(),
+                    env: vars,
+                    working_dir: unit.spec.working_dir.as_ref().map(PathBuf::from),
+                    log,
+                    timeout: unit.spec.timeout.as_deref().and_then(|t| duration::parse(t).ok()),
+                    grace: self.run.grace,
+                })
+            });
+        match launch {
+            Ok(launch) => {
+                let (control, requests) = mpsc::unbounded_channel();
+                attempt.control = Some(control);
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let ended = process::run(launch, requests).await;
+                    let _ = events.send(Event {
+                        unit: u,
+                        number,
+                        ended,
+                    });
+                });
+            }
+            Err(message) => {
+                let _ = std::fs::write(&attempt.log, format!("weir: {message}\n"));
+                attempt.phase = AttemptPhase::Failed;
+                attempt.reason = Some(FailureReason::ConfigError);
+                attempt.message = Some(message);
+                attempt.finished_at = Some(now);
+            }
+        }
+        self.units[u].attempts.push(attempt);
+    }
+
+    /// What `observe_attempt` and the TaskRun controller record when a Job ends.
+    fn record(&mut self, event: Event, now: Timestamp) {
+        let unit = &mut self.units[event.unit];
+        let declared = unit.spec.outputs.clone();
+        let timeout = unit.spec.timeout.clone().unwrap_or_default();
+        let stop_reason = match self.stop {
+            Some(StopReason::Timeout) => "the run timed out",
+            _ => "the run was cancelled",
+        };
+        let Some(a) = unit.attempts.iter_mut().find(|a| a.number == event.number) else {
+            return;
+        };
+        a.control = None;
+        a.finished_at = Some(now);
+        let (phase, reason, exit_code, message) = match event.ended {
+            Ended::Exited { code: Some(0), .. } => {
+                // What the kubelet keeps of a termination message: the first 4 KiB.
+                let text = std::fs::read(&a.outputs_file)
+                    .map(|mut bytes| {
+                        bytes.truncate(outputs::MAX_BYTES);
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    })
+                    .unwrap_or_default();
+                match outputs::parse(&text, &declared) {
+                    Ok(parsed) => {
+                        unit.outputs = parsed;
+                        (AttemptPhase::Succeeded, None, Some(0), None)
+                    }
+                    Err(problem) => (
+                        AttemptPhase::Failed,
+                        Some(FailureReason::OutputError),
+                        Some(0),
+                        Some(problem),
+                    ),
+                }
+            }
+            Ended::Exited { code: Some(code), .. } => (
+                AttemptPhase::Failed,
+                Some(FailureReason::Error),
+                Some(code),
+                Some(format!("exit code {code}")),
+            ),
+            Ended::Exited { signal, .. } => {
+                let signal = signal.unwrap_or(0);
+                (
+                    AttemptPhase::Failed,
+                    Some(FailureReason::Error),
+                    Some(128 + signal),
+                    Some(format!("killed by signal {signal}")),
+                )
+            }
+            Ended::TimedOut => (
+                AttemptPhase::Failed,
+                Some(FailureReason::DeadlineExceeded),
+                None,
+                Some(format!("ran longer than its timeout of {timeout}")),
+            ),
+            Ended::Stopped => (
+                AttemptPhase::Failed,
+                Some(FailureReason::Cancelled),
+                None,
+                Some(format!("stopped: {stop_reason}")),
+            ),
+            Ended::NotStarted(message) => (
+                AttemptPhase::Failed,
+                Some(FailureReason::ConfigError),
+                None,
+                Some(message),
+            ),
+        };
+        a.phase = phase;
+        a.reason = reason;
+        a.exit_code = exit_code;
+        a.message = message;
+    }
+
+    /// Tells people about a task that changed: why an attempt failed, and the end of the
+    /// log of a task that failed for good.
+    fn on_change(&mut self, u: usize, now: Timestamp) {
+        let unit = &self.units[u];
+        let Some(last) = unit.attempts.last() else { return };
+        let why = || {
+            let reason = last.reason.map(|r| r.as_str()).unwrap_or("Unknown");
+            match &last.message {
+                Some(m) => format!("{reason}: {m}"),
+                None => reason.to_string(),
+            }
+        };
+        match unit.phase {
+            TaskPhase::Retrying => {
+                let wait = unit
+                    .next_retry_at
+                    .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+                    .map(progress::elapsed)
+                    .unwrap_or_default();
+                self.progress.note(&format!(
+                    "{}: attempt {} failed ({}); next attempt in {wait}",
+                    unit.label,
+                    last.number,
+                    why()
+                ));
+            }
+            TaskPhase::Failed => {
+                let mut text = format!(
+                    "{} failed after {} attempt(s): {}\n  log: {}",
+                    unit.label,
+                    unit.attempts.len(),
+                    why(),
+                    shown_path(&last.log)
+                );
+                for line in tail(&last.log, TAIL_LINES) {
+                    text.push_str("\n  | ");
+                    text.push_str(&line);
+                }
+                self.progress.note(&text);
+            }
+            _ => {}
+        }
+    }
+
+    fn rows(&self, now: Timestamp) -> Vec<Row> {
+        let pipeline = &self.run.pipeline;
+        let steps = crate::graph::steps(pipeline);
+        let mut order: Vec<usize> = (0..pipeline.len()).collect();
+        order.sort_by_key(|&t| (steps[t], t));
+        let mut rows = Vec::new();
+        for t in order {
+            let units: Vec<usize> = match self.single[t] {
+                Some(u) => vec![u],
+                None => self.instances[t].iter().flatten().copied().collect(),
+            };
+            if units.is_empty() {
+                rows.push(Row {
+                    label: pipeline.name(t).to_string(),
+                    phase: self.states[t],
+                    attempts: 0,
+                    max_attempts: 1,
+                    elapsed: None,
+                    detail: self.notes[t].clone(),
+                });
+            }
+            for u in units {
+                rows.push(self.row(&self.units[u], now));
+            }
+        }
+        rows
+    }
+
+    fn row(&self, unit: &Unit, now: Timestamp) -> Row {
+        let first = unit.attempts.first().map(|a| a.started_at);
+        let end = unit.finished_at.filter(|_| !unit.alive()).unwrap_or(now);
+        let elapsed = first.and_then(|s| Duration::try_from(end.duration_since(s)).ok());
+        let last = unit.attempts.last();
+        let failure = || {
+            last.and_then(|a| {
+                let reason = a.reason?;
+                Some(match &a.message {
+                    // "Cancelled: stopped: ..." says it twice.
+                    Some(m) if reason == FailureReason::Cancelled => m.clone(),
+                    Some(m) => format!("{}: {m}", reason.as_str()),
+                    None => reason.as_str().to_string(),
+                })
+            })
+        };
+        let detail = match unit.phase {
+            _ if unit.alive() && unit.cancel_requested => Some("stopping".to_string()),
+            TaskPhase::Retrying => unit.next_retry_at.map(|at| {
+                let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+                format!("next attempt in {}", progress::elapsed(wait))
+            }),
+            TaskPhase::Failed | TaskPhase::Cancelled => failure(),
+            _ => None,
+        };
+        Row {
+            label: unit.label.clone(),
+            phase: unit.observed_phase(),
+            attempts: unit.attempts.len() as u32,
+            max_attempts: unit.max_attempts(),
+            elapsed,
+            detail,
+        }
+    }
+
+    fn footer(&self, rows: &[Row], now: Timestamp) -> String {
+        let done = rows.iter().filter(|r| r.phase.is_terminal()).count();
+        let running = rows
+            .iter()
+            .filter(|r| matches!(r.phase, TaskPhase::Running | TaskPhase::Retrying))
+            .count();
+        let took = Duration::try_from(now.duration_since(self.started_at)).unwrap_or_default();
+        let hint = if self.aborted {
+            "stopping everything"
+        } else if self.interrupted {
+            "cancelling (Ctrl-C again to stop at once)"
+        } else {
+            "Ctrl-C to cancel"
+        };
+        format!(
+            "{done}/{} done, {running} running, {} · {hint}",
+            rows.len(),
+            progress::elapsed(took)
+        )
+    }
+
+    fn render(&mut self, now: Timestamp) {
+        let rows = self.rows(now);
+        let footer = self.footer(&rows, now);
+        self.progress.update(&rows, &footer);
+    }
+
+    fn interrupt(&mut self) {
+        if !self.interrupted {
+            self.interrupted = true;
+            self.cancel_requested = true;
+            self.progress.note(&format!(
+                "interrupted: cancelling the run (running tasks get SIGTERM, then SIGKILL after {}); press Ctrl-C again to stop everything at once",
+                progress::elapsed(self.run.grace)
+            ));
+        } else if !self.aborted {
+            self.aborted = true;
+            self.progress
+                .note("interrupted again: killing every task process now");
+            for unit in &self.units {
+                for a in &unit.attempts {
+                    if let Some(control) = &a.control {
+                        let _ = control.send(Control::Kill);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long until something is due without any event: a retry, the run deadline.
+    fn next_wake(&self, now: Timestamp) -> Option<Duration> {
+        let retries = self
+            .units
+            .iter()
+            .filter_map(|u| u.next_retry_at)
+            .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default());
+        retries
+            .chain(self.requeue_after)
+            .min()
+            .map(|d| d + Duration::from_millis(5))
+    }
+}
+
+/// `prepare` as the PipelineRun controller gives it to the planner: the task's `when`
+/// conditions and fan-out width, with its templates rendered once so that one that cannot
+/// be filled fails the task instead of leaving it waiting.
+fn prepare_task(run: &LocalRun, i: usize, outputs: &(dyn resolve::Outputs + Sync)) -> Prepared {
+    let values = task_values(&run.context, outputs, run, i, None);
+    let prepared = resolve::prepare(&run.pipeline, i, &values);
+    if let Prepared::Run { .. } = prepared {
+        let first_item = match resolve::items(&run.pipeline, i, &values) {
+            Ok(items) => items.into_iter().next(),
+            Err(e) => return Prepared::Fail(e),
+        };
+        let values = task_values(&run.context, outputs, run, i, first_item.as_ref());
+        let instance = run.pipeline.task(i).for_each.as_ref().map(|_| 0);
+        if let Err(e) = resolve::resolve_task(&run.pipeline, i, instance, &values) {
+            return Prepared::Fail(e);
+        }
+    }
+    prepared
+}
+
+fn task_values<'a>(
+    context: &'a resolve::RunContext,
+    outputs: &'a (dyn resolve::Outputs + Sync),
+    run: &LocalRun,
+    i: usize,
+    item: Option<&'a serde_json::Value>,
+) -> resolve::TaskValues<'a> {
+    resolve::TaskValues {
+        run: context,
+        outputs,
+        item,
+        lenient: run.pipeline.is_finally(i),
+    }
+}
+
+/// The spec of a task (instance) as it starts: the one place templates are rendered.
+fn resolve_spec(
+    run: &LocalRun,
+    i: usize,
+    instance: Option<u32>,
+    values: &resolve::TaskValues<'_>,
+) -> TaskRunSpec {
+    // `prepare` rendered this task a moment ago with the same values, so this succeeds.
+    resolve::resolve_task(&run.pipeline, i, instance, values).unwrap_or_else(|_| {
+        let mut spec = resolve::task_run_spec(&run.pipeline, i);
+        spec.instance = instance;
+        spec
+    })
+}
+
+/// A path relative to the current directory when it is under it (shorter to read).
+pub fn shown_path(path: &std::path::Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &std::path::Path, n: usize) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// Runs the pipeline to its end (or until a second interrupt).
+pub async fn execute(run: LocalRun, display: Display) -> std::io::Result<Report> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = signal(SignalKind::interrupt())?;
+    let mut terminations = signal(SignalKind::terminate())?;
+    let (events, mut ended) = mpsc::unbounded_channel();
+    let mut runner = Runner::new(run, display, events);
+    let mut ticker = tokio::time::interval(Duration::from_millis(150));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let now = Timestamp::now();
+        runner.step(now);
+        runner.render(now);
+        let done = runner.outcome.is_some() || runner.aborted;
+        if done && runner.live_processes() == 0 {
+            break;
+        }
+        let wake = runner.next_wake(now).unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            Some(event) = ended.recv() => runner.record(event, Timestamp::now()),
+            () = tokio::time::sleep(wake) => {}
+            _ = interrupts.recv() => runner.interrupt(),
+            _ = terminations.recv() => runner.interrupt(),
+            _ = ticker.tick(), if runner.progress.is_live() => {}
+        }
+        // Take every event that is already there before planning again.
+        while let Ok(event) = ended.try_recv() {
+            runner.record(event, Timestamp::now());
+        }
+    }
+    let now = Timestamp::now();
+    runner.progress.finish();
+    let rows = runner.rows(now);
+    let duration = Duration::try_from(now.duration_since(runner.started_at)).unwrap_or_default();
+    write_record(&runner, now);
+    Ok(Report {
+        outcome: runner.outcome.clone(),
+        interrupted: runner.interrupted,
+        rows,
+        duration,
+    })
+}
+
+/// `run.json` in the run directory: every task and attempt, for tools and for later.
+fn write_record(runner: &Runner, now: Timestamp) {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string());
+    let units: Vec<serde_json::Value> = runner
+        .units
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "task": runner.run.pipeline.name(u.task),
+                "instance": u.instance,
+                "taskRun": u.task_run,
+                "phase": u.phase.as_str(),
+                "outputs": u.outputs,
+                "attempts": u.attempts.iter().map(|a| serde_json::json!({
+                    "number": a.number,
+                    "phase": format!("{:?}", a.phase),
+                    "reason": a.reason.map(|r| r.as_str()),
+                    "exitCode": a.exit_code,
+                    "message": a.message,
+                    "startTime": a.started_at.to_string(),
+                    "completionTime": time(a.finished_at),
+                    "log": a.log.display().to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let (phase, reason, message) = match &runner.outcome {
+        Some(RunOutcome::Succeeded) => ("Succeeded", "Succeeded", String::new()),
+        Some(RunOutcome::Failed { reason, message }) => ("Failed", *reason, message.clone()),
+        Some(RunOutcome::Cancelled { message }) => ("Cancelled", "Cancelled", message.clone()),
+        None => (
+            "Cancelled",
+            "Killed",
+            "stopped at once by a second interrupt".into(),
+        ),
+    };
+    let record = serde_json::json!({
+        "name": runner.run.name,
+        "pipeline": runner.run.pipeline_name,
+        "phase": phase,
+        "reason": reason,
+        "message": message,
+        "startTime": runner.started_at.to_string(),
+        "completionTime": now.to_string(),
+        "states": (0..runner.run.pipeline.len())
+            .map(|t| (runner.run.pipeline.name(t).to_string(), runner.states[t].as_str()))
+            .collect::<BTreeMap<_, _>>(),
+        "taskRuns": units,
+    });
+    if let Ok(text) = serde_json::to_string_pretty(&record) {
+        let _ = std::fs::write(runner.run.run_dir.join("run.json"), text + "\n");
+    }
+}
