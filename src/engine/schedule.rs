@@ -65,7 +65,11 @@ impl CronSchedule {
             .map_err(|e| {
                 errors.push((
                     "cron".to_string(),
-                    format!("{expression:?} is not a cron expression: {e}"),
+                    format!(
+                        "{expression:?} is not a cron expression ({e}); expected minute hour \
+                         day-of-month month day-of-week, six fields with seconds first, or a macro \
+                         such as @daily"
+                    ),
                 ))
             })
             .ok();
