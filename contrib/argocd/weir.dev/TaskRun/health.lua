@@ -1,6 +1,7 @@
 -- Argo CD health of a weir.dev TaskRun (one task of a run, or one made by hand), from its
--- Succeeded condition: Progressing while it runs or waits for a retry, Healthy once it succeeded, Degraded when it failed, Suspended when cancelled (a
--- person's decision, not a fault). Written for gopher-lua (Lua 5.1), as Argo CD runs it.
+-- Succeeded condition: Progressing while it runs or waits for a retry, Healthy once it
+-- succeeded, Degraded when it failed, Suspended when cancelled (a person's decision, not a
+-- fault). Written for gopher-lua (Lua 5.1), as Argo CD runs it.
 local hs = {}
 
 local function condition(status, kind)
