@@ -22,7 +22,8 @@ pub struct Args {
     /// `2024-03-01T06:00` (also in that zone) or RFC 3339 (`2024-03-01T06:00:00Z`).
     #[arg(long)]
     from: String,
-    /// Last logical date, included (same forms as `--from`).
+    /// Last logical date, included (same forms as `--from`; a date alone includes the whole
+    /// day).
     #[arg(long)]
     to: String,
     /// Only list the intervals and whether each already has a run.
@@ -83,7 +84,7 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let tz = cron.timezone().clone();
     let from = schedule::parse_instant(&args.from, &tz).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
-    let to = schedule::parse_instant(&args.to, &tz).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let to = schedule::parse_range_end(&args.to, &tz).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     if to < from {
         bail!("--to ({to}) is before --from ({from})");
     }

@@ -590,5 +590,24 @@ pub fn parse_instant(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
         .map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// Reads the end of a range of logical dates, included: like [`parse_instant`], except that
+/// a date alone (`2024-03-31`) means the whole day, up to the next midnight in `tz`.
+pub fn parse_range_end(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
+    let start = parse_instant(text, tz)?;
+    let date_only = !text.contains(['T', 't', ' ']) && text.parse::<jiff::civil::Date>().is_ok();
+    if !date_only {
+        return Ok(start);
+    }
+    let next_midnight = start
+        .to_zoned(tz.clone())
+        .tomorrow()
+        .and_then(|z| z.start_of_day())
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    next_midnight
+        .timestamp()
+        .checked_sub(SignedDuration::from_nanos(1))
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
 #[cfg(test)]
 mod tests;
