@@ -561,25 +561,23 @@ spec:
     assert_eq!(second.spec.command, vec!["sh", "-c", "echo original"]);
 }
 
+/// Every example in `examples/`, each a Pipeline plus a PipelineRun named `<example>-manual`.
+const EXAMPLES: [&str; 6] = [
+    "daily-sales-etl",
+    "ml-training",
+    "data-quality",
+    "diamond",
+    "flaky-task",
+    "partitioned-etl",
+];
+
 #[tokio::test]
 async fn examples_run_to_completion_and_kubectl_wait_works() {
     let (ns, _op) = setup("examples").await;
-    for name in [
-        "daily-sales-etl",
-        "ml-training",
-        "data-quality",
-        "diamond",
-        "flaky-task",
-    ] {
+    for name in EXAMPLES {
         ns.apply(&example(name));
     }
-    for name in [
-        "daily-sales-etl",
-        "ml-training",
-        "data-quality",
-        "diamond",
-        "flaky-task",
-    ] {
+    for name in EXAMPLES {
         let run = format!("pipelinerun/{name}-manual");
         let out = ns.kubectl(["wait", "--for=condition=Succeeded", "--timeout=120s", &run]);
         assert!(
@@ -594,6 +592,22 @@ async fn examples_run_to_completion_and_kubectl_wait_works() {
         "{table}"
     );
     assert!(table.contains("3/3"), "progress column: {table}");
+    let listed: Vec<String> = std::fs::read_dir(repo_root().join("examples"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".yaml")
+                .to_string()
+        })
+        .collect();
+    for name in &listed {
+        assert!(
+            EXAMPLES.contains(&name.as_str()),
+            "example {name} is not run by this test"
+        );
+    }
     let flaky = task_run(&ns, "flaky-task-manual", "fetch").await.status.unwrap();
     assert_eq!(flaky.attempts.len(), 3);
     let explain = ns.kubectl_ok(["explain", "pipeline.spec.tasks"]);
