@@ -233,6 +233,57 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
 }
 
 #[tokio::test]
+async fn a_leader_that_loses_its_lease_stops_at_once_and_stands_by() {
+    let ns = weir_testenv::env().await.namespace("leaselost").await;
+    install_crds(&ns).await;
+    let op = Operator::start_with(&ns, Some("replica-a"), &leader_args(&ns));
+    wait_holder(&ns, "replica-a", Duration::from_secs(30)).await;
+    let addr = op.http_addr().await;
+    scrape_until(addr, &[("weir_leader", 1.0)]).await;
+
+    // Someone else takes the lease (as after a partition in which it expired for them).
+    let leases: Api<Lease> = ns.api();
+    wait_for("the lease to be taken over", Duration::from_secs(30), || async {
+        let mut lease = leases.get(LEASE).await.map_err(|e| e.to_string())?;
+        let spec = lease.spec.as_mut().ok_or("no spec")?;
+        spec.holder_identity = Some("intruder".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+        leases
+            .replace(LEASE, &Default::default(), &lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let taken = Instant::now();
+    scrape_until(addr, &[("weir_leader", 0.0)]).await;
+    eprintln!(
+        "the old leader stopped {:.1}s after losing the lease",
+        taken.elapsed().as_secs_f64()
+    );
+    assert!(op.log().contains("lost the leader lease"), "{}", op.log());
+
+    // While the intruder's lease is live, nothing acts on a new run.
+    ns.apply(
+        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: waiting}\nspec:\n  pipelineSpec:\n    tasks:\n      - {name: one, image: busybox, command: [sh, -c, 'true']}\n",
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let run = ns.api::<weir::api::PipelineRun>().get("waiting").await.unwrap();
+    assert!(
+        run.status.is_none(),
+        "a standby touched the run: {:?}",
+        run.status
+    );
+
+    // The intruder never renews: once its lease expires, the replica leads again.
+    wait_holder(&ns, "replica-a", Duration::from_secs(30)).await;
+    let run = wait_run_done(&ns, "waiting", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+}
+
+#[tokio::test]
 async fn probes_answer_and_metrics_count_what_runs_did() {
     let (ns, op) = setup("metrics").await;
     let addr = op.http_addr().await;
