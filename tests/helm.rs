@@ -304,6 +304,58 @@ async fn namespaced_rbac_confines_the_operator_to_its_namespaces() {
         operator_logs(&home)
     );
 
+    // A schedule: the operator creates runs itself and deletes them past the history limit,
+    // both allowed by the namespaced Role.
+    work.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: ticker}
+spec:
+  schedule: {cron: "*/2 * * * * *"}
+  successfulRunsHistoryLimit: 1
+  tasks:
+    - {name: tick, image: busybox, command: [sh, -c, 'echo tick']}
+"#,
+    );
+    let runs: Api<weir::api::PipelineRun> = work.api();
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    wait_for(
+        "scheduled runs to be created and the oldest deleted",
+        Duration::from_secs(90),
+        || {
+            let runs = runs.clone();
+            let seen = &seen;
+            async move {
+                let now: Vec<String> = runs
+                    .list(&ListParams::default().labels("weir.dev/pipeline=ticker"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .iter()
+                    .map(|r| r.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                let mut seen = seen.lock().unwrap();
+                seen.extend(now.iter().cloned());
+                let deleted = seen.iter().filter(|n| !now.contains(n)).count();
+                if seen.len() >= 3 && deleted >= 1 {
+                    Ok(())
+                } else {
+                    Err(format!("seen {seen:?}, now {now:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    work.kubectl_ok([
+        "patch",
+        "pipeline",
+        "ticker",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"schedule":{"suspend":true}}}"#,
+    ]);
+
     // The operator's own credentials, request by request.
     let operator = client_as_operator(&home).await;
     let in_ns = |ns: &TestNamespace| ns.name().to_string();
