@@ -55,7 +55,8 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
             Some(message)
         }
     };
-    let requeue = super::schedule::reconcile_pipeline(&ctx, &p, &mut status, invalid.is_none(), now).await?;
+    // The validation result is written even when scheduling fails (it is retried).
+    let scheduled = super::schedule::reconcile_pipeline(&ctx, &p, &mut status, invalid.is_none(), now).await;
     if status != old {
         apply_status(
             &Api::<Pipeline>::namespaced(ctx.client.clone(), &ns),
@@ -75,5 +76,5 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await;
     }
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    Ok(scheduled?.map_or_else(Action::await_change, Action::requeue))
 }

@@ -439,12 +439,17 @@ pub async fn reconcile_pipeline(
         .take(MAX_LISTED)
         .map(|&i| entries[i].name.clone())
         .collect();
-    let queued = queue.waiting.len();
+    // Without a limit nothing waits: runs not started yet are merely starting.
+    let queued = if spec.max_active_runs.is_some() {
+        queue.waiting.len()
+    } else {
+        0
+    };
     status.queued_run_count = (queued > 0).then_some(queued as u32);
     status.queued_runs = queue
         .waiting
         .iter()
-        .take(MAX_LISTED)
+        .take(queued.min(MAX_LISTED))
         .map(|&i| entries[i].name.clone())
         .collect();
     if queued > 0 {
@@ -506,4 +511,92 @@ pub fn queued_runs_to_wake(pipeline: Pipeline) -> Vec<ObjectRef<PipelineRun>> {
         .take(free)
         .map(|name| ObjectRef::new(name).within(&ns))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PipelineSpec;
+
+    fn pipeline(max: Option<u32>, active: u32, queued: &[&str]) -> Pipeline {
+        let mut p = Pipeline::new(
+            "etl",
+            PipelineSpec {
+                max_active_runs: max,
+                ..Default::default()
+            },
+        );
+        p.metadata.namespace = Some("data".into());
+        p.metadata.uid = Some("uid-1".into());
+        p.status = Some(PipelineStatus {
+            active_run_count: Some(active),
+            queued_runs: queued.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn free_slots_wake_the_runs_first_in_line() {
+        let names =
+            |refs: Vec<ObjectRef<PipelineRun>>| -> Vec<String> { refs.into_iter().map(|r| r.name).collect() };
+        assert_eq!(
+            names(queued_runs_to_wake(pipeline(Some(3), 1, &["a", "b", "c"]))),
+            ["a", "b"]
+        );
+        assert!(queued_runs_to_wake(pipeline(Some(1), 1, &["a"])).is_empty());
+        // The limit was removed: everyone listed may go.
+        assert_eq!(
+            names(queued_runs_to_wake(pipeline(None, 5, &["a", "b"]))),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn new_runs_are_owned_labelled_and_carry_their_interval() {
+        let p = pipeline(None, 0, &[]);
+        let start: jiff::Timestamp = "2024-03-01T00:00:00Z".parse().unwrap();
+        let end: jiff::Timestamp = "2024-03-02T00:00:00Z".parse().unwrap();
+        let run = new_run(
+            &p,
+            "etl-20240301-000000",
+            Trigger::Backfill,
+            start,
+            Some(Interval { start, end }),
+        )
+        .unwrap();
+        assert_eq!(run.labels()[labels::TRIGGER], "backfill");
+        assert_eq!(run.labels()[labels::PIPELINE], "etl");
+        let owner = &run.owner_references()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pipeline", "uid-1"));
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, None);
+        assert_eq!(run.spec.data_interval_end, Some(Time(end)));
+        assert_eq!(run.spec.logical_date, Some(Time(start)));
+        // A manual run's interval is the moment it was triggered.
+        let manual = new_run(&p, "etl-manual", Trigger::Manual, start, None).unwrap();
+        assert_eq!(manual.spec.data_interval_start, manual.spec.data_interval_end);
+    }
+
+    #[test]
+    fn only_runs_that_appear_wait_start_or_finish_move_their_pipeline() {
+        let mut run = PipelineRun::new(
+            "r",
+            PipelineRunSpec {
+                pipeline_ref: Some(PipelineRef { name: "etl".into() }),
+                ..Default::default()
+            },
+        );
+        run.metadata.namespace = Some("data".into());
+        assert_eq!(pipeline_of_run(run.clone()).map(|r| r.name), Some("etl".into()));
+        run.status = Some(PipelineRunStatus {
+            phase: Some(RunPhase::Running),
+            ..Default::default()
+        });
+        assert!(pipeline_of_run(run.clone()).is_none());
+        run.spec.cancelled = true;
+        assert!(pipeline_of_run(run.clone()).is_some());
+        run.status.as_mut().unwrap().phase = Some(RunPhase::Succeeded);
+        assert!(pipeline_of_run(run).is_some());
+    }
 }
