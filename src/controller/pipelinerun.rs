@@ -367,11 +367,10 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
             item: None,
             lenient: valid.is_finally(i),
         };
-        if !items_cache.contains_key(&i) {
-            let items = resolve::items(&valid, i, &values).unwrap_or_default();
-            items_cache.insert(i, items);
-        }
-        let Some(item) = items_cache[&i].get(k as usize) else {
+        let items = items_cache
+            .entry(i)
+            .or_insert_with(|| resolve::items(&valid, i, &values).unwrap_or_default());
+        let Some(item) = items.get(k as usize) else {
             continue;
         };
         let values = resolve::TaskValues {
