@@ -871,3 +871,87 @@ fn a_bad_schedule_makes_the_pipeline_invalid() {
     spec.max_active_runs = Some(2);
     assert!(crate::engine::validate(&spec).is_ok());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EXPRESSIONS: &[&str] = &[
+        "30 2 * * *",
+        "0 * * * *",
+        "*/30 * * * *",
+        "15 1,2,3 * * 0",
+        "0 0 L * *",
+        "*/20 * * * * *",
+        "@daily",
+    ];
+    const ZONES: &[&str] = &["UTC", "Europe/Berlin", "America/New_York", "Australia/Sydney"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Around any instant of 2024 (DST changes included), the cron time before it and
+        /// the one after it are neighbours: nothing lies between them, and each search
+        /// finds the other.
+        #[test]
+        fn searches_agree_everywhere(
+            expr in 0..EXPRESSIONS.len(),
+            zone in 0..ZONES.len(),
+            secs in 1_704_067_200i64..1_735_689_600,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let c = cron(EXPRESSIONS[expr], ZONES[zone]);
+            let t = Timestamp::new(secs, nanos as i32).unwrap();
+            let next = c.next_after(t).unwrap();
+            let before = c.at_or_before(t).unwrap();
+            prop_assert!(before <= t && t < next);
+            prop_assert_eq!(c.next_after(before), Some(next));
+            prop_assert_eq!(c.at_or_before(next), Some(next));
+            prop_assert_eq!(c.before(next), Some(before));
+        }
+
+        /// However the clock jumps and runs come and go, catch-up creates every interval
+        /// once, in order, without gaps.
+        #[test]
+        fn catchup_covers_every_interval_once(
+            expr in 0..EXPRESSIONS.len(),
+            zone in 0..ZONES.len(),
+            jumps in proptest::collection::vec((1i64..200_000, 0u32..5), 1..40),
+            max_active in proptest::option::of(1u32..5),
+        ) {
+            let s = parsed(Schedule {
+                catchup: true,
+                timezone: Some(ZONES[zone].into()),
+                ..schedule(EXPRESSIONS[expr])
+            });
+            let created = ts("2024-03-01T00:00:00Z");
+            let mut now = created;
+            let mut last = None;
+            let mut all: Vec<Interval> = vec![];
+            for (secs, unfinished) in jumps {
+                now += SignedDuration::from_secs(secs);
+                let plan = plan_ticks(&s, &TickInput {
+                    created,
+                    last_schedule: last,
+                    unfinished,
+                    max_active_runs: max_active,
+                    now,
+                });
+                prop_assert!(plan.last_schedule >= last);
+                for i in &plan.create {
+                    prop_assert!(i.start < i.end && i.end <= now);
+                }
+                let window = max_active.unwrap_or(DEFAULT_CATCHUP_WINDOW);
+                prop_assert!(plan.create.len() as u32 <= window.saturating_sub(unfinished));
+                all.extend(&plan.create);
+                last = plan.last_schedule;
+            }
+            for pair in all.windows(2) {
+                prop_assert_eq!(pair[0].end, pair[1].start);
+            }
+            if let Some(first) = all.first() {
+                prop_assert!(first.start <= created && created < first.end);
+            }
+        }
+    }
+}
