@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Kubernetes-native data pipelines: DAGs of tasks run as Jobs")]
+#[command(
+    name = "weir",
+    version,
+    about = "Kubernetes-native data pipelines: DAGs of tasks run as Jobs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
