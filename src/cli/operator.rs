@@ -38,6 +38,14 @@ pub struct Args {
     /// Log filter, for example `info` or `weir=debug,kube=info`.
     #[arg(long, env = "WEIR_LOG", default_value = "info")]
     log_level: String,
+    /// Defaults for every task pod, as the JSON of a Pipeline's `podTemplate`
+    /// (serviceAccountName, imagePullSecrets, securityContext, nodeSelector, tolerations,
+    /// priorityClassName, labels, annotations); a pipeline's own settings win.
+    #[arg(long, env = "WEIR_TASK_POD_DEFAULTS")]
+    task_pod_defaults: Option<String>,
+    /// Default `securityContext` of every task container, as JSON; a task's own wins.
+    #[arg(long, env = "WEIR_TASK_CONTAINER_SECURITY_CONTEXT")]
+    task_container_security_context: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -68,7 +76,23 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let ctx = Arc::new(Context::new(client.clone()).with_metrics(metrics.clone()));
+    let task_defaults = controller::job::TaskPodDefaults {
+        pod: match args.task_pod_defaults.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(json) => serde_json::from_str(json).context("--task-pod-defaults (WEIR_TASK_POD_DEFAULTS) is not a valid podTemplate")?,
+            None => Default::default(),
+        },
+        container_security_context: match args.task_container_security_context.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(json) => Some(serde_json::from_str(json).context(
+                "--task-container-security-context (WEIR_TASK_CONTAINER_SECURITY_CONTEXT) is not a valid securityContext",
+            )?),
+            None => None,
+        },
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone())
+            .with_metrics(metrics.clone())
+            .with_task_defaults(task_defaults),
+    );
     let mut namespaces = args.namespaces.clone();
     namespaces.extend(args.namespace.clone());
     namespaces.retain(|n| !n.is_empty());

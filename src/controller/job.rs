@@ -13,9 +13,48 @@ use std::collections::BTreeMap;
 /// Name of the task's container in every attempt pod.
 pub const CONTAINER: &str = "task";
 
+/// Defaults for every task pod, from the operator's installation (the Helm chart's
+/// `taskPods` values): a pipeline's `podTemplate` and a task's `securityContext` win field by
+/// field; labels, annotations and node selectors are merged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskPodDefaults {
+    pub pod: crate::api::PodTemplate,
+    pub container_security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
+}
+
+fn merged_pod_template(
+    own: Option<&crate::api::PodTemplate>,
+    defaults: &TaskPodDefaults,
+) -> crate::api::PodTemplate {
+    let own = own.cloned().unwrap_or_default();
+    let d = defaults.pod.clone();
+    let merge = |mut base: BTreeMap<String, String>, top: BTreeMap<String, String>| {
+        base.extend(top);
+        base
+    };
+    crate::api::PodTemplate {
+        service_account_name: own.service_account_name.or(d.service_account_name),
+        node_selector: merge(d.node_selector, own.node_selector),
+        tolerations: if own.tolerations.is_empty() {
+            d.tolerations
+        } else {
+            own.tolerations
+        },
+        image_pull_secrets: if own.image_pull_secrets.is_empty() {
+            d.image_pull_secrets
+        } else {
+            own.image_pull_secrets
+        },
+        security_context: own.security_context.or(d.security_context),
+        priority_class_name: own.priority_class_name.or(d.priority_class_name),
+        labels: merge(d.labels, own.labels),
+        annotations: merge(d.annotations, own.annotations),
+    }
+}
+
 /// The Job of attempt `attempt` of `task_run`. One pod, never restarted (`backoffLimit: 0`):
 /// retries are Weir's, so each attempt keeps its own pod and logs.
-pub fn build_job(task_run: &TaskRun, attempt: u32) -> Option<Job> {
+pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -> Option<Job> {
     let name = names::job_name(&task_run.name_any(), attempt);
     let spec = &task_run.spec;
     let uid = task_run.uid()?;
@@ -38,7 +77,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32) -> Option<Job> {
         }
     }
     let annotations = BTreeMap::from([(TASK_RUN_ANNOTATION.to_string(), task_run.name_any())]);
-    let pod_template = spec.pod_template.clone().unwrap_or_default();
+    let pod_template = merged_pod_template(spec.pod_template.as_ref(), defaults);
     let mut pod_labels = pod_template.labels.clone();
     pod_labels.extend(labels.clone());
     let mut pod_annotations = pod_template.annotations.clone();
@@ -74,7 +113,10 @@ pub fn build_job(task_run: &TaskRun, attempt: u32) -> Option<Job> {
         env: Some(env),
         working_dir: spec.working_dir.clone(),
         resources: spec.resources.clone(),
-        security_context: spec.security_context.clone(),
+        security_context: spec
+            .security_context
+            .clone()
+            .or_else(|| defaults.container_security_context.clone()),
         // On a failure with an empty termination message the log tail becomes the message,
         // so an attempt's failure explains itself in the TaskRun status.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -303,7 +345,7 @@ mod tests {
 
     #[test]
     fn job_has_no_kubernetes_retries_and_a_deadline() {
-        let job = build_job(&task_run(), 2).unwrap();
+        let job = build_job(&task_run(), 2, &TaskPodDefaults::default()).unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("etl-run-extract-2"));
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
@@ -318,6 +360,59 @@ mod tests {
         assert!(
             env.iter()
                 .any(|v| v.name == "WEIR_ATTEMPT" && v.value.as_deref() == Some("2"))
+        );
+    }
+
+    #[test]
+    fn installation_defaults_fill_what_the_pipeline_leaves_out() {
+        use crate::api::PodTemplate;
+        use k8s_openapi::api::core::v1::{LocalObjectReference, SecurityContext};
+        let defaults = TaskPodDefaults {
+            pod: PodTemplate {
+                service_account_name: Some("weir-tasks".into()),
+                image_pull_secrets: vec![LocalObjectReference {
+                    name: "registry".into(),
+                }],
+                labels: BTreeMap::from([("team".into(), "data".into()), ("tier".into(), "batch".into())]),
+                ..Default::default()
+            },
+            container_security_context: Some(SecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            }),
+        };
+        let mut tr = task_run();
+        tr.spec.pod_template = Some(PodTemplate {
+            service_account_name: Some("etl".into()),
+            labels: BTreeMap::from([("tier".into(), "critical".into())]),
+            ..Default::default()
+        });
+        let job = build_job(&tr, 1, &defaults).unwrap();
+        let template = job.spec.unwrap().template;
+        let pod = template.spec.unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("etl"),
+            "the pipeline's own value wins"
+        );
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .as_ref()
+                .unwrap()
+                .run_as_non_root,
+            Some(true)
+        );
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(
+            (labels["team"].as_str(), labels["tier"].as_str()),
+            ("data", "critical")
+        );
+        assert_eq!(
+            labels[labels::MANAGED_BY],
+            labels::MANAGED_BY_VALUE,
+            "Weir's own labels are kept"
         );
     }
 

@@ -64,6 +64,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cluster-wide defaults for task pods, set by whoever installs the operator.
+    pub task_defaults: Arc<job::TaskPodDefaults>,
 }
 
 impl Context {
@@ -76,7 +78,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: Arc::default(),
+            task_defaults: Arc::default(),
         }
+    }
+
+    /// Applies `defaults` to every task pod (a pipeline's own settings win).
+    pub fn with_task_defaults(mut self, defaults: job::TaskPodDefaults) -> Self {
+        self.task_defaults = Arc::new(defaults);
+        self
     }
 
     /// Counts into `metrics` (the registry `/metrics` serves) instead of a private one.

@@ -149,7 +149,8 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let mut started = None;
     match plan.action {
         AttemptAction::Create(number) => {
-            let job = build_job(&tr, number).ok_or(Error::MissingField("metadata.uid"))?;
+            let job =
+                build_job(&tr, number, &ctx.task_defaults).ok_or(Error::MissingField("metadata.uid"))?;
             let job_name = job.metadata.name.clone().unwrap_or_default();
             match jobs_api.create(&PostParams::default(), &job).await {
                 Ok(_) => {
