@@ -213,19 +213,7 @@ spec:
         "{:?}",
         tr.attempts
     );
-    wait_for(
-        "the timed-out process to be gone",
-        Duration::from_secs(30),
-        || async {
-            let pids = pids_with_cmdline(&marker);
-            if pids.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("still running: {pids:?}"))
-            }
-        },
-    )
-    .await;
+    wait_process_gone(&marker, "the timed-out process to be gone").await;
 }
 
 #[tokio::test]
@@ -266,18 +254,7 @@ spec:
         },
     )
     .await;
-    wait_for(
-        "the cancelled process to be gone",
-        Duration::from_secs(30),
-        || async {
-            if pids_with_cmdline(&marker).is_empty() {
-                Some(())
-            } else {
-                None
-            }
-        },
-    )
-    .await;
+    wait_process_gone(&marker, "the cancelled process to be gone").await;
 }
 
 #[tokio::test]
@@ -326,18 +303,7 @@ spec:
     assert_eq!(summary_phase(&run, "notify"), Some(TaskPhase::Succeeded));
     let long = task_run(&ns, "stopme", "long").await.status.unwrap();
     assert_eq!(long.attempts[0].reason, Some(FailureReason::Cancelled));
-    wait_for(
-        "the cancelled process to be gone",
-        Duration::from_secs(30),
-        || async {
-            if pids_with_cmdline(&marker).is_empty() {
-                Some(())
-            } else {
-                None
-            }
-        },
-    )
-    .await;
+    wait_process_gone(&marker, "the cancelled process to be gone").await;
 }
 
 #[tokio::test]

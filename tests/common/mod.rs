@@ -435,3 +435,17 @@ pub fn events_with_reason(ns: &TestNamespace, reason: &str) -> Vec<String> {
 pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).to_string()
 }
+
+/// Waits until no process has `marker` in its command line (the node agent runs pods as
+/// local processes, so this is how a test sees that a task's process was really stopped).
+pub async fn wait_process_gone(marker: &str, what: &str) {
+    wait_for(what, Duration::from_secs(30), || async {
+        let pids = weir_testenv::pids_with_cmdline(marker);
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still running: {pids:?}"))
+        }
+    })
+    .await;
+}
