@@ -372,6 +372,8 @@ pub fn check_text(text: &str, file: &str, schemas: &Schemas) -> FileReport {
     for (i, doc) in docs.iter().enumerate() {
         check_document(doc, i + 1, schemas, &mut report);
     }
+    // In the order of the file, as an editor shows them.
+    report.problems.sort_by_key(|p| (p.loc.line, p.loc.column));
     report
 }
 
@@ -760,10 +762,10 @@ spec:
         assert_eq!(
             check(yaml),
             vec![
+                "p.yaml:10:18: Pipeline etl: spec.tasks[0].dependsOn: task \"a\": dependency cycle: a -> c -> a",
                 "p.yaml:12:7: Pipeline etl: spec.tasks[1].dependOn: unknown field \"dependOn\" (did you mean \"dependsOn\"?)",
                 "p.yaml:13:16: Pipeline etl: spec.tasks[1].timeout: task \"b\": \"5d\" is not a duration: unknown unit \"d\" (use ms, s, m or h)",
                 "p.yaml:15:22: Pipeline etl: spec.tasks[2].dependsOn: task \"c\": unknown task \"nope\"",
-                "p.yaml:10:18: Pipeline etl: spec.tasks[0].dependsOn: task \"a\": dependency cycle: a -> c -> a",
             ]
         );
     }
