@@ -99,20 +99,23 @@ fn cut(text: &str, max: usize) -> String {
 /// The line printed when a row changes, in plain output.
 pub fn plain_line(row: &Row, label_width: usize, since_start: Duration) -> String {
     let mut text = format!(
-        "[{:>7}] {:label_width$}  {:14}  {}",
+        "[{:>7}] {:label_width$}  {:14}",
         elapsed(since_start),
         row.label,
-        row.phase.as_str(),
-        attempt_text(row)
+        row.phase.as_str()
     );
+    let mut parts = vec![attempt_text(row)];
     if row.phase.is_terminal()
         && let Some(d) = row.elapsed
     {
-        text.push_str(&format!("  in {}", elapsed(d)));
+        parts.push(format!("in {}", elapsed(d)));
     }
     if let Some(detail) = &row.detail {
+        parts.push(detail.lines().next().unwrap_or_default().to_string());
+    }
+    for part in parts.iter().filter(|p| !p.is_empty()) {
         text.push_str("  ");
-        text.push_str(detail.lines().next().unwrap_or_default());
+        text.push_str(part);
     }
     text.trim_end().to_string()
 }
