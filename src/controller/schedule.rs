@@ -334,13 +334,23 @@ pub async fn reconcile_pipeline(
             status.next_schedule_time = None;
         }
         Some(schedule) => {
-            let scheduled_unfinished: Vec<&PipelineRun> = runs
+            // The watch cache may not hold our own last status write yet: a stale
+            // lastScheduleTime would plan intervals already handled again.
+            let fresh = Api::<Pipeline>::namespaced(ctx.client.clone(), &ns)
+                .get(&name)
+                .await?;
+            let fresh_last = fresh.status.and_then(|s| s.last_schedule_time);
+            if fresh_last.as_ref().map(|t| t.0) > status.last_schedule_time.as_ref().map(|t| t.0) {
+                status.last_schedule_time = fresh_last;
+            }
+            let scheduled_unfinished: Vec<PipelineRun> = runs
                 .iter()
                 .filter(|r| {
                     !is_finished(r)
                         && owned_by(r, pipeline)
                         && trigger_of(r) == Some(Trigger::Schedule.as_str())
                 })
+                .cloned()
                 .collect();
             let plan = plan_ticks(
                 &schedule,
@@ -352,21 +362,6 @@ pub async fn reconcile_pipeline(
                     now,
                 },
             );
-            if plan.cancel_unfinished {
-                for run in &scheduled_unfinished {
-                    cancel(&api, run).await?;
-                }
-                let replaced: Vec<String> = scheduled_unfinished.iter().map(|r| r.name_any()).collect();
-                ctx.event(
-                    &regarding,
-                    None,
-                    EventType::Normal,
-                    "RunsReplaced",
-                    "Schedule",
-                    format!("concurrencyPolicy Replace: cancelling {}", replaced.join(", ")),
-                )
-                .await;
-            }
             for interval in &plan.create {
                 let run_name = crate::engine::schedule::run_name(&name, interval.start);
                 let run = new_run(
@@ -391,6 +386,31 @@ pub async fn reconcile_pipeline(
                     .await;
                     runs.push(run);
                 }
+            }
+            // Replaced only once the replacement exists, and only by a newer interval.
+            let newest = plan.create.last().map(|i| i.start);
+            let replaced: Vec<&PipelineRun> = scheduled_unfinished
+                .iter()
+                .filter(|r| {
+                    plan.cancel_unfinished
+                        && r.spec.logical_date.as_ref().map(|t| t.0) < newest
+                        && !r.spec.cancelled
+                })
+                .collect();
+            if !replaced.is_empty() {
+                for run in &replaced {
+                    cancel(&api, run).await?;
+                }
+                let replaced: Vec<String> = replaced.iter().map(|r| r.name_any()).collect();
+                ctx.event(
+                    &regarding,
+                    None,
+                    EventType::Normal,
+                    "RunsReplaced",
+                    "Schedule",
+                    format!("concurrencyPolicy Replace: cancelling {}", replaced.join(", ")),
+                )
+                .await;
             }
             for (reason, count) in &plan.skipped {
                 ctx.event(

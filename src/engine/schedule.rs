@@ -314,7 +314,7 @@ pub enum WaitReason {
 pub struct TickPlan {
     /// Intervals to create runs for, oldest first.
     pub create: Vec<Interval>,
-    /// Cancel the unfinished scheduled runs first (`Replace`).
+    /// Cancel the unfinished scheduled runs (`Replace`), once the new run exists.
     pub cancel_unfinished: bool,
     /// Due intervals given up, with how many (at most `MAX_INTERVALS` counted) and why.
     pub skipped: Vec<(SkipReason, usize)>,
