@@ -286,24 +286,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
             item: None,
             lenient: valid.is_finally(i),
         };
-        let prepared = resolve::prepare(&valid, i, &values);
-        if let Prepared::Run { .. } = prepared {
-            // Render the task now, so that a template that cannot be filled fails the task
-            // (with the reason) instead of leaving it waiting.
-            let first_item = match resolve::items(&valid, i, &values) {
-                Ok(items) => items.into_iter().next(),
-                Err(e) => return Prepared::Fail(e),
-            };
-            let values = resolve::TaskValues {
-                item: first_item.as_ref(),
-                ..values
-            };
-            let instance = valid.task(i).for_each.as_ref().map(|_| 0);
-            if let Err(e) = resolve::resolve_task(&valid, i, instance, &values) {
-                return Prepared::Fail(e);
-            }
-        }
-        prepared
+        resolve::prepare(&valid, i, &values)
     };
 
     // 3. Plan.

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
+pub mod suggest;
 pub mod template;
 pub mod validate;
 

@@ -140,6 +140,7 @@ impl<F: Fn(&str, &str) -> Option<Value>> Outputs for F {
 }
 
 /// The values one task's templates are rendered with.
+#[derive(Clone, Copy)]
 pub struct TaskValues<'a> {
     pub run: &'a RunContext,
     pub outputs: &'a (dyn Outputs + Sync),
@@ -192,7 +193,9 @@ impl Values for TaskValues<'_> {
 
 pub use super::plan::Prepared;
 
-/// Evaluates a task's `when` conditions and counts its fan-out items.
+/// Evaluates a task's `when` conditions, counts its fan-out items and checks that its
+/// templates can be rendered with the values known now. The operator and the local runner
+/// both call this, so a task is gated the same way in both.
 pub fn prepare(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) -> Prepared {
     let task = pipeline.task(index);
     for (i, cond) in task.when.iter().enumerate() {
@@ -214,16 +217,26 @@ pub fn prepare(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) 
             ));
         }
     }
-    if task.for_each.is_none() {
-        return Prepared::Run { instances: 1 };
+    // Render the task now (its first instance, for a fan-out), so that a template that
+    // cannot be filled fails the task with the reason instead of leaving it waiting.
+    let (instances, first_item) = if task.for_each.is_none() {
+        (1, None)
+    } else {
+        match items(pipeline, index, values) {
+            Ok(items) if items.is_empty() => return Prepared::Skip("forEach has no items".into()),
+            Ok(items) => (items.len() as u32, items.into_iter().next()),
+            Err(e) => return Prepared::Fail(e),
+        }
+    };
+    let check = TaskValues {
+        item: first_item.as_ref(),
+        ..*values
+    };
+    let instance = task.for_each.as_ref().map(|_| 0);
+    if let Err(e) = resolve_task(pipeline, index, instance, &check) {
+        return Prepared::Fail(e);
     }
-    match items(pipeline, index, values) {
-        Ok(items) if items.is_empty() => Prepared::Skip("forEach has no items".into()),
-        Ok(items) => Prepared::Run {
-            instances: items.len() as u32,
-        },
-        Err(e) => Prepared::Fail(e),
-    }
+    Prepared::Run { instances }
 }
 
 fn as_list(field: &str, value: &Value, values: &TaskValues<'_>) -> Result<Vec<Value>, String> {

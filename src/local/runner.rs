@@ -724,20 +724,11 @@ impl Runner {
 /// conditions and fan-out width, with its templates rendered once so that one that cannot
 /// be filled fails the task instead of leaving it waiting.
 fn prepare_task(run: &LocalRun, i: usize, outputs: &(dyn resolve::Outputs + Sync)) -> Prepared {
-    let values = task_values(&run.context, outputs, run, i, None);
-    let prepared = resolve::prepare(&run.pipeline, i, &values);
-    if let Prepared::Run { .. } = prepared {
-        let first_item = match resolve::items(&run.pipeline, i, &values) {
-            Ok(items) => items.into_iter().next(),
-            Err(e) => return Prepared::Fail(e),
-        };
-        let values = task_values(&run.context, outputs, run, i, first_item.as_ref());
-        let instance = run.pipeline.task(i).for_each.as_ref().map(|_| 0);
-        if let Err(e) = resolve::resolve_task(&run.pipeline, i, instance, &values) {
-            return Prepared::Fail(e);
-        }
-    }
-    prepared
+    resolve::prepare(
+        &run.pipeline,
+        i,
+        &task_values(&run.context, outputs, run, i, None),
+    )
 }
 
 fn task_values<'a>(

@@ -536,32 +536,7 @@ fn unknown_field<'a>(
     }
 }
 
-/// The known name closest to `wanted`, if it is close enough to be a typo (case ignored).
-pub fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let wanted_lower = wanted.to_lowercase();
-    let limit = (wanted.chars().count() / 3).max(1);
-    known
-        .filter(|k| k.chars().count().abs_diff(wanted.chars().count()) <= limit)
-        .map(|k| (edit_distance(&wanted_lower, &k.to_lowercase()), k))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub use crate::engine::suggest::closest;
 
 #[cfg(test)]
 mod tests {
