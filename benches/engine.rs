@@ -14,7 +14,11 @@ use weir::engine::{ObservedTask, RunInput, ValidPipeline, fixture, plan_run, val
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 
 fn shapes(n: usize) -> [(&'static str, PipelineSpec); 3] {
-    [("chain", fixture::chain(n)), ("fan_out", fixture::fan_out(n)), ("random", fixture::random(n, 3, 42))]
+    [
+        ("chain", fixture::chain(n)),
+        ("fan_out", fixture::fan_out(n)),
+        ("random", fixture::random(n, 3, 42)),
+    ]
 }
 
 fn elements(spec: &PipelineSpec) -> u64 {
@@ -28,16 +32,26 @@ fn half_done(pipeline: &ValidPipeline, started_at: Timestamp) -> Vec<Option<Obse
     let mut observed = vec![None; pipeline.len()];
     let order = pipeline.dag.topological_order();
     for &t in &order[..order.len() / 2] {
-        observed[t] = Some(ObservedTask { phase: TaskPhase::Succeeded, cancel_requested: false });
+        observed[t] = Some(ObservedTask {
+            phase: TaskPhase::Succeeded,
+            cancel_requested: false,
+        });
     }
     let plan = plan_run(&input(pipeline, &observed, started_at));
     for t in plan.start {
-        observed[t] = Some(ObservedTask { phase: TaskPhase::Running, cancel_requested: false });
+        observed[t] = Some(ObservedTask {
+            phase: TaskPhase::Running,
+            cancel_requested: false,
+        });
     }
     observed
 }
 
-fn input<'a>(pipeline: &'a ValidPipeline, observed: &'a [Option<ObservedTask>], started_at: Timestamp) -> RunInput<'a> {
+fn input<'a>(
+    pipeline: &'a ValidPipeline,
+    observed: &'a [Option<ObservedTask>],
+    started_at: Timestamp,
+) -> RunInput<'a> {
     RunInput {
         pipeline,
         observed,
@@ -59,6 +73,30 @@ fn bench_validate(c: &mut Criterion) {
                 b.iter(|| validate(black_box(spec)).unwrap())
             });
         }
+    }
+    group.finish();
+}
+
+/// A chain whose every task reads an output of the first: each reference is checked to come
+/// from upstream, which must not cost a graph search per reference.
+fn reading_an_early_output(n: usize) -> PipelineSpec {
+    let mut spec = fixture::chain(n);
+    spec.tasks[0].outputs =
+        vec![serde_json::from_value(serde_json::json!({ "name": "rows" })).expect("an output spec")];
+    for task in spec.tasks.iter_mut().skip(1) {
+        task.args = vec!["--rows={{ tasks.t0.outputs.rows }}".into()];
+    }
+    spec
+}
+
+fn bench_validate_outputs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_outputs");
+    for n in SIZES {
+        let spec = reading_an_early_output(n);
+        group.throughput(Throughput::Elements(elements(&spec)));
+        group.bench_with_input(BenchmarkId::new("chain", n), &spec, |b, spec| {
+            b.iter(|| validate(black_box(spec)).unwrap())
+        });
     }
     group.finish();
 }
@@ -85,6 +123,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = bench_validate, bench_plan_run
+    targets = bench_validate, bench_validate_outputs, bench_plan_run
 }
 criterion_main!(benches);

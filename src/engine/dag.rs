@@ -4,11 +4,28 @@
 use std::collections::HashMap;
 
 /// A directed acyclic graph over task indices `0..len`.
+///
+/// Edges are stored compressed (one array per direction, sliced by task) rather than as a
+/// list per task: the planner walks every task's upstream tasks in dependency order, and
+/// thousands of small lists scattered over the heap cost a cache miss each.
 #[derive(Clone, Debug)]
 pub struct Dag {
-    upstream: Vec<Vec<usize>>,
-    downstream: Vec<Vec<usize>>,
+    upstream: Adjacency,
+    downstream: Adjacency,
     topo: Vec<usize>,
+}
+
+/// Neighbours of task `t`: `edges[start[t]..start[t + 1]]`.
+#[derive(Clone, Debug)]
+struct Adjacency {
+    start: Vec<usize>,
+    edges: Vec<usize>,
+}
+
+impl Adjacency {
+    fn of(&self, task: usize) -> &[usize] {
+        &self.edges[self.start[task]..self.start[task + 1]]
+    }
 }
 
 /// A cycle found in the graph, as the task indices along it (first == last).
@@ -20,51 +37,80 @@ impl Dag {
     /// per strongly connected component that has one (self loops included).
     pub fn new(upstream: Vec<Vec<usize>>) -> Result<Dag, Vec<Cycle>> {
         let n = upstream.len();
-        let mut downstream = vec![Vec::new(); n];
+        let mut up_start = Vec::with_capacity(n + 1);
+        up_start.push(0);
+        for ups in &upstream {
+            up_start.push(up_start[up_start.len() - 1] + ups.len());
+        }
+        let edge_count = up_start[n];
+        // Downstream lists by counting sort, each in increasing task order.
+        let mut down_start = vec![0; n + 1];
+        for &up in upstream.iter().flatten() {
+            down_start[up + 1] += 1;
+        }
+        for i in 0..n {
+            down_start[i + 1] += down_start[i];
+        }
+        let mut down_edges = vec![0; edge_count];
+        let mut next = down_start.clone();
         for (task, ups) in upstream.iter().enumerate() {
             for &up in ups {
-                downstream[up].push(task);
+                down_edges[next[up]] = task;
+                next[up] += 1;
             }
         }
+        let downstream = Adjacency {
+            start: down_start,
+            edges: down_edges,
+        };
+
         // Kahn's algorithm; ties broken by index so the order is stable.
         let mut indegree: Vec<usize> = upstream.iter().map(Vec::len).collect();
         let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut topo = Vec::with_capacity(n);
         while let Some(task) = ready.pop_front() {
             topo.push(task);
-            for &down in &downstream[task] {
+            for &down in downstream.of(task) {
                 indegree[down] -= 1;
                 if indegree[down] == 0 {
                     ready.push_back(down);
                 }
             }
         }
-        if topo.len() == n {
-            return Ok(Dag {
-                upstream,
-                downstream,
-                topo,
-            });
+        if topo.len() != n {
+            return Err(find_cycles(&upstream, &indegree));
         }
-        Err(find_cycles(&upstream, &indegree))
+        let mut up_edges = Vec::with_capacity(edge_count);
+        for ups in &upstream {
+            up_edges.extend_from_slice(ups);
+        }
+        let upstream = Adjacency {
+            start: up_start,
+            edges: up_edges,
+        };
+        Ok(Dag {
+            upstream,
+            downstream,
+            topo,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.upstream.len()
+        self.topo.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.upstream.is_empty()
+        self.topo.is_empty()
     }
 
     /// The tasks `task` depends on.
     pub fn upstream(&self, task: usize) -> &[usize] {
-        &self.upstream[task]
+        self.upstream.of(task)
     }
 
     /// The tasks that depend on `task`.
     pub fn downstream(&self, task: usize) -> &[usize] {
-        &self.downstream[task]
+        self.downstream.of(task)
     }
 
     /// Every task, each after all of its upstream tasks.
@@ -212,5 +258,36 @@ mod tests {
         let err = Dag::new(ups).unwrap_err();
         assert_eq!(err.len(), 1);
         assert_eq!(err[0].0.len(), n + 1);
+    }
+
+    #[test]
+    fn an_empty_graph_is_fine() {
+        let dag = Dag::new(vec![]).unwrap();
+        assert!(dag.is_empty());
+        assert_eq!(dag.len(), 0);
+        assert!(dag.topological_order().is_empty());
+    }
+
+    #[test]
+    fn edges_are_kept_both_ways_in_task_order() {
+        // 3 and 1 depend on 0 and 2; 4 on 3.
+        let dag = Dag::new(vec![vec![], vec![2, 0], vec![], vec![0, 2], vec![3]]).unwrap();
+        assert_eq!(dag.len(), 5);
+        assert_eq!(dag.upstream(1), &[2, 0], "as listed");
+        assert_eq!(dag.upstream(0), &[] as &[usize]);
+        assert_eq!(dag.downstream(0), &[1, 3]);
+        assert_eq!(dag.downstream(2), &[1, 3]);
+        assert_eq!(dag.downstream(3), &[4]);
+        assert_eq!(dag.downstream(4), &[] as &[usize]);
+        assert_eq!(dag.topological_order(), &[0, 2, 1, 3, 4], "ties in index order");
+    }
+
+    #[test]
+    fn a_cycle_behind_a_long_tail_is_reported_once() {
+        // 0 <- 1 <- 2 <- 1 (cycle 1,2), and 3..1000 hang off 2.
+        let mut ups: Vec<Vec<usize>> = vec![vec![], vec![0, 2], vec![1]];
+        ups.extend((3..1000).map(|i| vec![i - 1]));
+        let err = Dag::new(ups).unwrap_err();
+        assert_eq!(err, vec![Cycle(vec![1, 2, 1])]);
     }
 }

@@ -107,4 +107,44 @@ mod tests {
         assert_eq!(format(Duration::from_secs(7500)), "2h5m");
         assert_eq!(format(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d4h");
     }
+
+    #[test]
+    fn parts_add_up_in_any_order() {
+        assert_eq!(parse("30m1h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("1h1h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse("1m0.5s").unwrap(), Duration::from_millis(60_500));
+        assert_eq!(
+            parse("0.0004s").unwrap(),
+            Duration::ZERO,
+            "rounded to milliseconds"
+        );
+    }
+
+    #[test]
+    fn rejects_what_go_and_kubernetes_users_might_try() {
+        for (text, reason) in [
+            ("1h 30m", "expected a number at \" 30m\""),
+            ("1h30", "missing unit"),
+            ("1e3s", "unknown unit \"e\""),
+            ("1d", "unknown unit \"d\""),
+            ("10us", "unknown unit \"us\""),
+            ("inf", "expected a number"),
+            ("NaNs", "expected a number"),
+            ("s", "expected a number"),
+            ("+5s", "expected a number"),
+            ("1..5s", "bad number"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn format_rounds_down_to_its_two_units() {
+        assert_eq!(format(Duration::ZERO), "0ms");
+        assert_eq!(format(Duration::from_millis(1999)), "1s");
+        assert_eq!(format(Duration::from_secs(3600)), "1h0m");
+        assert_eq!(format(Duration::from_secs(86_399)), "23h59m");
+        assert_eq!(format(Duration::from_secs(86_400)), "1d0h");
+    }
 }

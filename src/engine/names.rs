@@ -108,4 +108,39 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_short_part_leaves_its_room_to_the_other() {
+        let task = "a-very-long-task-name-that-says-exactly-what-it-does-and-more";
+        let name = task_run_name("etl-1", task);
+        // 48 characters of the task name fit; the dash they end on is dropped.
+        assert_eq!(name, format!("etl-1-{}-{}", &task[..47], &name[name.len() - 8..]));
+        let run = "nightly-warehouse-refresh-2024-05-01t00-00-00z-triggered-by-hand-retry";
+        let name = task_run_name(run, "load");
+        assert_eq!(name, format!("{}-load-{}", &run[..49], &name[name.len() - 8..]));
+        assert!(is_dns_label(&name), "{name}");
+    }
+
+    #[test]
+    fn job_names_keep_the_attempt_number() {
+        let task_run = task_run_name(&"r".repeat(200), &"t".repeat(63));
+        assert_eq!(task_run.len(), MAX_NAME);
+        let jobs: Vec<String> = (1..=12).map(|n| job_name(&task_run, n)).collect();
+        for (n, job) in (1..=12).zip(&jobs) {
+            assert!(job.len() <= MAX_NAME && is_dns_label(job), "{job}");
+            assert!(job.contains(&format!("-{n}-")), "{job}");
+        }
+        let distinct: std::collections::HashSet<&String> = jobs.iter().collect();
+        assert_eq!(distinct.len(), jobs.len());
+    }
+
+    #[test]
+    fn label_values_fit() {
+        assert_eq!(label_value("short"), "short");
+        let long = format!("{}.example", "x".repeat(80));
+        let value = label_value(&long);
+        assert!(value.len() <= MAX_NAME && !value.ends_with('-'), "{value}");
+        assert_eq!(value, label_value(&long));
+        assert_ne!(value, label_value(&format!("{long}2")));
+    }
 }

@@ -308,7 +308,7 @@ fn decide(
     stopping: bool,
     acts: &mut Acts,
 ) -> TaskPhase {
-    let fans_out = input.pipeline.task(task).for_each.is_some();
+    let fans_out = input.pipeline.fans_out(task);
     let instances: &[Option<ObservedTask>] = input.instances.get(task).map_or(&[], Vec::as_slice);
     let started = if fans_out {
         instances.iter().any(Option::is_some)
@@ -322,8 +322,7 @@ fn decide(
         return observed.phase;
     }
     if !started {
-        let spec = input.pipeline.task(task);
-        let rule = spec.trigger_rule.unwrap_or_default();
+        let rule = input.pipeline.rule(task);
         let upstream = input.pipeline.dag.upstream(task).iter().map(|&u| states[u]);
         // While stopping, an upstream task that was cancelled never got to finish: judge as
         // if it were still pending, so that a task held back by the stop ends `Cancelled`

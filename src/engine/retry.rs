@@ -118,4 +118,45 @@ mod tests {
         assert!(is_retryable(&p, FailureReason::Error, Some(75)));
         assert!(!is_retryable(&p, FailureReason::Error, Some(1)));
     }
+
+    #[test]
+    fn a_zero_delay_stays_zero_whatever_the_backoff() {
+        // 0 * 100^99 is 0, but 0 * inf is NaN: neither may turn into a year.
+        let p = policy("0s", 100.0, None);
+        assert_eq!(delay(&p, 100), Duration::ZERO);
+        assert_eq!(delay(&p, u32::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn delays_are_whole_milliseconds() {
+        let p = policy("100ms", 1.1, None);
+        assert_eq!(delay(&p, 2), Duration::from_millis(110));
+        assert_eq!(delay(&p, 3), Duration::from_millis(121));
+        let p = policy("1s", 1.5, Some("2s"));
+        let waits: Vec<u128> = (1..=4).map(|r| delay(&p, r).as_millis()).collect();
+        assert_eq!(waits, [1000, 1500, 2000, 2000]);
+    }
+
+    #[test]
+    fn unusable_settings_fall_back_to_defaults() {
+        // Validation rejects these; a hand-made TaskRun may still carry them.
+        let p = RetryPolicy {
+            limit: 1,
+            delay: Some("soon".into()),
+            backoff_factor: Some(f64::NAN),
+            max_delay: Some("later".into()),
+            retry_on: None,
+        };
+        assert_eq!(delay(&p, 1), DEFAULT_DELAY);
+        assert_eq!(delay(&p, 5), DEFAULT_DELAY);
+        let p = RetryPolicy {
+            backoff_factor: Some(0.5),
+            ..policy("8s", 1.0, None)
+        };
+        assert_eq!(
+            delay(&p, 3),
+            Duration::from_secs(8),
+            "a factor below 1 never shrinks the delay"
+        );
+    }
 }
