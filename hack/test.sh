@@ -52,6 +52,7 @@ if ! kubectl --kubeconfig "$ENV_DIR/kubeconfig" get --raw /readyz >/dev/null 2>&
 fi
 KUBECONFIG_PATH=$(hack/testenv/up.sh)
 export WEIR_KUBECONFIG=$KUBECONFIG_PATH
+export WEIR_ENV_DIR=$ENV_DIR
 cleanup() {
   if [[ $started_here -eq 1 && ${WEIR_KEEP_ENV:-0} != 1 ]]; then
     hack/testenv/down.sh >/dev/null 2>&1 || true

@@ -69,9 +69,16 @@ fn repo_root() -> PathBuf {
 
 fn start() -> TestEnv {
     if let Ok(kubeconfig) = std::env::var("WEIR_KUBECONFIG") {
+        let kubeconfig = PathBuf::from(kubeconfig);
+        // up.sh writes the kubeconfig into its state dir, next to `logs/`: find the
+        // component logs there when WEIR_ENV_DIR does not say.
+        let beside = kubeconfig
+            .parent()
+            .filter(|d| d.join("logs").is_dir())
+            .map(Path::to_path_buf);
         return TestEnv {
-            kubeconfig: PathBuf::from(kubeconfig),
-            state_dir: std::env::var_os("WEIR_ENV_DIR").map(PathBuf::from),
+            kubeconfig,
+            state_dir: std::env::var_os("WEIR_ENV_DIR").map(PathBuf::from).or(beside),
         };
     }
     let script = repo_root().join("hack/testenv/up.sh");
