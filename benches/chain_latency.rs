@@ -29,14 +29,9 @@ fn main() {
         install_crds(&ns).await;
         let _operator = Operator::start(&ns);
         let jobs = JobRecorder::start(&ns).await;
-        let tasks: String = (0..TASKS)
-            .map(|i| {
-                let dep = if i == 0 { String::new() } else { format!(", dependsOn: [t{}]", i - 1) };
-                format!("      - {{name: t{i}, image: busybox, command: ['true']{dep}}}\n")
-            })
-            .collect();
         ns.apply(&format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
+            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
+            common::chain_tasks(TASKS, "true")
         ));
         let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
         assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
@@ -56,8 +51,8 @@ fn main() {
         };
         let mut gaps: Vec<Duration> = (1..TASKS)
             .filter_map(|i| {
-                let done = finished_at(&format!("t{}", i - 1))?;
-                let next = created_at(&format!("t{i}"))?;
+                let done = finished_at(&format!("s{}", i - 1))?;
+                let next = created_at(&format!("s{i}"))?;
                 Some(next.saturating_duration_since(done))
             })
             .collect();

@@ -116,23 +116,6 @@ async fn assert_idle_standby(op: &Operator) {
     assert_eq!(reconciles, 0.0, "a standby must not reconcile:\n{metrics}");
 }
 
-fn chain_run(name: &str, links: usize) -> String {
-    let tasks: String = (0..links)
-        .map(|i| {
-            let dep = if i == 0 {
-                String::new()
-            } else {
-                format!(", dependsOn: [s{}]", i - 1)
-            };
-            format!("      - {{name: s{i}, image: busybox, command: [sh, -c, 'sleep 1']{dep}}}\n")
-        })
-        .collect();
-    format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: {name}}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}      - {{name: flaky, image: busybox, command: [sh, -c, '[ $WEIR_ATTEMPT -ge 2 ]'], retries: {{limit: 2, delay: 1s}}, dependsOn: [s{}]}}\n",
-        links - 1
-    )
-}
-
 #[tokio::test]
 async fn leader_killed_mid_run_the_standby_finishes_it_without_duplicate_jobs() {
     let ns = weir_testenv::env().await.namespace("failover").await;
@@ -143,7 +126,7 @@ async fn leader_killed_mid_run_the_standby_finishes_it_without_duplicate_jobs() 
     let standby = Operator::start_with(&ns, Some("replica-b"), &leader_args(&ns));
     assert_idle_standby(&standby).await;
 
-    ns.apply(&chain_run("chain", 6));
+    ns.apply(&chain_with_flaky_run("chain", 6, "sleep 1"));
     wait_for("the Job of s1", Duration::from_secs(60), || async {
         jobs.created()
             .iter()
@@ -178,14 +161,8 @@ async fn leader_killed_mid_run_the_standby_finishes_it_without_duplicate_jobs() 
 
     let run = wait_run_done(&ns, "chain", RUN_TIMEOUT).await;
     assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
-    let created = jobs.created();
-    let mut names: Vec<&str> = created.iter().map(|(j, _, _)| j.as_str()).collect();
-    names.sort();
-    let before = names.len();
-    names.dedup();
-    assert_eq!(before, names.len(), "a Job was created twice: {created:?}");
     // One Job per task, two for the task that fails once.
-    assert_eq!(created.len(), 8, "{created:?}");
+    jobs.assert_each_created_once(8);
     let flaky = task_run(&ns, "chain", "flaky").await.status.unwrap();
     assert_eq!(flaky.attempts.len(), 2);
 

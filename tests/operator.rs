@@ -399,19 +399,7 @@ spec:
 async fn operator_killed_mid_run_finishes_the_run_without_duplicate_jobs() {
     let (ns, mut op) = setup("restart").await;
     let jobs = JobRecorder::start(&ns).await;
-    let tasks: String = (0..6)
-        .map(|i| {
-            let dep = if i == 0 {
-                String::new()
-            } else {
-                format!(", dependsOn: [s{}]", i - 1)
-            };
-            format!("      - {{name: s{i}, image: busybox, command: [sh, -c, 'sleep 0.5']{dep}}}\n")
-        })
-        .collect();
-    ns.apply(&format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}      - {{name: flaky, image: busybox, command: [sh, -c, '[ $WEIR_ATTEMPT -ge 2 ]'], retries: {{limit: 2, delay: 1s}}, dependsOn: [s5]}}\n"
-    ));
+    ns.apply(&chain_with_flaky_run("chain", 6, "sleep 0.5"));
     // Kill it at a few different moments of the run.
     for delay_ms in [700u64, 1100, 900, 1300] {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -419,14 +407,8 @@ async fn operator_killed_mid_run_finishes_the_run_without_duplicate_jobs() {
     }
     let run = wait_run_done(&ns, "chain", RUN_TIMEOUT).await;
     assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
-    let created = jobs.created();
-    let mut names: Vec<&str> = created.iter().map(|(j, _, _)| j.as_str()).collect();
-    names.sort();
-    let before = names.len();
-    names.dedup();
-    assert_eq!(before, names.len(), "a Job was created twice: {created:?}");
     // One Job per task, two for the task that fails once.
-    assert_eq!(created.len(), 8, "{created:?}");
+    jobs.assert_each_created_once(8);
     let flaky = task_run(&ns, "chain", "flaky").await.status.unwrap();
     assert_eq!(flaky.attempts.len(), 2);
 }

@@ -14,10 +14,6 @@ pub(crate) fn string_or_list(_: &mut schemars::SchemaGenerator) -> schemars::Sch
     })
 }
 
-pub(crate) fn optional_string_or_list(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    string_or_list(generator)
-}
-
 pub(crate) fn map_of_string_or_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
@@ -44,7 +40,7 @@ pub struct ParamSpec {
 
     /// Value used when a run gives none. A parameter without a default is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_string_or_list")]
+    #[schemars(schema_with = "string_or_list")]
     pub default: Option<Value>,
 }
 
@@ -107,7 +103,7 @@ pub struct ForEach {
     /// parameter) or `{{ tasks.list.outputs.partitions }}` (an output holding a JSON list).
     /// Each instance reads its element as `{{ item }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_string_or_list")]
+    #[schemars(schema_with = "string_or_list")]
     pub items: Option<Value>,
 
     /// Named lists (literal or templates as in `items`); one instance runs per combination,

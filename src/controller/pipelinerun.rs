@@ -279,15 +279,14 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
             output_of(by_index[i]?, key).map(serde_json::Value::String)
         }
     };
-    let prepare = |i: usize| -> Prepared {
-        let values = resolve::TaskValues {
-            run: &context,
-            outputs: &outputs,
-            item: None,
-            lenient: valid.is_finally(i),
-        };
-        resolve::prepare(&valid, i, &values)
+    // The values task `i`'s templates see (finally tasks read a missing output as empty).
+    let values_for = |i: usize| resolve::TaskValues {
+        run: &context,
+        outputs: &outputs,
+        item: None,
+        lenient: valid.is_finally(i),
     };
+    let prepare = |i: usize| -> Prepared { resolve::prepare(&valid, i, &values_for(i)) };
 
     // 3. Plan.
     let plan = plan_run(&RunInput {
@@ -322,12 +321,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         labels
     };
     for &i in &plan.start {
-        let values = resolve::TaskValues {
-            run: &context,
-            outputs: &outputs,
-            item: None,
-            lenient: valid.is_finally(i),
-        };
+        let values = values_for(i);
         // `prepare` rendered this task a moment ago with the same values, so this succeeds.
         let spec = resolve::resolve_task(&valid, i, None, &values)
             .unwrap_or_else(|_| resolve::task_run_spec(&valid, i));
@@ -344,12 +338,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     }
     let mut items_cache: BTreeMap<usize, Vec<serde_json::Value>> = BTreeMap::new();
     for &(i, k) in &plan.start_instances {
-        let values = resolve::TaskValues {
-            run: &context,
-            outputs: &outputs,
-            item: None,
-            lenient: valid.is_finally(i),
-        };
+        let values = values_for(i);
         let items = items_cache
             .entry(i)
             .or_insert_with(|| resolve::items(&valid, i, &values).unwrap_or_default());

@@ -69,7 +69,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
             .iter()
             .filter(|p| p.labels().get(labels::ATTEMPT) == Some(&number.to_string()))
             .max_by_key(|p| p.creation_timestamp().map(|t| t.0));
-        let report = observe_attempt(job, pod);
+        let mut report = observe_attempt(job, pod);
         if let Some(recorded) = attempts.get(&number)
             && recorded.phase != AttemptPhase::Running
         {
@@ -83,7 +83,6 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         if report.stuck {
             to_delete.push(job.name_any());
         }
-        let mut report = report;
         if report.phase == AttemptPhase::Succeeded {
             // On success the termination message is the task's outputs, not a message.
             match outputs::parse(report.message.as_deref().unwrap_or(""), &tr.spec.outputs) {

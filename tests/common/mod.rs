@@ -393,6 +393,17 @@ impl JobRecorder {
             .collect()
     }
 
+    /// Asserts that no Job name was created twice and that `expected` Jobs were created.
+    pub fn assert_each_created_once(&self, expected: usize) {
+        let created = self.created();
+        let mut names: Vec<&str> = created.iter().map(|(j, _, _)| j.as_str()).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a Job was created twice: {created:?}");
+        assert_eq!(created.len(), expected, "{created:?}");
+    }
+
     /// The most Jobs that were running at once (created, not yet finished or deleted).
     pub fn max_concurrent(&self) -> usize {
         let mut active = std::collections::HashSet::new();
@@ -448,4 +459,28 @@ pub async fn wait_process_gone(marker: &str, what: &str) {
         }
     })
     .await;
+}
+
+/// The task lines of a chain `s0 -> s1 -> ... -> s{links-1}`, each running `command`.
+pub fn chain_tasks(links: usize, command: &str) -> String {
+    (0..links)
+        .map(|i| {
+            let dep = if i == 0 {
+                String::new()
+            } else {
+                format!(", dependsOn: [s{}]", i - 1)
+            };
+            format!("      - {{name: s{i}, image: busybox, command: [sh, -c, '{command}']{dep}}}\n")
+        })
+        .collect()
+}
+
+/// A PipelineRun of a chain of `links` tasks running `command`, then a task `flaky` that
+/// fails its first attempt and succeeds on the retry: `links + 2` Jobs in all.
+pub fn chain_with_flaky_run(name: &str, links: usize, command: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: {name}}}\nspec:\n  pipelineSpec:\n    tasks:\n{}      - {{name: flaky, image: busybox, command: [sh, -c, '[ $WEIR_ATTEMPT -ge 2 ]'], retries: {{limit: 2, delay: 1s}}, dependsOn: [s{}]}}\n",
+        chain_tasks(links, command),
+        links - 1
+    )
 }
