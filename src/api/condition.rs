@@ -21,6 +21,64 @@ impl ConditionStatus {
     }
 }
 
+/// The condition types Weir writes.
+pub mod condition_types {
+    /// On PipelineRuns and TaskRuns: Unknown while running, then True or False.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// On Pipelines: whether the spec is valid and the schedule works.
+    pub const READY: &str = "Ready";
+}
+
+/// Reasons of conditions and Events: CamelCase constants that tools and people can match on.
+/// A failed attempt's reason is its [`crate::api::FailureReason`] instead.
+pub mod reasons {
+    // Pipeline `Ready`.
+    pub const VALID: &str = "Valid";
+    pub const INVALID: &str = "Invalid";
+    pub const INVALID_PIPELINE: &str = "InvalidPipeline";
+    // Run and task `Succeeded`.
+    pub const STARTED: &str = "Started";
+    pub const RUNNING: &str = "Running";
+    pub const RETRYING: &str = "Retrying";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const CANCELLED: &str = "Cancelled";
+    pub const CANCELLING: &str = "Cancelling";
+    pub const QUEUED: &str = "Queued";
+    pub const PIPELINE_NOT_FOUND: &str = "PipelineNotFound";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const INVALID_PARAMS: &str = "InvalidParams";
+    pub const RUN_TIMEOUT: &str = "RunTimeout";
+    pub const TASK_FAILED: &str = "TaskFailed";
+    pub const FINALLY_FAILED: &str = "FinallyFailed";
+    // Events only.
+    pub const RUN_STARTED: &str = "RunStarted";
+    pub const RUN_SUCCEEDED: &str = "RunSucceeded";
+    pub const RUN_FAILED: &str = "RunFailed";
+    pub const RUN_CANCELLED: &str = "RunCancelled";
+    pub const RUN_CANCELLING: &str = "RunCancelling";
+    pub const RUN_QUEUED: &str = "RunQueued";
+    pub const RUN_SCHEDULED: &str = "RunScheduled";
+    pub const RUNS_REPLACED: &str = "RunsReplaced";
+    pub const INTERVALS_SKIPPED: &str = "IntervalsSkipped";
+    pub const TASK_STARTED: &str = "TaskStarted";
+    pub const TASK_SUCCEEDED: &str = "TaskSucceeded";
+    pub const TASK_RETRYING: &str = "TaskRetrying";
+    pub const TASK_CANCELLED: &str = "TaskCancelled";
+    pub const TASK_SKIPPED: &str = "TaskSkipped";
+    pub const TASK_NOT_STARTED: &str = "TaskNotStarted";
+}
+
+/// The `action` of Events (what the operator was doing).
+pub mod actions {
+    pub const START: &str = "Start";
+    pub const FINISH: &str = "Finish";
+    pub const CANCEL: &str = "Cancel";
+    pub const VALIDATE: &str = "Validate";
+    pub const SCHEDULE: &str = "Schedule";
+    pub const QUEUE: &str = "Queue";
+    pub const RECONCILE: &str = "Reconcile";
+}
+
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status
 /// flips, so watchers can tell how long a resource has been in its current state.
 pub fn set_condition(

@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
-pub use condition::{ConditionStatus, set_condition};
+pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{
@@ -54,4 +54,13 @@ pub mod labels {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "weir";
+}
+
+/// Annotations Weir puts on the objects it creates. Unlike labels they hold names in full
+/// (label values are capped at 63 characters, object names are not).
+pub mod annotations {
+    /// On TaskRuns: the name of their PipelineRun.
+    pub const PIPELINE_RUN: &str = "weir.dev/pipelinerun";
+    /// On Jobs and pods: the name of their TaskRun.
+    pub const TASK_RUN: &str = "weir.dev/taskrun";
 }

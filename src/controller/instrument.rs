@@ -59,7 +59,7 @@ impl Reconciled for TaskRun {
         // A TaskRun made by hand has no run: it is named by its own name then.
         let run = self
             .annotations()
-            .get(super::job::RUN_ANNOTATION)
+            .get(crate::api::annotations::PIPELINE_RUN)
             .cloned()
             .or_else(|| {
                 self.owner_references()

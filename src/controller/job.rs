@@ -1,7 +1,7 @@
 //! Jobs of attempts: building one from a TaskRun (`build_job`, no client) and reading what
 //! happened to one from the Job and its pod (`observe_attempt`, no client).
 
-use super::TASK_RUN_ANNOTATION;
+use crate::api::annotations;
 use crate::api::{AttemptPhase, FailureReason, TaskRun, labels};
 use crate::engine::{duration, names, outputs};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -76,7 +76,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
             labels.insert(key.to_string(), value.clone());
         }
     }
-    let annotations = BTreeMap::from([(TASK_RUN_ANNOTATION.to_string(), task_run.name_any())]);
+    let annotations = BTreeMap::from([(annotations::TASK_RUN.to_string(), task_run.name_any())]);
     let pod_template = merged_pod_template(spec.pod_template.as_ref(), defaults);
     let mut pod_labels = pod_template.labels.clone();
     pod_labels.extend(labels.clone());
@@ -92,7 +92,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
     // The task's own variables come last so they win on a name clash.
     let run_name = task_run
         .annotations()
-        .get(RUN_ANNOTATION)
+        .get(annotations::PIPELINE_RUN)
         .cloned()
         .unwrap_or_default();
     let mut env = vec![
@@ -161,9 +161,6 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
         status: None,
     })
 }
-
-/// Annotation on TaskRuns naming their PipelineRun in full.
-pub const RUN_ANNOTATION: &str = "weir.dev/pipelinerun";
 
 fn env_var(name: &str, value: &str) -> k8s_openapi::api::core::v1::EnvVar {
     k8s_openapi::api::core::v1::EnvVar {

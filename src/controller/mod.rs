@@ -29,9 +29,6 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "weir-operator";
 /// Name of the operator in Events.
 pub const REPORTER: &str = "weir-operator";
-/// Annotation on Jobs and pods naming their TaskRun in full (label values are capped at 63
-/// characters, object names are not).
-pub const TASK_RUN_ANNOTATION: &str = "weir.dev/taskrun";
 
 /// Errors of the controller layer. Each has a short, static category for logs and metrics.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +170,52 @@ pub fn is_already_exists(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
 
+/// Whether an API error is "not found" (404).
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The answers of the API server that mean "already done" for an idempotent write.
+pub trait ApiResultExt<T> {
+    /// `Ok(None)` when the object is gone (a delete or patch of something deleted already).
+    fn ignore_not_found(self) -> Result<Option<T>>;
+    /// `Ok(None)` when the object exists already (a create made by an earlier reconcile).
+    fn ignore_already_exists(self) -> Result<Option<T>>;
+}
+
+impl<T> ApiResultExt<T> for std::result::Result<T, kube::Error> {
+    fn ignore_not_found(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn ignore_already_exists(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_already_exists(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The error policy of every controller: log with the error's category, then requeue with
+/// backoff and jitter ([`error_backoff`]).
+pub fn error_policy<K>(object: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = object.meta().name.as_deref().unwrap_or_default(),
+        namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+        category = err.category(),
+        %err,
+        "reconcile failed"
+    );
+    error_backoff(err, object.meta().name.as_deref().unwrap_or_default())
 }
 
 /// Requeue after an error, with jitter so many failing objects do not retry in lockstep;
@@ -292,7 +333,7 @@ fn controllers_for(
         .graceful_shutdown_on(stop())
         .run(
             reconciler(&queue, pipeline::reconcile),
-            pipeline::error_policy,
+            error_policy,
             ctx.clone(),
         )
         .for_each(on_result(&queue));
@@ -323,7 +364,7 @@ fn controllers_for(
     .graceful_shutdown_on(stop())
     .run(
         reconciler(&queue, pipelinerun::reconcile),
-        pipelinerun::error_policy,
+        error_policy,
         ctx.clone(),
     )
     .for_each(on_result(&queue));
@@ -349,13 +390,13 @@ fn controllers_for(
         &queue,
     );
     let task_runs = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
-        let name = pod.annotations().get(TASK_RUN_ANNOTATION)?.clone();
+        let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
     .graceful_shutdown_on(stop())
     .run(
         reconciler(&queue, taskrun::reconcile),
-        taskrun::error_policy,
+        error_policy,
         ctx.clone(),
     )
     .for_each(on_result(&queue));

@@ -13,11 +13,6 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
-pub fn error_policy(p: Arc<Pipeline>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(pipeline = %p.name_any(), namespace = p.namespace().unwrap_or_default(), category = err.category(), %err, "reconcile failed");
-    error_backoff(err, &p.name_any())
-}
-
 pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     let old = p.status.clone().unwrap_or_default();
     let generation = p.metadata.generation;

@@ -27,11 +27,6 @@ pub const MAX_SUMMARY: usize = 100;
 /// How long a run waits for its Pipeline to appear (GitOps tools may apply a run first).
 const PIPELINE_GRACE: Duration = Duration::from_secs(30);
 
-pub fn error_policy(run: Arc<PipelineRun>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(pipelinerun = %run.name_any(), namespace = run.namespace().unwrap_or_default(), category = err.category(), %err, "reconcile failed");
-    error_backoff(err, &run.name_any())
-}
-
 enum Unresolved {
     NotFound(String),
     BadSpec(String),
@@ -520,7 +515,7 @@ async fn create_task_run(
             namespace: run.namespace(),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
-                super::job::RUN_ANNOTATION.to_string(),
+                crate::api::annotations::PIPELINE_RUN.to_string(),
                 run.name_any(),
             )])),
             owner_references: Some(vec![

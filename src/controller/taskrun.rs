@@ -28,11 +28,6 @@ const MAX_MESSAGE: usize = 1024;
 /// While an attempt runs, look again this often even without events, in case one was missed.
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub fn error_policy(tr: Arc<TaskRun>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(taskrun = %tr.name_any(), namespace = tr.namespace().unwrap_or_default(), category = err.category(), %err, "reconcile failed");
-    error_backoff(err, &tr.name_any())
-}
-
 pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     if tr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
