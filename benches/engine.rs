@@ -8,8 +8,14 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use jiff::Timestamp;
 use std::hint::black_box;
 use std::time::Duration;
-use weir::api::{PipelineSpec, TaskPhase};
-use weir::engine::{ObservedTask, RunInput, ValidPipeline, fixture, plan_run, validate};
+use weir::api::{self, PipelineSpec, TaskPhase};
+use weir::engine::{ObservedTask, RunInput, ValidPipeline, plan_run, validate};
+
+// The engine's test fixtures are compiled only for tests; the benchmark takes the same file
+// (its `crate::api` paths resolve through the `api` import above).
+#[allow(dead_code)]
+#[path = "../src/engine/fixture.rs"]
+mod fixture;
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 

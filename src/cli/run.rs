@@ -89,21 +89,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::Value::String(value.to_string()),
         );
     }
-    let params = match resolve::effective_params(&pipeline.spec, &given) {
-        Ok(p) => p,
-        Err(problems) => return cannot_start(&problems),
-    };
-    let timeout = match selected.run.and_then(|r| r.spec.timeout.as_deref()) {
-        Some(t) => Some(duration::parse(t).map_err(anyhow::Error::msg)?),
-        None => pipeline.timeout,
-    };
-
-    let host = |name: &str| std::env::var(name).ok();
-    let problems = crate::local::start_problems(&pipeline, &host);
-    if !problems.is_empty() {
-        return cannot_start(&problems);
-    }
-
     let base = selected.pipeline_name.clone();
     let (name, run_dir) = match (&args.name, &args.run_dir) {
         (Some(name), Some(dir)) => (name.clone(), dir.clone()),
@@ -124,18 +109,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let run = selected.run;
-    let context = resolve::RunContext {
+    let identity = resolve::RunIdentity {
         name: name.clone(),
         namespace: run
             .and_then(|r| r.metadata.namespace.clone())
             .unwrap_or_else(|| "default".into()),
         uid: format!("local-{}", jiff::Timestamp::now().as_nanosecond()),
         pipeline: base.clone(),
-        logical_date: run.and_then(|r| r.spec.logical_date.as_ref().map(|t| t.0)),
-        data_interval_start: run.and_then(|r| r.spec.data_interval_start.as_ref().map(|t| t.0)),
-        data_interval_end: run.and_then(|r| r.spec.data_interval_end.as_ref().map(|t| t.0)),
-        params,
     };
+    let context = match resolve::RunContext::new(identity, &pipeline.spec, run.map(|r| &r.spec), &given) {
+        Ok(context) => context,
+        Err(problems) => return cannot_start(&problems),
+    };
+    let timeout = crate::engine::run_timeout(&pipeline, run.and_then(|r| r.spec.timeout.as_deref()))
+        .map_err(anyhow::Error::msg)?;
+
+    let host = |name: &str| std::env::var(name).ok();
+    let problems = crate::local::start_problems(&pipeline, &host);
+    if !problems.is_empty() {
+        return cannot_start(&problems);
+    }
+
     let local = LocalRun {
         name,
         pipeline_name: base,

@@ -129,17 +129,7 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
+pub use crate::engine::step::truncate;
 
 pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
@@ -331,11 +321,7 @@ fn controllers_for(
     );
     let pipelines = c
         .graceful_shutdown_on(stop())
-        .run(
-            reconciler(&queue, pipeline::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
+        .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())
         .for_each(on_result(&queue));
 
     let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
@@ -394,11 +380,7 @@ fn controllers_for(
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
     .graceful_shutdown_on(stop())
-    .run(
-        reconciler(&queue, taskrun::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
+    .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));
 
     let synced = vec![

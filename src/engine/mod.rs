@@ -3,13 +3,16 @@
 
 pub mod dag;
 pub mod duration;
+#[cfg(test)]
 pub mod fixture;
 pub mod names;
 pub mod outputs;
+pub mod params;
 pub mod plan;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
+pub mod step;
 pub mod suggest;
 pub mod template;
 pub mod validate;
@@ -18,6 +21,7 @@ pub use plan::{
     AttemptAction, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, RunPlan, StopReason,
     TaskInput, TaskPlan, always_run, plan_run, plan_task,
 };
+pub use step::{Child, RunStep, RunSummary, Start, StepInput, run_timeout, step_run};
 pub use validate::{ValidPipeline, ValidationError, ValidationErrors, validate};
 
 #[cfg(test)]

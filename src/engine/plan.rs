@@ -350,10 +350,12 @@ fn decide(
             Verdict::Run => {}
         }
     }
-    let width = match (input.prepare)(task) {
-        Prepared::Run { instances } => instances,
-        // Already started: keep following the instances that exist.
-        _ if started => instances.len() as u32,
+    let (width, failure) = match (input.prepare)(task) {
+        Prepared::Run { instances } => (instances, None),
+        // Already started: keep following the instances that exist, start no more, and
+        // fail once they are done.
+        Prepared::Fail(note) if started => (instances.len() as u32, Some(note)),
+        _ if started => (instances.len() as u32, None),
         Prepared::Skip(note) => {
             acts.notes.push((task, note));
             return TaskPhase::Skipped;
@@ -367,25 +369,35 @@ fn decide(
         acts.ready.push((task, None));
         return TaskPhase::Pending;
     }
-    fan_out_state(task, width, instances, stopping, started, acts)
+    let Some(note) = failure else {
+        return fan_out_state(task, width, instances, stopping, started, true, acts);
+    };
+    acts.notes.push((task, note));
+    match fan_out_state(task, width, instances, stopping, started, false, acts) {
+        TaskPhase::Running => TaskPhase::Running,
+        _ => TaskPhase::Failed,
+    }
 }
 
 /// The state of a fanned-out task from its instances; every instance runs (no fail-fast),
 /// and the task fails once all are done if any failed.
+/// `open` is false when no more instances may start (the task cannot be resolved any more).
 fn fan_out_state(
     task: usize,
     width: u32,
     instances: &[Option<ObservedTask>],
     stopping: bool,
     started: bool,
+    open: bool,
     acts: &mut Acts,
 ) -> TaskPhase {
     let (mut active, mut failed, mut cancelled, mut unstarted) = (false, false, false, false);
+    let closed = stopping || !open;
     for k in 0..width {
         match instances.get(k as usize).copied().flatten() {
             None => {
                 unstarted = true;
-                if !stopping {
+                if !closed {
                     acts.ready.push((task, Some(k)));
                 }
             }
@@ -402,7 +414,7 @@ fn fan_out_state(
             },
         }
     }
-    if active || (unstarted && !stopping) {
+    if active || (unstarted && !closed) {
         if started {
             TaskPhase::Running
         } else {

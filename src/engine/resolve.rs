@@ -2,10 +2,12 @@
 //! values known when it starts (params, run fields, upstream outputs, its fan-out item),
 //! producing the spec of its TaskRun. Also decides `when` conditions and fan-out width.
 
-use super::template::{self, Reference, RunField, Template, Values};
+use super::params::effective_params;
+pub use super::plan::Prepared;
+use super::template::{self, Reference, RunField, Values};
 use super::validate::ValidPipeline;
-use crate::api::params::{DEFAULT_MAX_INSTANCES, ParamType};
-use crate::api::{PipelineSpec, TaskRunSpec, TaskSpec};
+use crate::api::params::DEFAULT_MAX_INSTANCES;
+use crate::api::{PipelineRunSpec, PipelineSpec, TaskRunSpec, TaskSpec};
 use jiff::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -41,78 +43,6 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
     }
 }
 
-/// The parameters of a run: what it gives, defaults for the rest. Every problem is reported
-/// (unknown parameter, missing required one, string given for a list or the other way).
-pub fn effective_params(
-    spec: &PipelineSpec,
-    given: &BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, Value>, Vec<String>> {
-    let mut errors = Vec::new();
-    let mut out = BTreeMap::new();
-    for name in given.keys() {
-        if !spec.params.iter().any(|p| &p.name == name) {
-            let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
-            errors.push(format!(
-                "unknown parameter {name:?} (the pipeline declares: {})",
-                known.join(", ")
-            ));
-        }
-    }
-    for param in &spec.params {
-        let value = match given.get(&param.name).or(param.default.as_ref()) {
-            Some(v) => v.clone(),
-            None => {
-                errors.push(format!(
-                    "parameter {:?} is required (it has no default)",
-                    param.name
-                ));
-                continue;
-            }
-        };
-        match coerce(param.type_, value) {
-            Ok(v) => {
-                out.insert(param.name.clone(), v);
-            }
-            Err(e) => errors.push(format!("parameter {:?}: {e}", param.name)),
-        }
-    }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
-}
-
-/// Checks a value against a parameter type. A list may be given as JSON text
-/// (`--param parts='["a","b"]'`) or as comma-separated text (`--param parts=a,b`).
-pub fn coerce(type_: ParamType, value: Value) -> Result<Value, String> {
-    match (type_, value) {
-        (ParamType::String, Value::String(s)) => Ok(Value::String(s)),
-        (ParamType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
-        (ParamType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
-        (ParamType::List, Value::Array(items)) => list_of_strings(items),
-        (ParamType::List, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
-            Ok(Value::Array(items)) => list_of_strings(items),
-            _ if s.is_empty() => Ok(Value::Array(vec![])),
-            _ => Ok(Value::Array(
-                s.split(',')
-                    .map(|p| Value::String(p.trim().to_string()))
-                    .collect(),
-            )),
-        },
-        (ParamType::String, other) => Err(format!("expected a string, got {other}")),
-        (ParamType::List, other) => Err(format!("expected a list of strings, got {other}")),
-    }
-}
-
-fn list_of_strings(items: Vec<Value>) -> Result<Value, String> {
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        match item {
-            Value::String(s) => out.push(Value::String(s)),
-            Value::Number(n) => out.push(Value::String(n.to_string())),
-            other => return Err(format!("list items must be strings, got {other}")),
-        }
-    }
-    Ok(Value::Array(out))
-}
-
 /// The run-level facts templates can read.
 #[derive(Clone, Debug, Default)]
 pub struct RunContext {
@@ -125,6 +55,41 @@ pub struct RunContext {
     pub data_interval_end: Option<Timestamp>,
     /// Effective parameters (see [`effective_params`]).
     pub params: BTreeMap<String, Value>,
+}
+
+/// Who a run is: its name, namespace and uid, and the pipeline it was made from (empty for
+/// an inline spec).
+#[derive(Clone, Debug, Default)]
+pub struct RunIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub pipeline: String,
+}
+
+impl RunContext {
+    /// The context of a run, the same way for the operator and `weir run`: the identity as
+    /// given, logical date and data interval from the run's spec (when there is one), and
+    /// `given` checked against the pipeline's params, defaults filled in. Every problem with
+    /// the params is reported.
+    pub fn new(
+        identity: RunIdentity,
+        pipeline: &PipelineSpec,
+        run: Option<&PipelineRunSpec>,
+        given: &BTreeMap<String, Value>,
+    ) -> Result<RunContext, Vec<String>> {
+        let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0);
+        Ok(RunContext {
+            name: identity.name,
+            namespace: identity.namespace,
+            uid: identity.uid,
+            pipeline: identity.pipeline,
+            logical_date: run.and_then(|r| time(r.logical_date.as_ref())),
+            data_interval_start: run.and_then(|r| time(r.data_interval_start.as_ref())),
+            data_interval_end: run.and_then(|r| time(r.data_interval_end.as_ref())),
+            params: effective_params(pipeline, given)?,
+        })
+    }
 }
 
 /// Where upstream outputs come from: the value of output `key` of task `task`, if the task
@@ -191,52 +156,79 @@ impl Values for TaskValues<'_> {
     }
 }
 
-pub use super::plan::Prepared;
+/// What a task whose trigger rule holds comes to, with the values known now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolved {
+    /// The specs of its TaskRuns: one, or one per fan-out instance in instance order.
+    Run(Vec<TaskRunSpec>),
+    /// Its `when` conditions do not hold, or it fans out over nothing.
+    Skip(String),
+    /// A condition, its items or one of its specs cannot be worked out; the task fails.
+    Fail(String),
+}
 
-/// Evaluates a task's `when` conditions, counts its fan-out items and checks that its
-/// templates can be rendered with the values known now. The operator and the local runner
-/// both call this, so a task is gated the same way in both.
-pub fn prepare(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) -> Prepared {
-    let task = pipeline.task(index);
-    for (i, cond) in task.when.iter().enumerate() {
-        let input = match template::render(&cond.input, values) {
-            Ok(v) => v,
-            Err(e) => return Prepared::Fail(format!("when[{i}].input: {e}")),
+/// Evaluates a task's `when` conditions, expands its fan-out items and resolves the spec of
+/// every TaskRun it would start, so that a template that cannot be filled, or an instance
+/// whose spec is too large, fails the task with the reason before anything of it starts.
+pub fn resolve_ready(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) -> Resolved {
+    if let Err(not) = check_when(pipeline.task(index), values) {
+        return not;
+    }
+    if pipeline.task(index).for_each.is_none() {
+        return match resolve_task(pipeline, index, None, values) {
+            Ok(spec) => Resolved::Run(vec![spec]),
+            Err(e) => Resolved::Fail(e),
         };
+    }
+    let items = match items(pipeline, index, values) {
+        Ok(items) if items.is_empty() => return Resolved::Skip("forEach has no items".into()),
+        Ok(items) => items,
+        Err(e) => return Resolved::Fail(e),
+    };
+    let mut specs = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        let values = TaskValues {
+            item: Some(item),
+            ..*values
+        };
+        match resolve_task(pipeline, index, Some(k as u32), &values) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => return Resolved::Fail(format!("forEach instance {k}: {e}")),
+        }
+    }
+    Resolved::Run(specs)
+}
+
+/// [`resolve_ready`] as the planner needs it: whether the task runs, and how wide.
+pub fn prepare(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) -> Prepared {
+    match resolve_ready(pipeline, index, values) {
+        Resolved::Run(specs) => Prepared::Run {
+            instances: specs.len() as u32,
+        },
+        Resolved::Skip(note) => Prepared::Skip(note),
+        Resolved::Fail(note) => Prepared::Fail(note),
+    }
+}
+
+/// `Ok` when every `when` condition of the task holds.
+fn check_when(task: &TaskSpec, values: &TaskValues<'_>) -> Result<(), Resolved> {
+    for (i, cond) in task.when.iter().enumerate() {
+        let input = template::render(&cond.input, values)
+            .map_err(|e| Resolved::Fail(format!("when[{i}].input: {e}")))?;
         let mut rendered = Vec::with_capacity(cond.values.len());
         for v in &cond.values {
-            match template::render(v, values) {
-                Ok(v) => rendered.push(v),
-                Err(e) => return Prepared::Fail(format!("when[{i}].values: {e}")),
-            }
+            let v =
+                template::render(v, values).map_err(|e| Resolved::Fail(format!("when[{i}].values: {e}")))?;
+            rendered.push(v);
         }
         if !template::holds(cond.operator, &input, &rendered) {
-            return Prepared::Skip(format!(
+            return Err(Resolved::Skip(format!(
                 "when[{i}] is false: {input:?} {:?} {:?}",
                 cond.operator, rendered
-            ));
+            )));
         }
     }
-    // Render the task now (its first instance, for a fan-out), so that a template that
-    // cannot be filled fails the task with the reason instead of leaving it waiting.
-    let (instances, first_item) = if task.for_each.is_none() {
-        (1, None)
-    } else {
-        match items(pipeline, index, values) {
-            Ok(items) if items.is_empty() => return Prepared::Skip("forEach has no items".into()),
-            Ok(items) => (items.len() as u32, items.into_iter().next()),
-            Err(e) => return Prepared::Fail(e),
-        }
-    };
-    let check = TaskValues {
-        item: first_item.as_ref(),
-        ..*values
-    };
-    let instance = task.for_each.as_ref().map(|_| 0);
-    if let Err(e) = resolve_task(pipeline, index, instance, &check) {
-        return Prepared::Fail(e);
-    }
-    Prepared::Run { instances }
+    Ok(())
 }
 
 fn as_list(field: &str, value: &Value, values: &TaskValues<'_>) -> Result<Vec<Value>, String> {
@@ -331,41 +323,3 @@ pub fn resolve_task(
 /// Largest resolved TaskRun spec: well under the API server's ~1.5 MiB object limit, since a
 /// fan-in of thousands of outputs can grow a spec quickly.
 pub const MAX_RESOLVED_BYTES: usize = 512 * 1024;
-
-/// Every template of a task, with the field it is in, for validation.
-pub fn templates_of(task: &TaskSpec) -> Vec<(String, Result<Template, String>)> {
-    let mut out = Vec::new();
-    let mut add = |field: String, text: &str| {
-        if text.contains("{{") {
-            out.push((field, Template::parse(text)));
-        }
-    };
-    for (i, c) in task.command.iter().enumerate() {
-        add(format!("command[{i}]"), c);
-    }
-    for (i, a) in task.args.iter().enumerate() {
-        add(format!("args[{i}]"), a);
-    }
-    for (i, var) in task.env.iter().enumerate() {
-        if let Some(v) = &var.value {
-            add(format!("env[{i}].value"), v);
-        }
-    }
-    for (i, w) in task.when.iter().enumerate() {
-        add(format!("when[{i}].input"), &w.input);
-        for (j, v) in w.values.iter().enumerate() {
-            add(format!("when[{i}].values[{j}]"), v);
-        }
-    }
-    if let Some(fe) = &task.for_each {
-        if let Some(Value::String(s)) = &fe.items {
-            add("forEach.items".into(), s);
-        }
-        for (name, v) in &fe.matrix {
-            if let Value::String(s) = v {
-                add(format!("forEach.matrix.{name}"), s);
-            }
-        }
-    }
-    out
-}

@@ -202,6 +202,44 @@ pub fn holds(op: crate::api::WhenOperator, input: &str, values: &[String]) -> bo
     }
 }
 
+/// Every template of a task, with the field it is in, for validation.
+pub fn templates_of(task: &crate::api::TaskSpec) -> Vec<(String, Result<Template, String>)> {
+    let mut out = Vec::new();
+    let mut add = |field: String, text: &str| {
+        if text.contains("{{") {
+            out.push((field, Template::parse(text)));
+        }
+    };
+    for (i, c) in task.command.iter().enumerate() {
+        add(format!("command[{i}]"), c);
+    }
+    for (i, a) in task.args.iter().enumerate() {
+        add(format!("args[{i}]"), a);
+    }
+    for (i, var) in task.env.iter().enumerate() {
+        if let Some(v) = &var.value {
+            add(format!("env[{i}].value"), v);
+        }
+    }
+    for (i, w) in task.when.iter().enumerate() {
+        add(format!("when[{i}].input"), &w.input);
+        for (j, v) in w.values.iter().enumerate() {
+            add(format!("when[{i}].values[{j}]"), v);
+        }
+    }
+    if let Some(fe) = &task.for_each {
+        if let Some(Value::String(s)) = &fe.items {
+            add("forEach.items".into(), s);
+        }
+        for (name, v) in &fe.matrix {
+            if let Value::String(s) = v {
+                add(format!("forEach.matrix.{name}"), s);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -457,7 +457,7 @@ fn check_params(spec: &PipelineSpec, errors: &mut Collector) {
             );
         }
         if let Some(default) = &param.default
-            && let Err(e) = super::resolve::coerce(param.type_, default.clone())
+            && let Err(e) = super::params::coerce(param.type_, default.clone())
         {
             errors.spec(
                 format!("{field}.default"),
@@ -553,7 +553,7 @@ fn check_data_flow(
                 );
             }
         }
-        for (field, parsed) in super::resolve::templates_of(task) {
+        for (field, parsed) in super::template::templates_of(task) {
             let field = format!("{path}.{field}");
             let template = match parsed {
                 Ok(t) => t,

@@ -13,8 +13,8 @@ use super::progress::{self, Progress, Row};
 use super::{LocalRun, env};
 use crate::api::{AttemptPhase, FailureReason, TaskPhase, TaskRunSpec};
 use crate::engine::{
-    AttemptAction, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, StopReason, TaskInput,
-    duration, names, outputs, plan_run, plan_task, resolve,
+    AttemptAction, Child, ObservedAttempt, RunOutcome, RunStep, Start, StepInput, StopReason, TaskInput,
+    duration, outputs, plan_task, step_run,
 };
 use jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -96,6 +96,20 @@ impl Unit {
 
     fn max_attempts(&self) -> u32 {
         self.spec.retries.as_ref().map_or(0, |r| r.limit) + 1
+    }
+
+    /// What the run's step reads of this unit: what the operator reads of a TaskRun.
+    fn child(&self) -> Child<'_> {
+        Child {
+            name: &self.task_run,
+            task: &self.spec.task_name,
+            instance: self.instance,
+            phase: self.observed_phase(),
+            cancel_requested: self.cancel_requested,
+            outputs: &self.outputs,
+            attempts: Some(self.attempts.len() as u32),
+            message: self.attempts.last().and_then(|a| a.message.as_deref()),
+        }
     }
 }
 
@@ -223,90 +237,59 @@ impl Runner {
         changed
     }
 
-    /// What the PipelineRun controller does for the run.
+    /// What the PipelineRun controller does for the run: the engine's step over the units,
+    /// then its actions.
     fn step_run(&mut self, now: Timestamp) -> bool {
-        let pipeline = &self.run.pipeline;
-        let n = pipeline.len();
-        let mut observed: Vec<Option<ObservedTask>> = vec![None; n];
-        let mut instances: Vec<Vec<Option<ObservedTask>>> = vec![Vec::new(); n];
-        for unit in &self.units {
-            let seen = ObservedTask {
-                phase: unit.observed_phase(),
-                cancel_requested: unit.cancel_requested,
-            };
-            match unit.instance {
-                None => observed[unit.task] = Some(seen),
-                Some(k) => {
-                    let list = &mut instances[unit.task];
-                    if list.len() <= k as usize {
-                        list.resize(k as usize + 1, None);
-                    }
-                    list[k as usize] = Some(seen);
-                }
-            }
-        }
-        let (plan, starting) = {
-            let output_of = |task: usize, key: &str| -> Option<serde_json::Value> {
-                if pipeline.task(task).for_each.is_some() {
-                    let values = self.instances[task]
-                        .iter()
-                        .map(|u| {
-                            u.map(|u| &self.units[u])
-                                .filter(|u| u.phase == TaskPhase::Succeeded)
-                                .and_then(|u| u.outputs.get(key).cloned())
-                                .map_or(serde_json::Value::Null, serde_json::Value::String)
-                        })
-                        .collect();
-                    Some(serde_json::Value::Array(values))
-                } else {
-                    let unit = &self.units[self.single[task]?];
-                    (unit.phase == TaskPhase::Succeeded)
-                        .then(|| unit.outputs.get(key).cloned().map(serde_json::Value::String))?
-                }
-            };
-            let outputs = |task: &str, key: &str| output_of(*pipeline.index.get(task)?, key);
-            let context = &self.run.context;
-            let prepare = |i: usize| prepare_task(&self.run, i, &outputs);
-            let plan = plan_run(&RunInput {
-                pipeline,
-                observed: &observed,
+        let step = {
+            let children: Vec<Child<'_>> = self.units.iter().map(Unit::child).collect();
+            step_run(&StepInput {
+                pipeline: &self.run.pipeline,
+                context: &self.run.context,
+                children: &children,
                 cancel_requested: self.cancel_requested,
                 started_at: self.started_at,
                 timeout: self.run.timeout,
                 now,
-                instances: &instances,
-                prepare: &prepare,
-            });
-            // The specs of what starts, rendered now: upstream outputs are known.
-            let mut starting: Vec<(usize, Option<u32>, TaskRunSpec)> = Vec::new();
-            if !self.aborted {
-                for &i in &plan.start {
-                    let values = task_values(context, &outputs, &self.run, i, None);
-                    starting.push((i, None, resolve_spec(&self.run, i, None, &values)));
-                }
-                let mut items: BTreeMap<usize, Vec<serde_json::Value>> = BTreeMap::new();
-                for &(i, k) in &plan.start_instances {
-                    let values = task_values(context, &outputs, &self.run, i, None);
-                    let list = items.entry(i).or_insert_with(|| {
-                        resolve::items(&self.run.pipeline, i, &values).unwrap_or_default()
-                    });
-                    let Some(item) = list.get(k as usize) else {
-                        continue;
-                    };
-                    let values = task_values(context, &outputs, &self.run, i, Some(item));
-                    starting.push((i, Some(k), resolve_spec(&self.run, i, Some(k), &values)));
-                }
-            }
-            (plan, starting)
+            })
         };
-
-        let mut changed = !starting.is_empty();
+        let RunStep {
+            start,
+            cancel,
+            states,
+            notes,
+            stop,
+            outcome,
+            requeue_after,
+            ..
+        } = step;
         let had_stop = self.stop.is_some();
-        self.stop = plan.stop;
-        self.outcome = plan.outcome;
-        self.requeue_after = plan.requeue_after;
-        self.states = plan.states;
-        for (task, note) in plan.notes {
+        self.stop = stop;
+        self.outcome = outcome;
+        self.requeue_after = requeue_after;
+        self.states = states;
+        self.show_notes(notes);
+        let mut changed = false;
+        if !self.aborted {
+            changed = !start.is_empty();
+            for start in start {
+                self.add_unit(start);
+            }
+        }
+        for &u in &cancel {
+            if !self.units[u].cancel_requested {
+                self.units[u].cancel_requested = true;
+                changed = true;
+            }
+        }
+        if !had_stop && let Some(stop) = self.stop {
+            self.show_stop(stop, cancel.len());
+        }
+        changed
+    }
+
+    /// Says once why a task was skipped or failed without running.
+    fn show_notes(&mut self, notes: Vec<(usize, String)>) {
+        for (task, note) in notes {
             if self.notes[task].as_ref() != Some(&note) {
                 let name = self.run.pipeline.name(task).to_string();
                 let what = match self.states[task] {
@@ -317,55 +300,36 @@ impl Runner {
                 self.notes[task] = Some(note);
             }
         }
-        for (task, instance, spec) in starting {
-            self.add_unit(task, instance, spec);
-        }
-        let cancel: Vec<usize> = plan
-            .cancel
-            .iter()
-            .filter_map(|&i| self.single[i])
-            .chain(
-                plan.cancel_instances
-                    .iter()
-                    .filter_map(|&(i, k)| self.instances[i].get(k as usize).copied().flatten()),
-            )
-            .collect();
-        for &u in &cancel {
-            if !self.units[u].cancel_requested {
-                self.units[u].cancel_requested = true;
-                changed = true;
-            }
-        }
-        if !had_stop && let Some(stop) = self.stop {
-            let running = cancel.len();
-            let why = match stop {
-                StopReason::Timeout => format!(
-                    "the run timed out after {}",
-                    self.run.timeout.map(duration::format).unwrap_or_default()
-                ),
-                StopReason::Cancelled => "the run was cancelled".to_string(),
-            };
-            let finally = if self.run.pipeline.len() > self.run.pipeline.main_count {
-                "; finally tasks still run"
-            } else {
-                ""
-            };
-            self.progress
-                .note(&format!("{why}: stopping {running} running task(s){finally}"));
-        }
-        changed
     }
 
-    fn add_unit(&mut self, task: usize, instance: Option<u32>, spec: TaskRunSpec) {
-        let name = self.run.pipeline.name(task);
-        let task_run = names::task_run_name(&self.run.name, name);
-        let (label, stem, task_run) = match instance {
-            None => (name.to_string(), name.to_string(), task_run),
-            Some(k) => (
-                format!("{name}[{k}]"),
-                format!("{name}.{k}"),
-                names::child_name(&task_run, &k.to_string()),
+    fn show_stop(&mut self, stop: StopReason, running: usize) {
+        let why = match stop {
+            StopReason::Timeout => format!(
+                "the run timed out after {}",
+                self.run.timeout.map(duration::format).unwrap_or_default()
             ),
+            StopReason::Cancelled => "the run was cancelled".to_string(),
+        };
+        let finally = if self.run.pipeline.len() > self.run.pipeline.main_count {
+            "; finally tasks still run"
+        } else {
+            ""
+        };
+        self.progress
+            .note(&format!("{why}: stopping {running} running task(s){finally}"));
+    }
+
+    fn add_unit(&mut self, start: Start) {
+        let Start {
+            task,
+            instance,
+            name: task_run,
+            spec,
+        } = start;
+        let name = self.run.pipeline.name(task);
+        let (label, stem) = match instance {
+            None => (name.to_string(), name.to_string()),
+            Some(k) => (format!("{name}[{k}]"), format!("{name}.{k}")),
         };
         let u = self.units.len();
         self.units.push(Unit {
@@ -718,47 +682,6 @@ impl Runner {
             .min()
             .map(|d| d + Duration::from_millis(5))
     }
-}
-
-/// `prepare` as the PipelineRun controller gives it to the planner: the task's `when`
-/// conditions and fan-out width, with its templates rendered once so that one that cannot
-/// be filled fails the task instead of leaving it waiting.
-fn prepare_task(run: &LocalRun, i: usize, outputs: &(dyn resolve::Outputs + Sync)) -> Prepared {
-    resolve::prepare(
-        &run.pipeline,
-        i,
-        &task_values(&run.context, outputs, run, i, None),
-    )
-}
-
-fn task_values<'a>(
-    context: &'a resolve::RunContext,
-    outputs: &'a (dyn resolve::Outputs + Sync),
-    run: &LocalRun,
-    i: usize,
-    item: Option<&'a serde_json::Value>,
-) -> resolve::TaskValues<'a> {
-    resolve::TaskValues {
-        run: context,
-        outputs,
-        item,
-        lenient: run.pipeline.is_finally(i),
-    }
-}
-
-/// The spec of a task (instance) as it starts: the one place templates are rendered.
-fn resolve_spec(
-    run: &LocalRun,
-    i: usize,
-    instance: Option<u32>,
-    values: &resolve::TaskValues<'_>,
-) -> TaskRunSpec {
-    // `prepare` rendered this task a moment ago with the same values, so this succeeds.
-    resolve::resolve_task(&run.pipeline, i, instance, values).unwrap_or_else(|_| {
-        let mut spec = resolve::task_run_spec(&run.pipeline, i);
-        spec.instance = instance;
-        spec
-    })
 }
 
 /// A path relative to the current directory when it is under it (shorter to read).

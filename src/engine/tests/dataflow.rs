@@ -99,14 +99,16 @@ fn params_are_defaulted_and_checked() {
         ("date".to_string(), json!("2026-01-01")),
         ("parts".to_string(), json!("x,y")),
     ]);
-    let params = resolve::effective_params(&spec, &given).unwrap();
+    let params = crate::engine::params::effective_params(&spec, &given).unwrap();
     assert_eq!(params["region"], json!("eu"));
     assert_eq!(params["parts"], json!(["x", "y"]));
     let wrong = BTreeMap::from([
         ("dat".to_string(), json!("1")),
         ("parts".to_string(), json!({"a": 1})),
     ]);
-    let problems = resolve::effective_params(&spec, &wrong).unwrap_err().join("\n");
+    let problems = crate::engine::params::effective_params(&spec, &wrong)
+        .unwrap_err()
+        .join("\n");
     assert!(problems.contains(r#"unknown parameter "dat""#), "{problems}");
     assert!(problems.contains(r#"parameter "date" is required"#), "{problems}");
     assert!(

@@ -6,5 +6,6 @@ mod evaluate;
 mod plan_run;
 mod plan_task;
 mod simulate;
+mod step;
 mod support;
 mod validate;
