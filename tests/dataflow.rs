@@ -250,3 +250,37 @@ async fn when_condition_skips_a_branch_and_the_example_runs() {
         .unwrap();
     assert_eq!(aggregate.outputs["total"], "16");
 }
+
+/// Every instance of a fan-out is resolved before any starts: one whose spec is too large
+/// fails the task with the reason, as a summary message and an Event. (The operator once
+/// fell back to the unrendered spec, created a TaskRun without its instance index, and the
+/// run hung.)
+#[tokio::test]
+async fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() {
+    let (ns, _op) = setup("oversized").await;
+    ns.apply(&manifests::oversized_fan_out("oversized"));
+    let run = wait_run_done(&ns, "oversized", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed, "{:?}", run.status);
+    assert_eq!(condition_reason(&run), "TaskFailed");
+    let status = run.status.unwrap();
+    let shard = status.tasks.iter().find(|t| t.name == "shard").expect("shard in the summary");
+    assert_eq!(shard.phase, TaskPhase::Failed);
+    let message = shard.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("forEach instance 1") && message.contains("resolved spec"),
+        "{message}"
+    );
+    let task_runs: Api<TaskRun> = Api::namespaced(ns.client(), ns.name());
+    let names: Vec<String> = task_runs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|tr| tr.spec.task_name.clone())
+        .collect();
+    assert_eq!(names, vec!["prep"], "no instance of shard was created");
+    let events = events_with_reason(&ns, "TaskNotStarted");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("task shard failed without running: forEach instance 1"), "{events:?}");
+}

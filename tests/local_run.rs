@@ -4,6 +4,9 @@
 //! `start <task> <attempt> <time>` and `end <task> <attempt> <time> <exit code>` to a file,
 //! so the checks never rely on Weir's own report.
 
+#[path = "common/manifests.rs"]
+mod manifests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -872,4 +875,21 @@ fn an_invalid_file_is_not_run() {
         "{output}"
     );
     assert!(sandbox.events().is_empty());
+}
+
+/// The same fan-out the operator test runs: the task fails with the reason before any
+/// instance starts, and the run fails.
+#[test]
+fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() {
+    let sandbox = Sandbox::new("oversized");
+    let file = sandbox.write("oversized.yaml", &manifests::oversized_fan_out("oversized"));
+    let out = sandbox.run(&[file.to_str().unwrap(), "--name", "oversized", "--plain"]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("shard failed: forEach instance 1: the task's resolved spec is"),
+        "{output}"
+    );
+    assert!(output.contains("run oversized failed (TaskFailed: failed: shard)"), "{output}");
+    assert_eq!(started(&sandbox.events()), BTreeSet::from(["prep".to_string()]));
 }

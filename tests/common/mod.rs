@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod manifests;
+
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;

@@ -1,5 +1,6 @@
 //! Property tests: random pipelines run to the end by a simulated controller that drives
-//! `plan_run` and `plan_task` the way the operator does (TaskRuns created Pending, attempts
+//! `step_run` (the run step the operator and `weir run` both take) and `plan_task` the way
+//! the operator does (TaskRuns created Pending, attempts
 //! that finish one at a time in random order, a clock that jumps to retry times, a cancel or
 //! a run timeout now and then), checking the engine's promises at every step. And random
 //! graphs with a cycle added: validation always finds a real one.
@@ -7,14 +8,15 @@
 use super::support::t0;
 use crate::api::{AttemptPhase, FailureReason, PipelineSpec, RetryOn, RetryPolicy, TaskPhase, TriggerRule};
 use crate::engine::fixture::pipeline;
+use crate::engine::resolve::RunContext;
 use crate::engine::{
-    AttemptAction, ObservedAttempt, ObservedTask, RunInput, RunOutcome, RunPlan, StopReason, TaskInput,
-    ValidPipeline, plan_run, plan_task, validate,
+    AttemptAction, Child, ObservedAttempt, ObservedTask, RunOutcome, RunPlan, StepInput, StopReason, TaskInput,
+    ValidPipeline, plan_task, step_run, validate,
 };
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::{collection::vec, option, sample::select};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -317,17 +319,50 @@ impl<'a> Sim<'a> {
         self.pipeline.dag.upstream(t).iter().map(|&u| states[u]).collect()
     }
 
+    /// The run step both drivers take, over the TaskRuns observed so far; its actions in
+    /// terms of tasks.
     fn plan(&self) -> RunPlan {
-        plan_run(&RunInput {
+        let none = BTreeMap::new();
+        let mut tasks = Vec::new();
+        let children: Vec<Child<'_>> = (0..self.n())
+            .filter_map(|t| {
+                let o = self.observed[t]?;
+                tasks.push(t);
+                Some(Child {
+                    name: "",
+                    task: self.pipeline.name(t),
+                    instance: None,
+                    phase: o.phase,
+                    cancel_requested: o.cancel_requested,
+                    outputs: &none,
+                    attempts: Some(self.attempts[t].len() as u32),
+                    message: None,
+                })
+            })
+            .collect();
+        let step = step_run(&StepInput {
             pipeline: &self.pipeline,
-            observed: &self.observed,
+            context: &RunContext::default(),
+            children: &children,
             cancel_requested: self.cancel_requested,
             started_at: t0(),
             timeout: self.rg.timeout_secs.map(Duration::from_secs),
             now: self.now,
-            instances: &[],
-            prepare: &crate::engine::always_run,
-        })
+        });
+        for s in &step.start {
+            assert_eq!(s.spec.task_name, self.pipeline.name(s.task), "a start carries its task's spec");
+        }
+        RunPlan {
+            start: step.start.iter().map(|s| s.task).collect(),
+            cancel: step.cancel.iter().map(|&c| tasks[c]).collect(),
+            start_instances: Vec::new(),
+            cancel_instances: Vec::new(),
+            notes: step.notes,
+            states: step.states,
+            stop: step.stop,
+            outcome: step.outcome,
+            requeue_after: step.requeue_after,
+        }
     }
 
     /// Runs the TaskRun controller over the TaskRuns; true if it skipped some.
