@@ -263,7 +263,11 @@ async fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() 
     assert_eq!(phase(&run), RunPhase::Failed, "{:?}", run.status);
     assert_eq!(condition_reason(&run), "TaskFailed");
     let status = run.status.unwrap();
-    let shard = status.tasks.iter().find(|t| t.name == "shard").expect("shard in the summary");
+    let shard = status
+        .tasks
+        .iter()
+        .find(|t| t.name == "shard")
+        .expect("shard in the summary");
     assert_eq!(shard.phase, TaskPhase::Failed);
     let message = shard.message.clone().unwrap_or_default();
     assert!(
@@ -282,5 +286,8 @@ async fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() 
     assert_eq!(names, vec!["prep"], "no instance of shard was created");
     let events = events_with_reason(&ns, "TaskNotStarted");
     assert_eq!(events.len(), 1, "{events:?}");
-    assert!(events[0].contains("task shard failed without running: forEach instance 1"), "{events:?}");
+    assert!(
+        events[0].contains("task shard failed without running: forEach instance 1"),
+        "{events:?}"
+    );
 }

@@ -890,6 +890,9 @@ fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() {
         output.contains("shard failed: forEach instance 1: the task's resolved spec is"),
         "{output}"
     );
-    assert!(output.contains("run oversized failed (TaskFailed: failed: shard)"), "{output}");
+    assert!(
+        output.contains("run oversized failed (TaskFailed: failed: shard)"),
+        "{output}"
+    );
     assert_eq!(started(&sandbox.events()), BTreeSet::from(["prep".to_string()]));
 }

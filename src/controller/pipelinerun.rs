@@ -622,3 +622,291 @@ fn namespace(run: &PipelineRun) -> Result<String> {
 fn runs_api(ctx: &Context, run: &PipelineRun) -> Result<Api<PipelineRun>> {
     Ok(Api::namespaced(ctx.client.clone(), &namespace(run)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PipelineRef, PipelineRunSpec, TaskRunStatus};
+    use crate::engine::step::StepInput;
+    use serde_json::json;
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn spec(yaml: serde_json::Value) -> PipelineSpec {
+        serde_json::from_value(yaml).unwrap()
+    }
+
+    fn two_tasks() -> PipelineSpec {
+        spec(json!({
+            "params": [{"name": "region", "default": "eu"}],
+            "tasks": [
+                {"name": "a", "image": "busybox", "command": ["echo", "{{ params.region }}"]},
+                {"name": "b", "image": "busybox", "dependsOn": ["a"]},
+            ],
+        }))
+    }
+
+    fn mk_run(params: serde_json::Value, timeout: Option<&str>) -> PipelineRun {
+        let mut run = PipelineRun::new(
+            "etl-1",
+            PipelineRunSpec {
+                pipeline_ref: Some(PipelineRef { name: "etl".into() }),
+                params: serde_json::from_value(params).unwrap(),
+                timeout: timeout.map(String::from),
+                ..Default::default()
+            },
+        );
+        run.metadata.namespace = Some("data".into());
+        run.metadata.uid = Some("uid-1".into());
+        run.metadata.generation = Some(3);
+        run
+    }
+
+    fn pinned(run: &PipelineRun, spec: &PipelineSpec) -> Pinned {
+        let (valid, context, timeout) = check(run, spec).unwrap();
+        Pinned {
+            valid,
+            context,
+            timeout,
+            started_at: ts(0),
+            status: PipelineRunStatus::default(),
+        }
+    }
+
+    fn mk_task_run(task: &str, phase: TaskPhase, failure: Option<&str>) -> TaskRun {
+        let mut tr = TaskRun::new(
+            &format!("etl-1-{task}"),
+            TaskRunSpec {
+                task_name: task.into(),
+                ..Default::default()
+            },
+        );
+        let mut status = TaskRunStatus {
+            phase: Some(phase),
+            attempt_count: Some(2),
+            ..Default::default()
+        };
+        if let Some(message) = failure {
+            set_condition(
+                &mut status.conditions,
+                condition_types::SUCCEEDED,
+                ConditionStatus::False,
+                "Error",
+                message,
+                None,
+                ts(0),
+            );
+        }
+        tr.status = Some(status);
+        tr
+    }
+
+    fn step_over(pinned: &Pinned, children: &[Child<'_>], cancel: bool, now: Timestamp) -> RunStep {
+        step_run(&StepInput {
+            pipeline: &pinned.valid,
+            context: &pinned.context,
+            children,
+            cancel_requested: cancel,
+            started_at: pinned.started_at,
+            timeout: pinned.timeout,
+            now,
+        })
+    }
+
+    #[test]
+    fn check_refuses_with_a_reason_for_each_kind_of_problem() {
+        let cases = [
+            (
+                mk_run(json!({}), None),
+                spec(json!({"tasks": [{"name": "a", "dependsOn": ["nope"]}]})),
+                reasons::INVALID_PIPELINE,
+                "nope",
+            ),
+            (
+                mk_run(json!({}), Some("soon")),
+                two_tasks(),
+                reasons::INVALID_SPEC,
+                "spec.timeout",
+            ),
+            (
+                mk_run(json!({"regoin": "us"}), None),
+                two_tasks(),
+                reasons::INVALID_PARAMS,
+                "unknown parameter \"regoin\"",
+            ),
+        ];
+        for (run, spec, reason, needle) in cases {
+            let refusal = check(&run, &spec).expect_err("refused");
+            assert_eq!(refusal.reason, reason, "{refusal:?}");
+            assert!(refusal.message.contains(needle), "{refusal:?}");
+        }
+    }
+
+    #[test]
+    fn check_builds_the_context_templates_read() {
+        let run = mk_run(json!({"region": "us"}), Some("1h"));
+        let (valid, context, timeout) = check(&run, &two_tasks()).unwrap();
+        assert_eq!(valid.len(), 2);
+        assert_eq!(
+            (
+                context.name.as_str(),
+                context.namespace.as_str(),
+                context.uid.as_str()
+            ),
+            ("etl-1", "data", "uid-1")
+        );
+        assert_eq!(context.pipeline, "etl");
+        assert_eq!(context.params["region"], json!("us"));
+        assert_eq!(timeout, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn children_carry_phase_outputs_and_the_failure_message() {
+        let mut ok = mk_task_run("a", TaskPhase::Succeeded, None);
+        ok.status.as_mut().unwrap().outputs = BTreeMap::from([("rows".into(), "42".into())]);
+        let failed = mk_task_run("b", TaskPhase::Failed, Some("exit code 3"));
+        let mut fresh = mk_task_run("c", TaskPhase::Pending, None);
+        fresh.status = None;
+        fresh.spec.cancelled = true;
+        fresh.spec.instance = Some(4);
+        let task_runs = [ok, failed, fresh];
+        let children = children_of(&task_runs);
+        assert_eq!(children[0].outputs["rows"], "42");
+        assert_eq!(children[0].message, None);
+        assert_eq!(children[1].message, Some("exit code 3"));
+        assert_eq!(children[1].attempts, Some(2));
+        assert_eq!(
+            (
+                children[2].phase,
+                children[2].cancel_requested,
+                children[2].instance
+            ),
+            (TaskPhase::Pending, true, Some(4))
+        );
+        assert!(children[2].outputs.is_empty());
+    }
+
+    #[test]
+    fn status_while_running_and_once_finished() {
+        let run = mk_run(json!({}), None);
+        let pinned = pinned(&run, &two_tasks());
+        // Nothing yet: task a starts; the run is running.
+        let step = step_over(&pinned, &[], false, ts(1));
+        let (status, finish) = build_status(&run, &pinned, &[], &step, ts(1));
+        assert!(finish.is_none());
+        assert_eq!(status.phase, Some(RunPhase::Running));
+        assert_eq!(status.progress.as_deref(), Some("0/2"));
+        assert_eq!(status.observed_generation, Some(3));
+        let cond = &status.conditions[0];
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str(), cond.message.as_str()),
+            ("Unknown", "Running", "0 of 2 tasks done")
+        );
+
+        let task_runs = [
+            mk_task_run("a", TaskPhase::Succeeded, None),
+            mk_task_run("b", TaskPhase::Failed, Some("exit code 3")),
+        ];
+        let children = children_of(&task_runs);
+        let step = step_over(&pinned, &children, false, ts(90));
+        let (status, finish) = build_status(&run, &pinned, &children, &step, ts(90));
+        assert_eq!(status.phase, Some(RunPhase::Failed));
+        assert_eq!(status.duration.as_deref(), Some("1m30s"));
+        assert_eq!(status.completion_time, Some(Time(ts(90))));
+        let cond = &status.conditions[0];
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "TaskFailed")
+        );
+        let b = status.tasks.iter().find(|t| t.name == "b").unwrap();
+        assert_eq!(b.message.as_deref(), Some("exit code 3"));
+        assert_eq!(b.task_run.as_deref(), Some("etl-1-b"));
+        let finish = finish.expect("the run ended");
+        assert_eq!(
+            (finish.reason, finish.phase),
+            (reasons::RUN_FAILED, RunPhase::Failed)
+        );
+        assert!(finish.note.ends_with("(1m30s)"), "{}", finish.note);
+    }
+
+    #[test]
+    fn a_cancelled_run_says_so_while_stopping_and_at_the_end() {
+        let run = mk_run(json!({}), None);
+        let pinned = pinned(&run, &two_tasks());
+        let task_runs = [mk_task_run("a", TaskPhase::Running, None)];
+        let children = children_of(&task_runs);
+        let step = step_over(&pinned, &children, true, ts(5));
+        assert_eq!(step.cancel, vec![0]);
+        let (reason, note) = stopping_event(&step, None).unwrap();
+        assert_eq!(reason, reasons::RUN_CANCELLING);
+        assert_eq!(note, "run cancelled; stopping 1 task(s)");
+        let (condition, reason, _) = run_condition(&step, 2);
+        assert_eq!(
+            (condition, reason),
+            (ConditionStatus::Unknown, reasons::CANCELLING)
+        );
+
+        let task_runs = [mk_task_run("a", TaskPhase::Cancelled, None)];
+        let children = children_of(&task_runs);
+        let step = step_over(&pinned, &children, true, ts(6));
+        assert!(stopping_event(&step, None).is_none());
+        let (condition, reason, _) = run_condition(&step, 2);
+        assert_eq!((condition, reason), (ConditionStatus::False, reasons::CANCELLED));
+    }
+
+    #[test]
+    fn a_task_that_fails_without_running_is_announced_once() {
+        let bad = spec(json!({
+            "tasks": [
+                {"name": "a", "image": "busybox", "outputs": [{"name": "rows"}]},
+                {"name": "b", "image": "busybox", "dependsOn": ["a"],
+                 "args": ["{{ tasks.a.outputs.rows }}"]},
+            ],
+        }));
+        let run = mk_run(json!({}), None);
+        let mut pinned = pinned(&run, &bad);
+        // `a` succeeded without its output (as if the driver had not checked it).
+        let task_runs = [mk_task_run("a", TaskPhase::Succeeded, None)];
+        let children = children_of(&task_runs);
+        let step = step_over(&pinned, &children, false, ts(5));
+        let events = new_task_failures(&pinned.status, &step, &pinned.valid);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].0, reasons::TASK_NOT_STARTED);
+        assert!(
+            events[0].1.starts_with("task b failed without running: "),
+            "{events:?}"
+        );
+        // Once the status shows it failed, no second Event.
+        let (status, _) = build_status(&run, &pinned, &children, &step, ts(5));
+        pinned.status = status;
+        let step = step_over(&pinned, &children, false, ts(6));
+        assert!(new_task_failures(&pinned.status, &step, &pinned.valid).is_empty());
+    }
+
+    #[test]
+    fn task_runs_are_owned_labelled_and_annotated() {
+        let run = mk_run(json!({}), None);
+        let spec = TaskRunSpec {
+            task_name: "shard".into(),
+            instance: Some(2),
+            ..Default::default()
+        };
+        let tr = build_task_run(&run, "etl-1-shard-2", spec).unwrap();
+        let labels = tr.metadata.labels.unwrap();
+        assert_eq!(labels[labels::TASK], "shard");
+        assert_eq!(labels[labels::INSTANCE], "2");
+        assert_eq!(labels[labels::PIPELINE_RUN_UID], "uid-1");
+        assert_eq!(labels[labels::PIPELINE], "etl");
+        assert_eq!(
+            tr.metadata.annotations.unwrap()[annotations::PIPELINE_RUN],
+            "etl-1"
+        );
+        let owner = &tr.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("PipelineRun", Some(true))
+        );
+    }
+}

@@ -12,7 +12,7 @@
 //! task fails once the started ones are done.
 
 use super::names;
-use super::plan::{Prepared, RunInput, RunOutcome, StopReason, plan_run};
+use super::plan::{Prepared, RunInput, RunOutcome, RunPlan, StopReason, plan_run};
 use super::resolve::{self, Resolved, RunContext, TaskValues};
 use super::validate::ValidPipeline;
 use crate::api::{RunPhase, TaskCounts, TaskPhase, TaskRunSpec, TaskSummary};
@@ -209,60 +209,70 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
             instances: &instances,
             prepare: &prepare,
         });
-        let wanted = plan
-            .start
-            .iter()
-            .map(|&t| (t, None))
-            .chain(plan.start_instances.iter().map(|&(t, k)| (t, Some(k))));
-        let mut start = Vec::new();
-        let mut failed = BTreeMap::new();
-        for (task, instance) in wanted {
-            if failed.contains_key(&task) {
-                continue;
-            }
-            match resolver.spec(task, instance) {
-                Ok(spec) => start.push(Start {
-                    task,
-                    instance,
-                    name: child_name(&input.context.name, pipeline.name(task), instance),
-                    spec,
-                }),
-                Err(reason) => {
-                    failed.insert(task, reason);
-                }
-            }
+        match starts(&plan, &resolver) {
+            Ok(start) => return finish(input, children, plan, start),
+            Err(failed) => unable.extend(failed),
         }
-        if !failed.is_empty() {
-            unable.extend(failed);
+    }
+}
+
+/// The TaskRuns a plan starts, resolved; or the tasks that turned out unable to start.
+fn starts(plan: &RunPlan, resolver: &Resolver<'_>) -> Result<Vec<Start>, BTreeMap<usize, String>> {
+    let input = resolver.input;
+    let wanted = plan
+        .start
+        .iter()
+        .map(|&t| (t, None))
+        .chain(plan.start_instances.iter().map(|&(t, k)| (t, Some(k))));
+    let mut start = Vec::new();
+    let mut failed = BTreeMap::new();
+    for (task, instance) in wanted {
+        if failed.contains_key(&task) {
             continue;
         }
-        let cancel = plan
-            .cancel
-            .iter()
-            .filter_map(|&t| children.single[t])
-            .chain(
-                plan.cancel_instances
-                    .iter()
-                    .filter_map(|&(t, k)| children.instances[t].get(k as usize).copied().flatten()),
-            )
-            .collect();
-        // What starts now counts as running: its TaskRun exists once the driver is done.
-        let mut states = plan.states;
-        for s in &start {
-            states[s.task] = TaskPhase::Running;
+        match resolver.spec(task, instance) {
+            Ok(spec) => start.push(Start {
+                task,
+                instance,
+                name: child_name(&input.context.name, input.pipeline.name(task), instance),
+                spec,
+            }),
+            Err(reason) => {
+                failed.insert(task, reason);
+            }
         }
-        let summary = summarize(pipeline, &states, input.children, &children, &plan.notes);
-        return RunStep {
-            start,
-            cancel,
-            states,
-            notes: plan.notes,
-            stop: plan.stop,
-            outcome: plan.outcome,
-            requeue_after: plan.requeue_after,
-            strays: children.strays,
-            summary,
-        };
+    }
+    if failed.is_empty() { Ok(start) } else { Err(failed) }
+}
+
+/// The step from a plan whose starts all resolved.
+fn finish(input: &StepInput<'_>, children: Children, plan: RunPlan, start: Vec<Start>) -> RunStep {
+    let cancel = plan
+        .cancel
+        .iter()
+        .filter_map(|&t| children.single[t])
+        .chain(
+            plan.cancel_instances
+                .iter()
+                .filter_map(|&(t, k)| children.instances[t].get(k as usize).copied().flatten()),
+        )
+        .collect();
+    // What starts now counts as running: its TaskRun exists once the driver is done.
+    let mut states = plan.states;
+    for s in &start {
+        states[s.task] = TaskPhase::Running;
+    }
+    let summary = summarize(input.pipeline, &states, input.children, &children, &plan.notes);
+    RunStep {
+        start,
+        cancel,
+        states,
+        notes: plan.notes,
+        stop: plan.stop,
+        outcome: plan.outcome,
+        requeue_after: plan.requeue_after,
+        strays: children.strays,
+        summary,
     }
 }
 

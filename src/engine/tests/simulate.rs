@@ -10,8 +10,8 @@ use crate::api::{AttemptPhase, FailureReason, PipelineSpec, RetryOn, RetryPolicy
 use crate::engine::fixture::pipeline;
 use crate::engine::resolve::RunContext;
 use crate::engine::{
-    AttemptAction, Child, ObservedAttempt, ObservedTask, RunOutcome, RunPlan, StepInput, StopReason, TaskInput,
-    ValidPipeline, plan_task, step_run, validate,
+    AttemptAction, Child, ObservedAttempt, ObservedTask, RunOutcome, RunPlan, StepInput, StopReason,
+    TaskInput, ValidPipeline, plan_task, step_run, validate,
 };
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
@@ -350,7 +350,11 @@ impl<'a> Sim<'a> {
             now: self.now,
         });
         for s in &step.start {
-            assert_eq!(s.spec.task_name, self.pipeline.name(s.task), "a start carries its task's spec");
+            assert_eq!(
+                s.spec.task_name,
+                self.pipeline.name(s.task),
+                "a start carries its task's spec"
+            );
         }
         RunPlan {
             start: step.start.iter().map(|s| s.task).collect(),
