@@ -3,6 +3,9 @@
 //! to create), asks `engine::plan_*`, applies the result, then writes status with
 //! server-side apply under one field manager.
 
+pub mod admission;
+#[cfg(test)]
+mod fixture;
 pub mod instrument;
 pub mod job;
 pub mod pipeline;
@@ -331,11 +334,7 @@ fn controllers_for(
     );
     let pipelines = c
         .graceful_shutdown_on(stop())
-        .run(
-            reconciler(&queue, pipeline::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
+        .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())
         .for_each(on_result(&queue));
 
     let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
@@ -354,7 +353,7 @@ fn controllers_for(
     .watches(scope.api::<Pipeline>(client), watcher::Config::default(), {
         let queue = queue.clone();
         move |p| {
-            let runs = schedule::queued_runs_to_wake(p);
+            let runs = admission::queued_runs_to_wake(p);
             for r in &runs {
                 queue.add(r.namespace.as_deref(), &r.name);
             }
@@ -394,11 +393,7 @@ fn controllers_for(
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
     .graceful_shutdown_on(stop())
-    .run(
-        reconciler(&queue, taskrun::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
+    .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));
 
     let synced = vec![

@@ -87,13 +87,13 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let spec = match status.pipeline_spec.clone() {
         Some(spec) => spec,
         None => match resolve_pipeline(&run, &ctx, &ns).await? {
-            Ok((_, spec)) => match super::schedule::admit(&ctx, &run, spec.max_active_runs).await? {
-                super::schedule::Admission::Start(guard) => {
+            Ok((_, spec)) => match super::admission::admit(&ctx, &run, spec.max_active_runs).await? {
+                super::admission::Admission::Start(guard) => {
                     admission = guard;
                     spec
                 }
-                super::schedule::Admission::Queued(message) => {
-                    return super::schedule::wait_in_queue(&ctx, &api, &run, status, message, now).await;
+                super::admission::Admission::Queued(message) => {
+                    return super::admission::wait_in_queue(&ctx, &api, &run, status, message, now).await;
                 }
             },
             Err(Unresolved::NotFound(pipeline)) => {

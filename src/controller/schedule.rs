@@ -1,26 +1,21 @@
-//! Schedules and the run queue, on the Kubernetes side. The Pipeline controller calls
+//! Schedules and history limits, on the Kubernetes side. The Pipeline controller calls
 //! [`reconcile_pipeline`] on every reconcile: it lists the pipeline's runs, deletes the
 //! ones past the history limits, creates the runs of due intervals (`engine::schedule`
 //! decides which) and reports active and queued runs in the Pipeline's status, then asks to
-//! be woken at the next cron time. The PipelineRun controller calls [`admit`] before a run
-//! takes its snapshot: a run beyond `maxActiveRuns` stays `Pending` with reason `Queued`.
-//!
-//! Waking queued runs needs no polling: a run finishing changes the Pipeline's status
-//! (the Pipeline controller watches runs, see [`pipeline_of_run`]), and the PipelineRun
-//! controller watches Pipelines and reconciles the runs first in line for the free slots
-//! ([`queued_runs_to_wake`]).
+//! be woken at the next cron time. Whether a run may start under `maxActiveRuns` is decided
+//! on the run's side (`super::admission`).
 
+use super::admission::{QUEUED_REQUEUE, created, is_finished, queue_entry, runs_of};
 use super::{Context, Error, Result, is_already_exists, is_not_found};
 use crate::api::{
-    ConditionStatus, Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, PipelineStatus,
-    RunPhase, Trigger, labels, set_condition,
+    Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineStatus, RunPhase, Trigger, labels,
 };
 use crate::engine::names;
 use crate::engine::schedule::{
     FinishedRun, Interval, ParsedSchedule, QueuedRun, RunQueue, TickInput, WaitReason, plan_ticks,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -32,172 +27,6 @@ pub const MAX_LISTED: usize = 20;
 /// Longest a Pipeline with a schedule or queued runs waits before looking again, whatever
 /// happens (a safety net under the watches).
 const FALLBACK_REQUEUE: Duration = Duration::from_secs(300);
-/// How often a queued run looks again by itself (it is normally woken sooner).
-pub const QUEUED_REQUEUE: Duration = Duration::from_secs(60);
-
-/// Admissions are decided one at a time (list the pipeline's runs, decide, write the
-/// snapshot), so two runs reconciled at once cannot both take the last slot. One operator
-/// process is active at a time (leader election), so a lock in the process is enough.
-static ADMISSION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Holds the admission lock until the admitted run has written its snapshot.
-pub type AdmissionGuard = tokio::sync::MutexGuard<'static, ()>;
-
-/// Whether a run may start.
-pub enum Admission {
-    /// Start now; keep the guard until the snapshot is written.
-    Start(Option<AdmissionGuard>),
-    /// Wait for a free slot; the message says where the run is in line.
-    Queued(String),
-}
-
-fn run_pipeline_name(run: &PipelineRun) -> Option<&str> {
-    run.spec.pipeline_ref.as_ref().map(|r| r.name.as_str())
-}
-
-fn is_started(run: &PipelineRun) -> bool {
-    run.status
-        .as_ref()
-        .is_some_and(|s| s.start_time.is_some() || s.pipeline_spec.is_some())
-}
-
-fn is_finished(run: &PipelineRun) -> bool {
-    run.status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(RunPhase::is_terminal)
-}
-
-fn created(run: &PipelineRun) -> jiff::Timestamp {
-    run.creation_timestamp()
-        .map(|t| t.0)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-}
-
-fn queue_entry(run: &PipelineRun) -> QueuedRun {
-    QueuedRun {
-        name: run.name_any(),
-        logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
-        created: created(run),
-        started: is_started(run),
-        finished: is_finished(run),
-    }
-}
-
-/// The runs of a pipeline (by `spec.pipelineRef`), fresh from the API server.
-async fn runs_of(api: &Api<PipelineRun>, pipeline: &str) -> Result<Vec<PipelineRun>> {
-    let runs = api.list(&ListParams::default()).await?.items;
-    Ok(runs
-        .into_iter()
-        .filter(|r| run_pipeline_name(r) == Some(pipeline) && r.metadata.deletion_timestamp.is_none())
-        .collect())
-}
-
-fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
-}
-
-/// Decides whether `run`, not yet started, may start under its pipeline's `maxActiveRuns`.
-pub async fn admit(ctx: &Context, run: &PipelineRun, max_active_runs: Option<u32>) -> Result<Admission> {
-    let (Some(max), Some(pipeline)) = (max_active_runs, run_pipeline_name(run)) else {
-        return Ok(Admission::Start(None));
-    };
-    let ns = run.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let guard = ADMISSION.lock().await;
-    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut runs = runs_of(&api, pipeline).await?;
-    let me = match runs.iter().position(|r| r.uid() == run.uid()) {
-        Some(i) => i,
-        None => {
-            runs.push(run.clone());
-            runs.len() - 1
-        }
-    };
-    let entries: Vec<QueuedRun> = runs.iter().map(queue_entry).collect();
-    let queue = RunQueue::new(&entries);
-    match queue.admit(me, Some(max)) {
-        Ok(()) => Ok(Admission::Start(Some(guard))),
-        Err(position) => Ok(Admission::Queued(format!(
-            "queued: {} of {max} allowed runs of pipeline {pipeline} are active (maxActiveRuns); this \
-             run is {} in line",
-            queue.active.len(),
-            ordinal(position)
-        ))),
-    }
-}
-
-/// Keeps a run that may not start yet `Pending` with reason `Queued`, or ends it when it was
-/// cancelled while waiting.
-pub async fn wait_in_queue(
-    ctx: &Context,
-    api: &Api<PipelineRun>,
-    run: &PipelineRun,
-    mut status: PipelineRunStatus,
-    message: String,
-    now: jiff::Timestamp,
-) -> Result<kube::runtime::controller::Action> {
-    use kube::runtime::controller::Action;
-    let generation = run.metadata.generation;
-    if run.spec.cancelled {
-        status.phase = Some(RunPhase::Cancelled);
-        status.completion_time = Some(Time(now));
-        status.observed_generation = generation;
-        set_condition(
-            &mut status.conditions,
-            "Succeeded",
-            ConditionStatus::False,
-            "Cancelled",
-            "cancelled while queued; no task ran",
-            generation,
-            now,
-        );
-        super::apply_status(api, &run.name_any(), &status).await?;
-        ctx.event(
-            &run.object_ref(&()),
-            None,
-            EventType::Normal,
-            "RunCancelled",
-            "Finish",
-            "cancelled while queued; no task ran".into(),
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
-    let first_time = status.phase.is_none();
-    status.phase = Some(RunPhase::Pending);
-    status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        "Succeeded",
-        ConditionStatus::Unknown,
-        "Queued",
-        message.clone(),
-        generation,
-        now,
-    );
-    if run.status.as_ref() != Some(&status) {
-        super::apply_status(api, &run.name_any(), &status).await?;
-    }
-    if first_time {
-        ctx.event(
-            &run.object_ref(&()),
-            None,
-            EventType::Normal,
-            "RunQueued",
-            "Queue",
-            message,
-        )
-        .await;
-    }
-    Ok(Action::requeue(QUEUED_REQUEUE))
-}
 
 /// A new run of `pipeline`, owned by it (so its history limits apply and deleting the
 /// Pipeline deletes it), labelled with its pipeline and what triggered it.
@@ -508,35 +337,14 @@ pub fn pipeline_of_run(run: PipelineRun) -> Option<ObjectRef<Pipeline>> {
     if running && !run.spec.cancelled {
         return None;
     }
-    let name = run_pipeline_name(&run)?;
+    let name = &run.spec.pipeline_ref.as_ref()?.name;
     Some(ObjectRef::new(name).within(&run.namespace()?))
-}
-
-/// For the PipelineRun controller's watch of Pipelines: the queued runs that may take the
-/// slots free under `maxActiveRuns`, as the Pipeline's status lists them.
-pub fn queued_runs_to_wake(pipeline: Pipeline) -> Vec<ObjectRef<PipelineRun>> {
-    let Some(status) = pipeline.status.as_ref() else {
-        return Vec::new();
-    };
-    let Some(ns) = pipeline.namespace() else {
-        return Vec::new();
-    };
-    let free = match pipeline.spec.max_active_runs {
-        Some(max) => (max as usize).saturating_sub(status.active_run_count.unwrap_or(0) as usize),
-        None => usize::MAX,
-    };
-    status
-        .queued_runs
-        .iter()
-        .take(free)
-        .map(|name| ObjectRef::new(name).within(&ns))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::PipelineSpec;
+    use crate::api::{PipelineRunStatus, PipelineSpec};
 
     fn pipeline(max: Option<u32>, active: u32, queued: &[&str]) -> Pipeline {
         let mut p = Pipeline::new(
@@ -554,22 +362,6 @@ mod tests {
             ..Default::default()
         });
         p
-    }
-
-    #[test]
-    fn free_slots_wake_the_runs_first_in_line() {
-        let names =
-            |refs: Vec<ObjectRef<PipelineRun>>| -> Vec<String> { refs.into_iter().map(|r| r.name).collect() };
-        assert_eq!(
-            names(queued_runs_to_wake(pipeline(Some(3), 1, &["a", "b", "c"]))),
-            ["a", "b"]
-        );
-        assert!(queued_runs_to_wake(pipeline(Some(1), 1, &["a"])).is_empty());
-        // The limit was removed: everyone listed may go.
-        assert_eq!(
-            names(queued_runs_to_wake(pipeline(None, 5, &["a", "b"]))),
-            ["a", "b"]
-        );
     }
 
     #[test]
