@@ -2,9 +2,10 @@
 //! its runs, so a test states only what it is about.
 
 use crate::api::{
-    Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, PipelineSpec, RunPhase,
+    Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, PipelineSpec, RunPhase, Trigger,
+    labels,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::Resource;
 
 /// An instant written the way tests read best: `"2024-03-01T02:00:00Z"`.
@@ -56,13 +57,60 @@ pub fn mk_run(name: &str, phase: RunPhase, logical_date: &str) -> PipelineRun {
 
 /// What tests change on a run after [`mk_run`].
 pub trait RunBuilder {
+    /// Labelled as made by `trigger`.
+    fn triggered_by(self, trigger: Trigger) -> Self;
+    /// Created by hand: no owner.
+    fn not_owned(self) -> Self;
+    /// Owned by another object than the pipeline.
+    fn owned_by_uid(self, uid: &str) -> Self;
+    /// Finished at `at` instead of an hour after its logical date.
+    fn finished_at(self, at: &str) -> Self;
+    /// `spec.cancelled` set.
+    fn cancelled(self) -> Self;
     /// Created at `at` instead of at its logical date.
     fn created_at(self, at: &str) -> Self;
 }
 
 impl RunBuilder for PipelineRun {
+    fn triggered_by(mut self, trigger: Trigger) -> Self {
+        self.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(labels::TRIGGER.into(), trigger.as_str().into());
+        self
+    }
+
+    fn not_owned(mut self) -> Self {
+        self.metadata.owner_references = None;
+        self
+    }
+
+    fn owned_by_uid(mut self, uid: &str) -> Self {
+        self.metadata.owner_references = Some(vec![OwnerReference {
+            uid: uid.into(),
+            ..Default::default()
+        }]);
+        self
+    }
+
+    fn finished_at(mut self, at: &str) -> Self {
+        self.status.get_or_insert_default().completion_time = Some(Time(ts(at)));
+        self
+    }
+
+    fn cancelled(mut self) -> Self {
+        self.spec.cancelled = true;
+        self
+    }
+
     fn created_at(mut self, at: &str) -> Self {
         self.metadata.creation_timestamp = Some(Time(ts(at)));
         self
     }
+}
+
+/// The names of `runs`, in order.
+pub fn names<'a>(runs: impl IntoIterator<Item = &'a PipelineRun>) -> Vec<String> {
+    use kube::ResourceExt;
+    runs.into_iter().map(ResourceExt::name_any).collect()
 }
