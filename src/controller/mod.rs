@@ -330,7 +330,7 @@ fn controllers_for(
         scope.api::<PipelineRun>(client),
         watcher::Config::default(),
         &queue,
-        schedule::pipeline_of_run,
+        pipeline::pipeline_of_run,
     );
     let pipelines = c
         .graceful_shutdown_on(stop())

@@ -12,7 +12,6 @@
 //!
 //! Whether a run may start under `maxActiveRuns` is decided on the run's side
 //! (`super::admission`); the status lists the active and queued runs in the same order.
-//! The Pipeline controller's watch of runs maps them with [`pipeline_of_run`].
 
 use super::admission::{QUEUED_REQUEUE, created, is_finished, queue_entry, runs_of};
 use super::{ApiResultExt, Context, Error, Result};
@@ -28,7 +27,6 @@ use crate::engine::schedule::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -436,24 +434,12 @@ fn trigger_of(run: &PipelineRun) -> Option<&str> {
     run.labels().get(labels::TRIGGER).map(String::as_str)
 }
 
-/// For the Pipeline controller's watch of runs: the Pipeline a run belongs to. Runs that
-/// are merely making progress are left out (their Pipeline has nothing to do about them);
-/// runs that appear, wait, start or finish are not.
-pub fn pipeline_of_run(run: PipelineRun) -> Option<ObjectRef<Pipeline>> {
-    let running = run.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Running);
-    if running && !run.spec.cancelled {
-        return None;
-    }
-    let name = &run.spec.pipeline_ref.as_ref()?.name;
-    Some(ObjectRef::new(name).within(&run.namespace()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PipelineSpec;
     use crate::api::RunPhase::{Cancelled, Failed, Pending, Running, Succeeded};
     use crate::api::condition_types::READY;
-    use crate::api::{PipelineRunStatus, PipelineSpec};
     use crate::controller::fixture::{RunBuilder, mk_pipeline, mk_run, names, ts};
 
     fn pipeline(max: Option<u32>, active: u32, queued: &[&str]) -> Pipeline {
@@ -498,28 +484,6 @@ mod tests {
         // A manual run's interval is the moment it was triggered.
         let manual = new_run(&p, "etl-manual", Trigger::Manual, start, None).unwrap();
         assert_eq!(manual.spec.data_interval_start, manual.spec.data_interval_end);
-    }
-
-    #[test]
-    fn only_runs_that_appear_wait_start_or_finish_move_their_pipeline() {
-        let mut run = PipelineRun::new(
-            "r",
-            PipelineRunSpec {
-                pipeline_ref: Some(PipelineRef { name: "etl".into() }),
-                ..Default::default()
-            },
-        );
-        run.metadata.namespace = Some("data".into());
-        assert_eq!(pipeline_of_run(run.clone()).map(|r| r.name), Some("etl".into()));
-        run.status = Some(PipelineRunStatus {
-            phase: Some(RunPhase::Running),
-            ..Default::default()
-        });
-        assert!(pipeline_of_run(run.clone()).is_none());
-        run.spec.cancelled = true;
-        assert!(pipeline_of_run(run.clone()).is_some());
-        run.status.as_mut().unwrap().phase = Some(RunPhase::Succeeded);
-        assert!(pipeline_of_run(run).is_some());
     }
 
     fn interval(start: &str, end: &str) -> Interval {
