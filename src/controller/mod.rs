@@ -3,6 +3,9 @@
 //! to create), asks `engine::plan_*`, applies the result, then writes status with
 //! server-side apply under one field manager.
 
+pub mod admission;
+#[cfg(test)]
+mod fixture;
 pub mod instrument;
 pub mod job;
 pub mod pipeline;
@@ -317,7 +320,7 @@ fn controllers_for(
         scope.api::<PipelineRun>(client),
         watcher::Config::default(),
         &queue,
-        schedule::pipeline_of_run,
+        pipeline::pipeline_of_run,
     );
     let pipelines = c
         .graceful_shutdown_on(stop())
@@ -340,7 +343,7 @@ fn controllers_for(
     .watches(scope.api::<Pipeline>(client), watcher::Config::default(), {
         let queue = queue.clone();
         move |p| {
-            let runs = schedule::queued_runs_to_wake(p);
+            let runs = admission::queued_runs_to_wake(p);
             for r in &runs {
                 queue.add(r.namespace.as_deref(), &r.name);
             }

@@ -122,11 +122,11 @@ async fn start(
         Found::Missing(pipeline) => return wait_for_pipeline(ctx, run, status, &pipeline, now).await,
         Found::Bad(refusal) => return fail(ctx, run, status, refusal, now).await,
     };
-    let guard = match super::schedule::admit(ctx, run, spec.max_active_runs).await? {
-        super::schedule::Admission::Start(guard) => guard,
-        super::schedule::Admission::Queued(message) => {
+    let guard = match super::admission::admit(ctx, run, spec.max_active_runs).await? {
+        super::admission::Admission::Start(guard) => guard,
+        super::admission::Admission::Queued(message) => {
             let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
-            let action = super::schedule::wait_in_queue(ctx, &api, run, status, message, now).await?;
+            let action = super::admission::wait_in_queue(ctx, &api, run, status, message, now).await?;
             return Ok(Pin::Wait(action));
         }
     };
