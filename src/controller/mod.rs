@@ -331,11 +331,7 @@ fn controllers_for(
     );
     let pipelines = c
         .graceful_shutdown_on(stop())
-        .run(
-            reconciler(&queue, pipeline::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
+        .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())
         .for_each(on_result(&queue));
 
     let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
@@ -394,11 +390,7 @@ fn controllers_for(
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
     .graceful_shutdown_on(stop())
-    .run(
-        reconciler(&queue, taskrun::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
+    .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));
 
     let synced = vec![

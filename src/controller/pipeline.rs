@@ -3,7 +3,7 @@
 //! are handled (`super::schedule`). The operator never writes its spec or metadata, so
 //! GitOps tools see no drift.
 
-use super::{Context, Error, Result, apply_status, error_backoff, now};
+use super::{Context, Error, Result, apply_status, now};
 use crate::api::condition::find;
 use crate::api::{ConditionStatus, Pipeline, set_condition};
 use crate::engine::validate;
