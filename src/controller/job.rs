@@ -511,6 +511,60 @@ mod tests {
     }
 
     #[test]
+    fn failures_without_a_telling_container_are_classified() {
+        let evicted = Pod {
+            status: Some(PodStatus {
+                reason: Some("Evicted".into()),
+                message: Some("The node was low on resource: memory.".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let failed = || job_with("Failed", "BackoffLimitExceeded");
+        let cases = [
+            (
+                "an evicted pod",
+                observe_attempt(&failed(), Some(&evicted)),
+                FailureReason::Evicted,
+                Some("The node was low on resource: memory."),
+            ),
+            (
+                "no pod left: the Job's own message",
+                observe_attempt(&failed(), None),
+                FailureReason::Unknown,
+                Some("BackoffLimitExceeded happened"),
+            ),
+            (
+                "a failed Job whose container exited 0",
+                observe_attempt(&failed(), Some(&pod_terminated(0, "Completed", ""))),
+                FailureReason::Unknown,
+                Some("exit code 0"),
+            ),
+        ];
+        for (name, report, reason, message) in cases {
+            assert_eq!(
+                (report.phase, report.reason, report.message.as_deref()),
+                (AttemptPhase::Failed, Some(reason), message),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_variable_wins_over_weirs_own() {
+        let mut tr = task_run();
+        tr.spec.env = vec![env_var("WEIR_ATTEMPT", "mine"), env_var("EXTRA", "x")];
+        let env = task_env(&tr, 2);
+        let values: Vec<(&str, Option<&str>)> = env
+            .iter()
+            .filter(|v| v.name == "WEIR_ATTEMPT" || v.name == "EXTRA")
+            .map(|v| (v.name.as_str(), v.value.as_deref()))
+            .collect();
+        assert_eq!(values, [("WEIR_ATTEMPT", Some("mine")), ("EXTRA", Some("x"))]);
+        assert!(env.iter().any(|v| v.name == "WEIR_TASK"), "the others stay");
+    }
+
+    #[test]
     fn image_pull_backoff_is_stuck() {
         let pod = Pod {
             status: Some(PodStatus {
