@@ -4,8 +4,10 @@
 use crate::api::annotations;
 use crate::api::{AttemptPhase, FailureReason, TaskRun, labels};
 use crate::engine::{duration, names, outputs};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStateTerminated, EnvVar, Pod, PodSpec, PodTemplateSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -55,27 +57,8 @@ fn merged_pod_template(
 /// The Job of attempt `attempt` of `task_run`. One pod, never restarted (`backoffLimit: 0`):
 /// retries are Weir's, so each attempt keeps its own pod and logs.
 pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -> Option<Job> {
-    let name = names::job_name(&task_run.name_any(), attempt);
     let spec = &task_run.spec;
-    let uid = task_run.uid()?;
-    let mut labels = BTreeMap::from([
-        (
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        ),
-        (
-            labels::TASK_RUN.to_string(),
-            names::label_value(&task_run.name_any()),
-        ),
-        (labels::TASK_RUN_UID.to_string(), uid),
-        (labels::TASK.to_string(), spec.task_name.clone()),
-        (labels::ATTEMPT.to_string(), attempt.to_string()),
-    ]);
-    for key in [labels::PIPELINE, labels::PIPELINE_RUN, labels::PIPELINE_RUN_UID] {
-        if let Some(value) = task_run.labels().get(key) {
-            labels.insert(key.to_string(), value.clone());
-        }
-    }
+    let labels = job_labels(task_run, task_run.uid()?, attempt);
     let annotations = BTreeMap::from([(annotations::TASK_RUN.to_string(), task_run.name_any())]);
     let pod_template = merged_pod_template(spec.pod_template.as_ref(), defaults);
     let mut pod_labels = pod_template.labels.clone();
@@ -87,45 +70,10 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
         .as_deref()
         .and_then(|t| duration::parse(t).ok())
         .map(|d| d.as_secs_f64().ceil().max(1.0) as i64);
-
-    // What a task may want to know about itself, like Airflow's context (`try_number`, ...).
-    // The task's own variables come last so they win on a name clash.
-    let run_name = task_run
-        .annotations()
-        .get(annotations::PIPELINE_RUN)
-        .cloned()
-        .unwrap_or_default();
-    let mut env = vec![
-        env_var("WEIR_TASK", &spec.task_name),
-        env_var("WEIR_TASK_RUN", &task_run.name_any()),
-        env_var("WEIR_PIPELINE_RUN", &run_name),
-        env_var("WEIR_ATTEMPT", &attempt.to_string()),
-        env_var(outputs::OUTPUTS_ENV, outputs::TERMINATION_MESSAGE_PATH),
-    ];
-    env.retain(|v| !spec.env.iter().any(|own| own.name == v.name));
-    env.extend(spec.env.iter().cloned());
-
-    let container = Container {
-        name: CONTAINER.into(),
-        image: Some(spec.image.clone()),
-        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
-        env: Some(env),
-        working_dir: spec.working_dir.clone(),
-        resources: spec.resources.clone(),
-        security_context: spec
-            .security_context
-            .clone()
-            .or_else(|| defaults.container_security_context.clone()),
-        // On a failure with an empty termination message the log tail becomes the message,
-        // so an attempt's failure explains itself in the TaskRun status.
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        termination_message_path: Some(outputs::TERMINATION_MESSAGE_PATH.into()),
-        ..Default::default()
-    };
+    let container = task_container(task_run, attempt, defaults);
     Some(Job {
         metadata: ObjectMeta {
-            name: Some(name),
+            name: Some(names::job_name(&task_run.name_any(), attempt)),
             namespace: task_run.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -141,20 +89,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    containers: vec![container],
-                    service_account_name: pod_template.service_account_name.clone(),
-                    node_selector: (!pod_template.node_selector.is_empty())
-                        .then(|| pod_template.node_selector.clone()),
-                    tolerations: (!pod_template.tolerations.is_empty())
-                        .then(|| pod_template.tolerations.clone()),
-                    image_pull_secrets: (!pod_template.image_pull_secrets.is_empty())
-                        .then(|| pod_template.image_pull_secrets.clone()),
-                    security_context: pod_template.security_context.clone(),
-                    priority_class_name: pod_template.priority_class_name.clone(),
-                    ..Default::default()
-                }),
+                spec: Some(pod_spec(container, &pod_template)),
             },
             ..Default::default()
         }),
@@ -162,8 +97,92 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
     })
 }
 
-fn env_var(name: &str, value: &str) -> k8s_openapi::api::core::v1::EnvVar {
-    k8s_openapi::api::core::v1::EnvVar {
+/// Labels of an attempt's Job and pod: Weir's own, and those of the run the TaskRun belongs to.
+fn job_labels(task_run: &TaskRun, uid: String, attempt: u32) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (
+            labels::TASK_RUN.to_string(),
+            names::label_value(&task_run.name_any()),
+        ),
+        (labels::TASK_RUN_UID.to_string(), uid),
+        (labels::TASK.to_string(), task_run.spec.task_name.clone()),
+        (labels::ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    for key in [labels::PIPELINE, labels::PIPELINE_RUN, labels::PIPELINE_RUN_UID] {
+        if let Some(value) = task_run.labels().get(key) {
+            labels.insert(key.to_string(), value.clone());
+        }
+    }
+    labels
+}
+
+/// The task's container. Its termination message carries the outputs on success and the
+/// failure (or the log tail) otherwise.
+fn task_container(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -> Container {
+    let spec = &task_run.spec;
+    Container {
+        name: CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: Some(task_env(task_run, attempt)),
+        working_dir: spec.working_dir.clone(),
+        resources: spec.resources.clone(),
+        security_context: spec
+            .security_context
+            .clone()
+            .or_else(|| defaults.container_security_context.clone()),
+        // On a failure with an empty termination message the log tail becomes the message,
+        // so an attempt's failure explains itself in the TaskRun status.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        termination_message_path: Some(outputs::TERMINATION_MESSAGE_PATH.into()),
+        ..Default::default()
+    }
+}
+
+/// What a task may want to know about itself, like Airflow's context (`try_number`, ...).
+/// The task's own variables come last so they win on a name clash.
+fn task_env(task_run: &TaskRun, attempt: u32) -> Vec<EnvVar> {
+    let spec = &task_run.spec;
+    let run_name = task_run
+        .annotations()
+        .get(annotations::PIPELINE_RUN)
+        .cloned()
+        .unwrap_or_default();
+    let mut env = vec![
+        env_var("WEIR_TASK", &spec.task_name),
+        env_var("WEIR_TASK_RUN", &task_run.name_any()),
+        env_var("WEIR_PIPELINE_RUN", &run_name),
+        env_var("WEIR_ATTEMPT", &attempt.to_string()),
+        env_var(outputs::OUTPUTS_ENV, outputs::TERMINATION_MESSAGE_PATH),
+    ];
+    env.retain(|v| !spec.env.iter().any(|own| own.name == v.name));
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
+/// One container, never restarted, with the pod-level settings of the merged template.
+fn pod_spec(container: Container, pod_template: &crate::api::PodTemplate) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![container],
+        service_account_name: pod_template.service_account_name.clone(),
+        node_selector: (!pod_template.node_selector.is_empty()).then(|| pod_template.node_selector.clone()),
+        tolerations: (!pod_template.tolerations.is_empty()).then(|| pod_template.tolerations.clone()),
+        image_pull_secrets: (!pod_template.image_pull_secrets.is_empty())
+            .then(|| pod_template.image_pull_secrets.clone()),
+        security_context: pod_template.security_context.clone(),
+        priority_class_name: pod_template.priority_class_name.clone(),
+        ..Default::default()
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
         name: name.into(),
         value: Some(value.into()),
         value_from: None,
@@ -216,41 +235,13 @@ pub fn observe_attempt(job: &Job, pod: Option<&Pod>) -> AttemptReport {
         };
     }
     if let Some(failed) = condition("Failed") {
-        let finished = failed.last_transition_time.map(|t| t.0);
-        let job_reason = failed.reason.clone().unwrap_or_default();
-        let pod_reason = pod
-            .and_then(|p| p.status.as_ref()?.reason.clone())
-            .unwrap_or_default();
-        let (reason, message) = if job_reason == "DeadlineExceeded" {
-            (FailureReason::DeadlineExceeded, failed.message.clone())
-        } else if pod_reason == "Evicted" {
-            (
-                FailureReason::Evicted,
-                pod.and_then(|p| p.status.as_ref()?.message.clone()),
-            )
-        } else if let Some(t) = &terminated {
-            let reason = match t.reason.as_deref() {
-                Some("OOMKilled") => FailureReason::OOMKilled,
-                _ if t.exit_code != 0 => FailureReason::Error,
-                _ => FailureReason::Unknown,
-            };
-            let message = match &pod_message {
-                Some(m) => format!("exit code {}: {}", t.exit_code, m.trim_end()),
-                None => format!("exit code {}", t.exit_code),
-            };
-            (reason, Some(message))
-        } else {
-            (
-                FailureReason::Unknown,
-                failed.message.clone().or(Some(job_reason)),
-            )
-        };
+        let (reason, message) = failure(&failed, pod, terminated.as_ref(), pod_message.as_deref());
         return AttemptReport {
             phase: AttemptPhase::Failed,
             reason: Some(reason),
             exit_code,
             message,
-            finished_at: finished,
+            finished_at: failed.last_transition_time.map(|t| t.0),
             stuck: false,
         };
     }
@@ -275,7 +266,45 @@ pub fn observe_attempt(job: &Job, pod: Option<&Pod>) -> AttemptReport {
     }
 }
 
-fn container_terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
+/// Why a Job failed, most telling first: its deadline, an eviction of its pod, then what the
+/// container's termination says.
+fn failure(
+    failed: &JobCondition,
+    pod: Option<&Pod>,
+    terminated: Option<&ContainerStateTerminated>,
+    pod_message: Option<&str>,
+) -> (FailureReason, Option<String>) {
+    let job_reason = failed.reason.clone().unwrap_or_default();
+    let pod_reason = pod
+        .and_then(|p| p.status.as_ref()?.reason.clone())
+        .unwrap_or_default();
+    if job_reason == "DeadlineExceeded" {
+        (FailureReason::DeadlineExceeded, failed.message.clone())
+    } else if pod_reason == "Evicted" {
+        (
+            FailureReason::Evicted,
+            pod.and_then(|p| p.status.as_ref()?.message.clone()),
+        )
+    } else if let Some(t) = terminated {
+        let reason = match t.reason.as_deref() {
+            Some("OOMKilled") => FailureReason::OOMKilled,
+            _ if t.exit_code != 0 => FailureReason::Error,
+            _ => FailureReason::Unknown,
+        };
+        let message = match pod_message {
+            Some(m) => format!("exit code {}: {}", t.exit_code, m.trim_end()),
+            None => format!("exit code {}", t.exit_code),
+        };
+        (reason, Some(message))
+    } else {
+        (
+            FailureReason::Unknown,
+            failed.message.clone().or(Some(job_reason)),
+        )
+    }
+}
+
+fn container_terminated(pod: &Pod) -> Option<ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -479,6 +508,60 @@ mod tests {
             Some(&pod_terminated(0, "Completed", "{}")),
         );
         assert_eq!(r.phase, AttemptPhase::Succeeded);
+    }
+
+    #[test]
+    fn failures_without_a_telling_container_are_classified() {
+        let evicted = Pod {
+            status: Some(PodStatus {
+                reason: Some("Evicted".into()),
+                message: Some("The node was low on resource: memory.".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let failed = || job_with("Failed", "BackoffLimitExceeded");
+        let cases = [
+            (
+                "an evicted pod",
+                observe_attempt(&failed(), Some(&evicted)),
+                FailureReason::Evicted,
+                Some("The node was low on resource: memory."),
+            ),
+            (
+                "no pod left: the Job's own message",
+                observe_attempt(&failed(), None),
+                FailureReason::Unknown,
+                Some("BackoffLimitExceeded happened"),
+            ),
+            (
+                "a failed Job whose container exited 0",
+                observe_attempt(&failed(), Some(&pod_terminated(0, "Completed", ""))),
+                FailureReason::Unknown,
+                Some("exit code 0"),
+            ),
+        ];
+        for (name, report, reason, message) in cases {
+            assert_eq!(
+                (report.phase, report.reason, report.message.as_deref()),
+                (AttemptPhase::Failed, Some(reason), message),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_variable_wins_over_weirs_own() {
+        let mut tr = task_run();
+        tr.spec.env = vec![env_var("WEIR_ATTEMPT", "mine"), env_var("EXTRA", "x")];
+        let env = task_env(&tr, 2);
+        let values: Vec<(&str, Option<&str>)> = env
+            .iter()
+            .filter(|v| v.name == "WEIR_ATTEMPT" || v.name == "EXTRA")
+            .map(|v| (v.name.as_str(), v.value.as_deref()))
+            .collect();
+        assert_eq!(values, [("WEIR_ATTEMPT", Some("mine")), ("EXTRA", Some("x"))]);
+        assert!(env.iter().any(|v| v.name == "WEIR_TASK"), "the others stay");
     }
 
     #[test]

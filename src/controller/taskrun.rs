@@ -1,17 +1,18 @@
-//! TaskRun: one task of a run. Observes its attempt Jobs (and their pods), asks
-//! `engine::plan_task` what to do, creates or stops Jobs, records every attempt.
+//! TaskRun: one task of a run, reconciled in named steps. `observe` reads the attempt Jobs
+//! and their pods; `record_attempts` turns them into the attempts of the status; the engine's
+//! `plan_task` decides what to do; `apply` starts or stops a Job; `build_status` describes
+//! the outcome; `update_status` stores it and only then deletes Jobs; `publish_events` tells.
+//! The steps in between the reads and the writes take values and return values: no client,
+//! no clock.
 
-use super::job::{build_job, observe_attempt};
-use super::{
-    Context, Error, Result, apply_status, error_backoff, is_already_exists, is_not_found, list_by_label, now,
-    truncate,
-};
+use super::job::{AttemptReport, build_job, observe_attempt};
+use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, truncate};
 use crate::api::condition::find;
 use crate::api::{
-    Attempt, AttemptPhase, ConditionStatus, FailureReason, PipelineRun, TaskPhase, TaskRun, TaskRunStatus,
-    labels, set_condition,
+    Attempt, AttemptPhase, ConditionStatus, FailureReason, PipelineRun, TaskPhase, TaskRun, TaskRunSpec,
+    TaskRunStatus, actions, condition_types, labels, reasons, set_condition,
 };
-use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, duration, outputs, plan_task};
+use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, TaskPlan, duration, outputs, plan_task};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,102 +28,166 @@ use std::time::Duration;
 const MAX_MESSAGE: usize = 1024;
 /// While an attempt runs, look again this often even without events, in case one was missed.
 const RESYNC: Duration = Duration::from_secs(300);
+/// The message of an attempt stopped because its task was cancelled.
+const CANCELLED_MESSAGE: &str = "stopped: the task was cancelled";
 
+/// One look at a TaskRun: reads in `observe`, writes in `apply`, `update_status` and
+/// `publish_events`, and everything decided in between from plain values.
 pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     if tr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = tr.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let name = tr.name_any();
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let old = tr.status.clone().unwrap_or_default();
     let now = now();
 
-    let selector = format!("{}={uid}", labels::TASK_RUN_UID);
-    let jobs = list_by_label(&jobs_api, &selector).await?;
-    let pods = list_by_label(&pods_api, &selector).await?;
+    let (jobs, pods) = observe(&ctx, &ns, &tr).await?;
+    let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
+    let plan = plan(&tr.spec, &recorded.attempts, now);
+    let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
+    let status = build_status(&tr, &old, recorded.attempts, recorded.outputs, &plan, now);
+    update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
+    publish_events(&tr, &ctx, &old, &status, started).await;
+    Ok(next_reconcile(&plan, &status, now))
+}
 
-    let mut attempts: BTreeMap<u32, Attempt> = old.attempts.iter().map(|a| (a.number, a.clone())).collect();
-    let mut to_delete: Vec<String> = Vec::new();
+/// Reads: the Jobs and pods of every attempt, fresh from the API server (never a possibly
+/// stale cache: they decide whether a Job is created).
+async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec<Pod>)> {
+    let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let selector = format!("{}={uid}", labels::TASK_RUN_UID);
+    let jobs = list_by_label(&Api::<Job>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    let pods = list_by_label(&Api::<Pod>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    Ok((jobs, pods))
+}
+
+/// What `record_attempts` makes of the observed Jobs and pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Recorded {
+    /// Every attempt by number, oldest first.
+    attempts: BTreeMap<u32, Attempt>,
+    /// Jobs to delete, once the status holds why.
+    to_delete: Vec<String>,
+    /// The outputs of the attempt that succeeded (all declared ones present).
+    outputs: Option<BTreeMap<String, String>>,
+}
+
+/// The attempts as they stand now, from those recorded before and what the Jobs and pods say.
+/// An attempt is recorded once it finishes and never re-read: its Job may be gone by then.
+fn record_attempts(
+    previous: &[Attempt],
+    jobs: &[Job],
+    pods: &[Pod],
+    spec: &TaskRunSpec,
+    now: jiff::Timestamp,
+) -> Recorded {
+    let mut out = Recorded {
+        attempts: previous.iter().map(|a| (a.number, a.clone())).collect(),
+        ..Default::default()
+    };
     let mut live_jobs: HashSet<u32> = HashSet::new();
-    let mut new_outputs: Option<BTreeMap<String, String>> = None;
-    for job in &jobs {
-        let Some(number) = job
-            .labels()
-            .get(labels::ATTEMPT)
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+    // A Job being deleted counts as gone: its attempt can no longer finish.
+    for job in jobs.iter().filter(|j| j.metadata.deletion_timestamp.is_none()) {
+        let Some(number) = attempt_number(job) else {
             continue;
         };
-        if job.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
         live_jobs.insert(number);
-        let pod = pods
-            .iter()
-            .filter(|p| p.labels().get(labels::ATTEMPT) == Some(&number.to_string()))
-            .max_by_key(|p| p.creation_timestamp().map(|t| t.0));
-        let mut report = observe_attempt(job, pod);
-        if let Some(recorded) = attempts.get(&number)
+        let report = observe_attempt(job, latest_pod(pods, number));
+        if let Some(recorded) = out.attempts.get(&number)
             && recorded.phase != AttemptPhase::Running
         {
             // The result is recorded; make sure nothing of a failed attempt keeps running
             // (for example after a crash between recording a cancel and deleting the Job).
             if report.phase == AttemptPhase::Running {
-                to_delete.push(job.name_any());
+                out.to_delete.push(job.name_any());
             }
             continue;
         }
         if report.stuck {
-            to_delete.push(job.name_any());
+            out.to_delete.push(job.name_any());
         }
-        if report.phase == AttemptPhase::Succeeded {
-            // On success the termination message is the task's outputs, not a message.
-            match outputs::parse(report.message.as_deref().unwrap_or(""), &tr.spec.outputs) {
-                Ok(parsed) => new_outputs = Some(parsed),
-                Err(problem) => {
-                    report.phase = AttemptPhase::Failed;
-                    report.reason = Some(FailureReason::OutputError);
-                    report.message = Some(problem);
-                }
-            }
-            if report.phase == AttemptPhase::Succeeded {
-                report.message = None;
-            }
+        let (report, parsed) = check_outputs(report, &spec.outputs);
+        if parsed.is_some() {
+            out.outputs = parsed;
         }
-        attempts.insert(
-            number,
-            Attempt {
-                number,
-                job_name: job.name_any(),
-                phase: report.phase,
-                start_time: job.creation_timestamp(),
-                completion_time: report
-                    .finished_at
-                    .or((report.phase != AttemptPhase::Running).then_some(now))
-                    .map(Time),
-                exit_code: report.exit_code,
-                reason: report.reason,
-                message: report.message.map(|m| truncate(&m, MAX_MESSAGE)),
-            },
-        );
+        out.attempts.insert(number, attempt_of(number, job, report, now));
     }
-    for attempt in attempts.values_mut() {
+    for attempt in out.attempts.values_mut() {
         if attempt.phase == AttemptPhase::Running && !live_jobs.contains(&attempt.number) {
-            attempt.phase = AttemptPhase::Failed;
-            attempt.completion_time = Some(Time(now));
-            if tr.spec.cancelled {
-                attempt.reason = Some(FailureReason::Cancelled);
-                attempt.message = Some("stopped: the task was cancelled".into());
+            if spec.cancelled {
+                cancel(attempt, now);
             } else {
+                attempt.phase = AttemptPhase::Failed;
+                attempt.completion_time = Some(Time(now));
                 attempt.reason = Some(FailureReason::Lost);
                 attempt.message = Some(format!("Job {} was deleted before it finished", attempt.job_name));
             }
         }
     }
+    out
+}
 
+fn attempt_number(job: &Job) -> Option<u32> {
+    job.labels().get(labels::ATTEMPT)?.parse().ok()
+}
+
+/// The newest pod of an attempt: an evicted pod may be followed by a replacement.
+fn latest_pod(pods: &[Pod], number: u32) -> Option<&Pod> {
+    pods.iter()
+        .filter(|p| p.labels().get(labels::ATTEMPT) == Some(&number.to_string()))
+        .max_by_key(|p| p.creation_timestamp().map(|t| t.0))
+}
+
+/// On success the termination message is the task's outputs, not a message: parsed, and the
+/// attempt failed with `OutputError` when a declared output is missing.
+fn check_outputs(
+    mut report: AttemptReport,
+    declared: &[String],
+) -> (AttemptReport, Option<BTreeMap<String, String>>) {
+    if report.phase != AttemptPhase::Succeeded {
+        return (report, None);
+    }
+    match outputs::parse(report.message.as_deref().unwrap_or(""), declared) {
+        Ok(parsed) => {
+            report.message = None;
+            (report, Some(parsed))
+        }
+        Err(problem) => {
+            report.phase = AttemptPhase::Failed;
+            report.reason = Some(FailureReason::OutputError);
+            report.message = Some(problem);
+            (report, None)
+        }
+    }
+}
+
+/// The record of attempt `number` from its Job and what `observe_attempt` read.
+fn attempt_of(number: u32, job: &Job, report: AttemptReport, now: jiff::Timestamp) -> Attempt {
+    Attempt {
+        number,
+        job_name: job.name_any(),
+        phase: report.phase,
+        start_time: job.creation_timestamp(),
+        completion_time: report
+            .finished_at
+            .or((report.phase != AttemptPhase::Running).then_some(now))
+            .map(Time),
+        exit_code: report.exit_code,
+        reason: report.reason,
+        message: report.message.map(|m| truncate(&m, MAX_MESSAGE)),
+    }
+}
+
+/// Marks an attempt as stopped by the task's cancellation.
+fn cancel(attempt: &mut Attempt, now: jiff::Timestamp) {
+    attempt.phase = AttemptPhase::Failed;
+    attempt.completion_time = Some(Time(now));
+    attempt.reason = Some(FailureReason::Cancelled);
+    attempt.message = Some(CANCELLED_MESSAGE.into());
+}
+
+/// Asks the engine what to do next, given the attempts so far.
+fn plan(spec: &TaskRunSpec, attempts: &BTreeMap<u32, Attempt>, now: jiff::Timestamp) -> TaskPlan {
     let observed: Vec<ObservedAttempt> = attempts
         .values()
         .map(|a| ObservedAttempt {
@@ -133,89 +198,81 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
             finished_at: a.completion_time.as_ref().map(|t| t.0),
         })
         .collect();
-    let plan = plan_task(&TaskInput {
-        retries: tr.spec.retries.as_ref(),
+    plan_task(&TaskInput {
+        retries: spec.retries.as_ref(),
         attempts: &observed,
-        cancel_requested: tr.spec.cancelled,
+        cancel_requested: spec.cancelled,
         now,
-    });
-
-    let mut started = None;
-    match plan.action {
-        AttemptAction::Create(number) => {
-            let job =
-                build_job(&tr, number, &ctx.task_defaults).ok_or(Error::MissingField("metadata.uid"))?;
-            let job_name = job.metadata.name.clone().unwrap_or_default();
-            match jobs_api.create(&PostParams::default(), &job).await {
-                Ok(_) => {
-                    started = Some(number);
-                    ctx.metrics.job_created(number, tr.creation_timestamp().as_ref());
-                }
-                // Made by an earlier reconcile (or an earlier operator): never a second Job.
-                Err(e) if is_already_exists(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-            attempts.entry(number).or_insert(Attempt {
-                number,
-                job_name,
-                phase: AttemptPhase::Running,
-                start_time: Some(Time(now)),
-                ..Default::default()
-            });
-        }
-        AttemptAction::Stop(number) => {
-            if let Some(attempt) = attempts.get_mut(&number) {
-                to_delete.push(attempt.job_name.clone());
-                attempt.phase = AttemptPhase::Failed;
-                attempt.reason = Some(FailureReason::Cancelled);
-                attempt.message = Some("stopped: the task was cancelled".into());
-                attempt.completion_time = Some(Time(now));
-            }
-        }
-        AttemptAction::None => {}
-    }
-
-    let mut status = build_status(&tr, &old, attempts.into_values().collect(), &plan, now);
-    if status.phase == Some(TaskPhase::Succeeded)
-        && let Some(outputs) = new_outputs
-    {
-        status.outputs = outputs;
-    }
-    if status != old {
-        apply_status(
-            &Api::<TaskRun>::namespaced(ctx.client.clone(), &ns),
-            &name,
-            &status,
-        )
-        .await?;
-    }
-    // Delete after the status holds the outcome, so a crash in between still ends right.
-    for job in to_delete {
-        match jobs_api.delete(&job, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    publish_events(&tr, &ctx, &old, &status, started).await;
-
-    Ok(match (plan.next_retry_at, status.phase) {
-        (Some(at), _) => {
-            let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
-            Action::requeue(wait + Duration::from_millis(50))
-        }
-        (None, Some(phase)) if phase.is_terminal() => Action::await_change(),
-        _ => Action::requeue(RESYNC),
     })
 }
 
+/// Writes: creates the Job of a new attempt, or records a Stop (its Job is deleted by
+/// `update_status`). Returns the attempts with the action recorded, and the attempt this
+/// reconcile started, if any.
+async fn apply(
+    ctx: &Context,
+    ns: &str,
+    tr: &TaskRun,
+    action: AttemptAction,
+    mut recorded: Recorded,
+    now: jiff::Timestamp,
+) -> Result<(Recorded, Option<u32>)> {
+    let mut started = None;
+    match action {
+        AttemptAction::Create(number) => {
+            let job = build_job(tr, number, &ctx.task_defaults).ok_or(Error::MissingField("metadata.uid"))?;
+            let created = Api::<Job>::namespaced(ctx.client.clone(), ns)
+                .create(&PostParams::default(), &job)
+                .await
+                // Made by an earlier reconcile (or an earlier operator): never a second Job.
+                .ignore_already_exists()?;
+            if created.is_some() {
+                started = Some(number);
+                ctx.metrics.job_created(number, tr.creation_timestamp().as_ref());
+            }
+            let job_name = job.metadata.name.unwrap_or_default();
+            recorded
+                .attempts
+                .entry(number)
+                .or_insert_with(|| started_attempt(number, job_name, now));
+        }
+        AttemptAction::Stop(number) => recorded = record_stop(recorded, number, now),
+        AttemptAction::None => {}
+    }
+    Ok((recorded, started))
+}
+
+/// The record of an attempt whose Job was just created.
+fn started_attempt(number: u32, job_name: String, now: jiff::Timestamp) -> Attempt {
+    Attempt {
+        number,
+        job_name,
+        phase: AttemptPhase::Running,
+        start_time: Some(Time(now)),
+        ..Default::default()
+    }
+}
+
+/// Records attempt `number` as cancelled and its Job as one to delete.
+fn record_stop(mut recorded: Recorded, number: u32, now: jiff::Timestamp) -> Recorded {
+    if let Some(attempt) = recorded.attempts.get_mut(&number) {
+        recorded.to_delete.push(attempt.job_name.clone());
+        cancel(attempt, now);
+    }
+    recorded
+}
+
+/// The status that describes `attempts` and `plan`. `outputs` are kept only once the task
+/// succeeded.
 fn build_status(
     tr: &TaskRun,
     old: &TaskRunStatus,
-    attempts: Vec<Attempt>,
-    plan: &crate::engine::TaskPlan,
+    attempts: BTreeMap<u32, Attempt>,
+    outputs: Option<BTreeMap<String, String>>,
+    plan: &TaskPlan,
     now: jiff::Timestamp,
 ) -> TaskRunStatus {
+    let attempts: Vec<Attempt> = attempts.into_values().collect();
     let mut status = old.clone();
     let phase = plan.phase;
     status.observed_generation = tr.metadata.generation;
@@ -231,33 +288,53 @@ fn build_status(
     };
     status.next_retry_time = plan.next_retry_at.map(Time);
     status.attempt_count = Some(attempts.len() as u32);
+    let (cond, reason, message) = succeeded_condition(&attempts, plan);
+    set_condition(
+        &mut status.conditions,
+        condition_types::SUCCEEDED,
+        cond,
+        reason,
+        message,
+        tr.metadata.generation,
+        now,
+    );
+    status.attempts = attempts;
+    if phase == TaskPhase::Succeeded
+        && let Some(outputs) = outputs
+    {
+        status.outputs = outputs;
+    }
+    status
+}
+
+/// Status, reason and message of the `Succeeded` condition.
+fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatus, &'static str, String) {
     let last = attempts.last();
-    let (cond, reason, message) = match phase {
+    let detail = last.and_then(|a| a.message.clone()).unwrap_or_default();
+    match plan.phase {
         TaskPhase::Succeeded => (
             ConditionStatus::True,
-            "Succeeded".to_string(),
+            reasons::SUCCEEDED,
             format!("succeeded on attempt {}", attempts.len()),
         ),
         TaskPhase::Cancelled => (
             ConditionStatus::False,
-            "Cancelled".into(),
+            reasons::CANCELLED,
             "the task was cancelled".into(),
         ),
         TaskPhase::Failed => {
             let reason = last.and_then(|a| a.reason).unwrap_or(FailureReason::Unknown);
-            let detail = last.and_then(|a| a.message.clone()).unwrap_or_default();
             (
                 ConditionStatus::False,
-                reason.as_str().to_string(),
+                reason.as_str(),
                 format!("failed after {} attempt(s): {detail}", attempts.len()),
             )
         }
         TaskPhase::Retrying => {
-            let detail = last.and_then(|a| a.message.clone()).unwrap_or_default();
             let at = plan.next_retry_at.map(|t| t.to_string()).unwrap_or_default();
             (
                 ConditionStatus::Unknown,
-                "Retrying".into(),
+                reasons::RETRYING,
                 format!(
                     "attempt {} failed ({detail}); next attempt at {at}",
                     attempts.len()
@@ -266,21 +343,46 @@ fn build_status(
         }
         _ => (
             ConditionStatus::Unknown,
-            "Running".into(),
+            reasons::RUNNING,
             format!("attempt {} running", attempts.len().max(1)),
         ),
-    };
-    set_condition(
-        &mut status.conditions,
-        "Succeeded",
-        cond,
-        &reason,
-        message,
-        tr.metadata.generation,
-        now,
-    );
-    status.attempts = attempts;
-    status
+    }
+}
+
+/// Writes the status if it changed, then deletes the Jobs given up on.
+async fn update_status(
+    ctx: &Context,
+    ns: &str,
+    tr: &TaskRun,
+    old: &TaskRunStatus,
+    status: &TaskRunStatus,
+    to_delete: &[String],
+) -> Result<()> {
+    if status != old {
+        let task_runs = Api::<TaskRun>::namespaced(ctx.client.clone(), ns);
+        apply_status(&task_runs, &tr.name_any(), status).await?;
+    }
+    // Delete after the status holds the outcome, so a crash in between still ends right.
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
+    for job in to_delete {
+        jobs.delete(job, &DeleteParams::background())
+            .await
+            .ignore_not_found()?;
+    }
+    Ok(())
+}
+
+/// When to look again: when the retry delay is over; for a finished task only on a change;
+/// otherwise after [`RESYNC`].
+fn next_reconcile(plan: &TaskPlan, status: &TaskRunStatus, now: jiff::Timestamp) -> Action {
+    match (plan.next_retry_at, status.phase) {
+        (Some(at), _) => {
+            let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+            Action::requeue(wait + Duration::from_millis(50))
+        }
+        (None, Some(phase)) if phase.is_terminal() => Action::await_change(),
+        _ => Action::requeue(RESYNC),
+    }
 }
 
 /// Task events go to the owning PipelineRun (what people `kubectl describe`), with the
@@ -297,33 +399,19 @@ async fn publish_events(
         Some(run) => (run, Some(own_ref)),
         None => (own_ref, None),
     };
-    let job_ref = |number: u32| {
-        let name = new.attempts.iter().find(|a| a.number == number)?.job_name.clone();
-        Some(ObjectReference {
-            api_version: Some("batch/v1".into()),
-            kind: Some("Job".into()),
-            name: Some(name),
-            namespace: tr.namespace(),
-            ..Default::default()
-        })
-    };
-    let task = &tr.spec.task_name;
-    let limit = tr.spec.retries.as_ref().map_or(0, |r| r.limit) + 1;
+    let attempt = |number: u32| new.attempts.iter().find(|a| a.number == number);
     if let Some(n) = started {
-        let job = new
-            .attempts
-            .iter()
-            .find(|a| a.number == n)
-            .map(|a| a.job_name.clone())
-            .unwrap_or_default();
+        let job = attempt(n).map(|a| a.job_name.clone()).unwrap_or_default();
+        let task = &tr.spec.task_name;
+        let limit = tr.spec.retries.as_ref().map_or(0, |r| r.limit) + 1;
         // The attempt's Job is the related object: Events of different attempts stay apart
         // instead of being folded into one series.
         ctx.event(
             &regarding,
-            job_ref(n).or(related.clone()),
+            attempt(n).map(|a| job_ref(tr, a)).or(related.clone()),
             EventType::Normal,
-            "TaskStarted",
-            "Start",
+            reasons::TASK_STARTED,
+            actions::START,
             format!("task {task}: attempt {n} of {limit} started as Job {job}"),
         )
         .await;
@@ -331,59 +419,72 @@ async fn publish_events(
     if old.phase == new.phase {
         return;
     }
-    let last = new.attempts.last();
-    let detail = last.and_then(|a| a.message.clone()).unwrap_or_default();
-    let last_job = last.and_then(|a| job_ref(a.number));
-    let (type_, reason, note) = match new.phase {
-        Some(TaskPhase::Succeeded) => (
-            EventType::Normal,
-            "TaskSucceeded",
-            format!("task {task} succeeded on attempt {}", new.attempts.len()),
-        ),
-        Some(TaskPhase::Failed) => (
-            EventType::Warning,
-            "TaskFailed",
-            format!(
-                "task {task} failed after {} attempt(s): {detail}",
-                new.attempts.len()
-            ),
-        ),
-        Some(TaskPhase::Retrying) => {
-            let at = new
-                .next_retry_time
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default();
-            let wait = new
-                .next_retry_time
-                .as_ref()
-                .and_then(|t| Duration::try_from(t.0.duration_since(now())).ok())
-                .map(duration::format)
-                .unwrap_or_default();
-            (
-                EventType::Warning,
-                "TaskRetrying",
-                format!(
-                    "task {task}: attempt {} failed ({detail}); retrying in {wait} at {at}",
-                    new.attempts.len()
-                ),
-            )
-        }
-        Some(TaskPhase::Cancelled) => (
-            EventType::Normal,
-            "TaskCancelled",
-            format!("task {task} was cancelled"),
-        ),
-        _ => return,
+    let Some((type_, reason, note)) = phase_event(&tr.spec.task_name, new, now()) else {
+        return;
     };
     let related = if new.phase == Some(TaskPhase::Retrying) {
-        last_job.or(related)
+        new.attempts.last().map(|a| job_ref(tr, a)).or(related)
     } else {
         related
     };
-    ctx.event(&regarding, related, type_, reason, "Reconcile", note)
+    ctx.event(&regarding, related, type_, reason, actions::RECONCILE, note)
         .await;
     ctx.metrics.task_phase_changed(new.phase);
+}
+
+/// The Event for a task that reached `new.phase`; none for phases that are not news.
+fn phase_event(
+    task: &str,
+    new: &TaskRunStatus,
+    now: jiff::Timestamp,
+) -> Option<(EventType, &'static str, String)> {
+    let attempts = new.attempts.len();
+    let detail = new
+        .attempts
+        .last()
+        .and_then(|a| a.message.clone())
+        .unwrap_or_default();
+    Some(match new.phase? {
+        TaskPhase::Succeeded => (
+            EventType::Normal,
+            reasons::TASK_SUCCEEDED,
+            format!("task {task} succeeded on attempt {attempts}"),
+        ),
+        TaskPhase::Failed => (
+            EventType::Warning,
+            reasons::TASK_FAILED,
+            format!("task {task} failed after {attempts} attempt(s): {detail}"),
+        ),
+        TaskPhase::Retrying => {
+            let at = new.next_retry_time.as_ref().map(|t| t.0);
+            let wait = at
+                .and_then(|t| Duration::try_from(t.duration_since(now)).ok())
+                .map(duration::format)
+                .unwrap_or_default();
+            let at = at.map(|t| t.to_string()).unwrap_or_default();
+            (
+                EventType::Warning,
+                reasons::TASK_RETRYING,
+                format!("task {task}: attempt {attempts} failed ({detail}); retrying in {wait} at {at}"),
+            )
+        }
+        TaskPhase::Cancelled => (
+            EventType::Normal,
+            reasons::TASK_CANCELLED,
+            format!("task {task} was cancelled"),
+        ),
+        _ => return None,
+    })
+}
+
+fn job_ref(tr: &TaskRun, attempt: &Attempt) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Job::api_version(&()).into_owned()),
+        kind: Some(Job::kind(&()).into_owned()),
+        name: Some(attempt.job_name.clone()),
+        namespace: tr.namespace(),
+        ..Default::default()
+    }
 }
 
 fn owner_run(tr: &TaskRun) -> Option<ObjectReference> {
@@ -404,7 +505,728 @@ fn owner_run(tr: &TaskRun) -> Option<ObjectReference> {
 /// The `Succeeded` condition's message of a TaskRun, for run summaries.
 pub fn failure_message(tr: &TaskRun) -> Option<String> {
     let status = tr.status.as_ref()?;
-    find(&status.conditions, "Succeeded")
-        .filter(|c| c.status == "False")
+    find(&status.conditions, condition_types::SUCCEEDED)
+        .filter(|c| c.status == ConditionStatus::False.as_str())
         .map(|c| c.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RetryPolicy;
+    use crate::controller::job::CONTAINER;
+    use AttemptPhase::{Failed, Running, Succeeded};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+
+    /// The reconcile's clock in every test.
+    const NOW: i64 = 10_000;
+    /// When every finished test Job finished.
+    const FINISHED: i64 = 9_000;
+
+    fn ts(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    fn job_name(attempt: u32) -> String {
+        format!("etl-extract-{attempt}")
+    }
+
+    fn attempt_labels(attempt: u32) -> Option<BTreeMap<String, String>> {
+        Some(BTreeMap::from([(labels::ATTEMPT.into(), attempt.to_string())]))
+    }
+
+    #[derive(Clone, Copy)]
+    enum JobIs {
+        Active,
+        Complete,
+        Failed,
+    }
+
+    /// The Job of `attempt`, created at `100 * attempt` seconds.
+    fn mk_job(attempt: u32, state: JobIs) -> Job {
+        let condition = |type_: &str| JobCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: Some("BackoffLimitExceeded".into()),
+            last_transition_time: Some(Time(ts(FINISHED))),
+            ..Default::default()
+        };
+        let conditions = match state {
+            JobIs::Active => None,
+            JobIs::Complete => Some(vec![condition("Complete")]),
+            JobIs::Failed => Some(vec![condition("Failed")]),
+        };
+        Job {
+            metadata: ObjectMeta {
+                name: Some(job_name(attempt)),
+                labels: attempt_labels(attempt),
+                creation_timestamp: Some(Time(ts(100 * i64::from(attempt)))),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(JobStatus {
+                conditions,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// A Job whose deletion has begun.
+    fn deleting(mut job: Job) -> Job {
+        job.metadata.deletion_timestamp = Some(Time(ts(NOW - 1)));
+        job
+    }
+
+    #[derive(Clone, Copy)]
+    enum PodIs {
+        /// The container waits with this reason.
+        Waiting(&'static str),
+        /// The container exited with this code and termination message.
+        Exited(i32, &'static str),
+    }
+
+    /// The pod of `attempt`, created at `created` seconds.
+    fn mk_pod(attempt: u32, created: i64, state: PodIs) -> Pod {
+        let state = match state {
+            PodIs::Waiting(reason) => ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: Some("nope".into()),
+                }),
+                ..Default::default()
+            },
+            PodIs::Exited(exit_code, message) => ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code,
+                    message: Some(message.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        Pod {
+            metadata: ObjectMeta {
+                labels: attempt_labels(attempt),
+                creation_timestamp: Some(Time(ts(created))),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    image: "etl:1".into(),
+                    state: Some(state),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// An attempt as a previous reconcile recorded it.
+    fn mk_attempt(number: u32, phase: AttemptPhase, reason: Option<FailureReason>) -> Attempt {
+        Attempt {
+            number,
+            job_name: job_name(number),
+            phase,
+            start_time: Some(Time(ts(100 * i64::from(number)))),
+            completion_time: (phase != Running).then(|| Time(ts(FINISHED))),
+            exit_code: None,
+            reason,
+            message: reason.map(|r| format!("earlier: {}", r.as_str())),
+        }
+    }
+
+    fn spec(cancelled: bool, declared: &[&str]) -> TaskRunSpec {
+        TaskRunSpec {
+            task_name: "extract".into(),
+            image: "etl:1".into(),
+            outputs: declared.iter().map(|d| d.to_string()).collect(),
+            cancelled,
+            ..Default::default()
+        }
+    }
+
+    #[derive(Default)]
+    struct RecordCase {
+        name: &'static str,
+        previous: Vec<Attempt>,
+        jobs: Vec<Job>,
+        pods: Vec<Pod>,
+        cancelled: bool,
+        declared: &'static [&'static str],
+        /// Phase and reason of every attempt afterwards, oldest first.
+        want: &'static [(u32, AttemptPhase, Option<FailureReason>)],
+        /// `None`: the last attempt has no message; `Some(text)`: its message contains `text`.
+        message: Option<&'static str>,
+        to_delete: &'static [u32],
+        outputs: Option<&'static [(&'static str, &'static str)]>,
+    }
+
+    fn check(cases: Vec<RecordCase>) {
+        for case in cases {
+            let name = case.name;
+            let spec = spec(case.cancelled, case.declared);
+            let got = record_attempts(&case.previous, &case.jobs, &case.pods, &spec, ts(NOW));
+            let phases: Vec<_> = got
+                .attempts
+                .values()
+                .map(|a| (a.number, a.phase, a.reason))
+                .collect();
+            assert_eq!(phases, case.want, "{name}");
+            let message = got.attempts.values().last().and_then(|a| a.message.as_deref());
+            match case.message {
+                None => assert_eq!(message, None, "{name}"),
+                Some(text) => assert!(
+                    message.is_some_and(|m| m.contains(text)),
+                    "{name}: {message:?} should contain {text:?}"
+                ),
+            }
+            let to_delete: Vec<String> = case.to_delete.iter().map(|n| job_name(*n)).collect();
+            assert_eq!(got.to_delete, to_delete, "{name}");
+            let outputs = case
+                .outputs
+                .map(|o| o.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            assert_eq!(got.outputs, outputs, "{name}");
+        }
+    }
+
+    #[test]
+    fn jobs_that_are_gone_or_going_end_their_attempt() {
+        use FailureReason::{Cancelled, Lost};
+        check(vec![
+            RecordCase {
+                name: "an active Job is a running attempt",
+                jobs: vec![mk_job(1, JobIs::Active)],
+                want: &[(1, Running, None)],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a Job that vanished while its attempt ran is lost",
+                previous: vec![mk_attempt(1, Running, None)],
+                want: &[(1, Failed, Some(Lost))],
+                message: Some("Job etl-extract-1 was deleted before it finished"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a Job that vanished from a cancelled task is cancelled, not lost",
+                previous: vec![mk_attempt(1, Running, None)],
+                cancelled: true,
+                want: &[(1, Failed, Some(Cancelled))],
+                message: Some(CANCELLED_MESSAGE),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a Job being deleted is ignored, even one that completed",
+                previous: vec![mk_attempt(1, Running, None)],
+                jobs: vec![deleting(mk_job(1, JobIs::Complete))],
+                pods: vec![mk_pod(1, 100, PodIs::Exited(0, "rows=1"))],
+                want: &[(1, Failed, Some(Lost))],
+                message: Some("was deleted before it finished"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a Job without an attempt label is not an attempt",
+                jobs: vec![Job {
+                    metadata: ObjectMeta {
+                        name: Some("stray".into()),
+                        ..Default::default()
+                    },
+                    ..mk_job(1, JobIs::Active)
+                }],
+                want: &[],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn stuck_pods_fail_their_attempt_and_lose_their_job() {
+        use FailureReason::{ConfigError, ImagePullError};
+        check(vec![
+            RecordCase {
+                name: "an image that cannot be pulled",
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![mk_pod(1, 100, PodIs::Waiting("ImagePullBackOff"))],
+                want: &[(1, Failed, Some(ImagePullError))],
+                message: Some("image \"etl:1\" cannot be pulled: nope"),
+                to_delete: &[1],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a container that cannot be created",
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![mk_pod(1, 100, PodIs::Waiting("CreateContainerConfigError"))],
+                want: &[(1, Failed, Some(ConfigError))],
+                message: Some("container cannot be created: nope"),
+                to_delete: &[1],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a container still being created is running, not stuck",
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![mk_pod(1, 100, PodIs::Waiting("ContainerCreating"))],
+                want: &[(1, Running, None)],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn finished_jobs_give_outputs_or_a_reason() {
+        use FailureReason::{Error, OutputError};
+        check(vec![
+            RecordCase {
+                name: "success without a declared output is an output error",
+                jobs: vec![mk_job(1, JobIs::Complete)],
+                pods: vec![mk_pod(1, 100, PodIs::Exited(0, r#"{"other": 1}"#))],
+                declared: &["rows"],
+                want: &[(1, Failed, Some(OutputError))],
+                message: Some("declared output(s) rows missing"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "success hands on the parsed outputs and keeps no message",
+                jobs: vec![mk_job(1, JobIs::Complete)],
+                pods: vec![mk_pod(1, 100, PodIs::Exited(0, "rows=42\nfile = s3://x"))],
+                declared: &["rows"],
+                want: &[(1, Succeeded, None)],
+                outputs: Some(&[("file", "s3://x"), ("rows", "42")]),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a failed Job's pod says why",
+                jobs: vec![mk_job(1, JobIs::Failed)],
+                pods: vec![mk_pod(1, 100, PodIs::Exited(3, "bad row\n"))],
+                want: &[(1, Failed, Some(Error))],
+                message: Some("exit code 3: bad row"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "the newest pod of an attempt is the one read",
+                jobs: vec![mk_job(1, JobIs::Failed)],
+                pods: vec![
+                    mk_pod(1, 150, PodIs::Exited(2, "newer")),
+                    mk_pod(1, 100, PodIs::Exited(1, "older")),
+                ],
+                want: &[(1, Failed, Some(Error))],
+                message: Some("exit code 2: newer"),
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn recorded_results_stand_and_their_jobs_are_stopped() {
+        use FailureReason::{Cancelled, Error, OOMKilled};
+        check(vec![
+            RecordCase {
+                name: "an attempt recorded as finished whose Job still runs has its Job deleted",
+                previous: vec![mk_attempt(1, Failed, Some(Cancelled))],
+                jobs: vec![mk_job(1, JobIs::Active)],
+                want: &[(1, Failed, Some(Cancelled))],
+                message: Some("earlier: Cancelled"),
+                to_delete: &[1],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "an attempt recorded as finished is never read again",
+                previous: vec![mk_attempt(1, Failed, Some(OOMKilled))],
+                jobs: vec![mk_job(1, JobIs::Complete)],
+                pods: vec![mk_pod(1, 100, PodIs::Exited(0, "rows=1"))],
+                declared: &["rows"],
+                want: &[(1, Failed, Some(OOMKilled))],
+                message: Some("earlier: OOMKilled"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a retry runs beside the recorded failure",
+                previous: vec![mk_attempt(1, Failed, Some(Error)), mk_attempt(2, Running, None)],
+                jobs: vec![mk_job(1, JobIs::Failed), mk_job(2, JobIs::Active)],
+                want: &[(1, Failed, Some(Error)), (2, Running, None)],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn attempt_times_come_from_the_job_or_else_the_clock() {
+        let got = record_attempts(
+            &[mk_attempt(2, Running, None)],
+            &[mk_job(1, JobIs::Complete), mk_job(3, JobIs::Active)],
+            &[mk_pod(1, 100, PodIs::Exited(0, ""))],
+            &spec(false, &[]),
+            ts(NOW),
+        );
+        let times = |n: u32| {
+            let a = &got.attempts[&n];
+            (
+                a.start_time.as_ref().map(|t| t.0),
+                a.completion_time.as_ref().map(|t| t.0),
+            )
+        };
+        assert_eq!(times(1), (Some(ts(100)), Some(ts(FINISHED))), "finished Job");
+        assert_eq!(times(2), (Some(ts(200)), Some(ts(NOW))), "lost Job");
+        assert_eq!(times(3), (Some(ts(300)), None), "running Job");
+        assert_eq!(got.attempts[&1].exit_code, Some(0));
+    }
+
+    #[test]
+    fn long_failure_messages_are_cut() {
+        let long: &'static str = "x".repeat(5 * MAX_MESSAGE).leak();
+        let got = record_attempts(
+            &[],
+            &[mk_job(1, JobIs::Failed)],
+            &[mk_pod(1, 100, PodIs::Exited(1, long))],
+            &spec(false, &[]),
+            ts(NOW),
+        );
+        let message = got.attempts[&1].message.as_deref().unwrap();
+        assert!(message.len() <= MAX_MESSAGE, "{} bytes", message.len());
+        assert!(message.starts_with("exit code 1: xxx") && message.ends_with("..."));
+    }
+
+    #[test]
+    fn a_stop_cancels_the_attempt_and_deletes_its_job() {
+        let recorded = Recorded {
+            attempts: BTreeMap::from([
+                (1, mk_attempt(1, Failed, Some(FailureReason::Error))),
+                (2, mk_attempt(2, Running, None)),
+            ]),
+            ..Default::default()
+        };
+        let got = record_stop(recorded.clone(), 2, ts(NOW));
+        let stopped = &got.attempts[&2];
+        assert_eq!(
+            (stopped.phase, stopped.reason, stopped.message.as_deref()),
+            (Failed, Some(FailureReason::Cancelled), Some(CANCELLED_MESSAGE))
+        );
+        assert_eq!(stopped.completion_time, Some(Time(ts(NOW))));
+        assert_eq!(got.attempts[&1], recorded.attempts[&1], "other attempts stay");
+        assert_eq!(got.to_delete, vec![job_name(2)]);
+        assert_eq!(
+            record_stop(recorded.clone(), 7, ts(NOW)),
+            recorded,
+            "no such attempt"
+        );
+    }
+
+    #[test]
+    fn a_lost_job_is_retried_after_the_delay() {
+        let mut spec = spec(false, &[]);
+        spec.retries = Some(RetryPolicy {
+            limit: 2,
+            delay: Some("30s".into()),
+            ..Default::default()
+        });
+        let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
+        let plan = plan(&spec, &recorded.attempts, ts(NOW));
+        assert_eq!(plan.phase, TaskPhase::Retrying);
+        assert_eq!(plan.next_retry_at, Some(ts(NOW + 30)));
+        let later = super::plan(&spec, &recorded.attempts, ts(NOW + 30));
+        assert_eq!(later.action, AttemptAction::Create(2));
+    }
+
+    fn task_run() -> TaskRun {
+        let mut tr = TaskRun::new("etl-extract", spec(false, &[]));
+        tr.metadata.namespace = Some("data".into());
+        tr.metadata.generation = Some(3);
+        tr
+    }
+
+    fn task_plan(phase: TaskPhase, next_retry_at: Option<i64>) -> TaskPlan {
+        TaskPlan {
+            phase,
+            action: AttemptAction::None,
+            next_retry_at: next_retry_at.map(ts),
+            retrying: next_retry_at.is_some(),
+        }
+    }
+
+    fn by_number(attempts: Vec<Attempt>) -> BTreeMap<u32, Attempt> {
+        attempts.into_iter().map(|a| (a.number, a)).collect()
+    }
+
+    /// Builds the status of `attempts` under a plan for `phase` and checks its `Succeeded`
+    /// condition and the fields that go with the phase.
+    #[track_caller]
+    fn check_condition(
+        phase: TaskPhase,
+        retry_at: Option<i64>,
+        attempts: Vec<Attempt>,
+        want: (ConditionStatus, &str, &str),
+    ) {
+        let count = attempts.len() as u32;
+        let plan = task_plan(phase, retry_at);
+        let old = TaskRunStatus::default();
+        let status = build_status(&task_run(), &old, by_number(attempts), None, &plan, ts(NOW));
+        let cond = find(&status.conditions, condition_types::SUCCEEDED).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str(), cond.message.as_str()),
+            (want.0.as_str(), want.1, want.2),
+        );
+        assert_eq!(cond.observed_generation, Some(3));
+        assert_eq!(status.phase, Some(phase));
+        assert_eq!(status.attempt_count, Some(count));
+        assert_eq!(status.next_retry_time, retry_at.map(|t| Time(ts(t))));
+        let finished = phase.is_terminal().then(|| Time(ts(NOW)));
+        assert_eq!(status.completion_time, finished);
+    }
+
+    #[test]
+    fn the_succeeded_condition_follows_the_phase() {
+        use ConditionStatus::{False, True, Unknown};
+        use FailureReason::{Error, OOMKilled};
+        let failed = |n, reason| mk_attempt(n, Failed, reason);
+        check_condition(
+            TaskPhase::Running,
+            None,
+            vec![],
+            (Unknown, reasons::RUNNING, "attempt 1 running"),
+        );
+        check_condition(
+            TaskPhase::Running,
+            None,
+            vec![failed(1, Some(Error)), mk_attempt(2, Running, None)],
+            (Unknown, reasons::RUNNING, "attempt 2 running"),
+        );
+        check_condition(
+            TaskPhase::Retrying,
+            Some(NOW + 90),
+            vec![failed(1, Some(Error))],
+            (
+                Unknown,
+                reasons::RETRYING,
+                "attempt 1 failed (earlier: Error); next attempt at 1970-01-01T02:48:10Z",
+            ),
+        );
+        check_condition(
+            TaskPhase::Succeeded,
+            None,
+            vec![failed(1, Some(Error)), mk_attempt(2, Succeeded, None)],
+            (True, reasons::SUCCEEDED, "succeeded on attempt 2"),
+        );
+        check_condition(
+            TaskPhase::Failed,
+            None,
+            vec![failed(1, Some(Error)), failed(2, Some(OOMKilled))],
+            (
+                False,
+                "OOMKilled",
+                "failed after 2 attempt(s): earlier: OOMKilled",
+            ),
+        );
+        check_condition(
+            TaskPhase::Failed,
+            None,
+            vec![failed(1, None)],
+            (False, "Unknown", "failed after 1 attempt(s): "),
+        );
+        check_condition(
+            TaskPhase::Cancelled,
+            None,
+            vec![failed(1, Some(FailureReason::Cancelled))],
+            (False, reasons::CANCELLED, "the task was cancelled"),
+        );
+    }
+
+    #[test]
+    fn times_once_set_are_kept() {
+        let old = TaskRunStatus {
+            start_time: Some(Time(ts(50))),
+            completion_time: Some(Time(ts(FINISHED))),
+            ..Default::default()
+        };
+        let attempts = || by_number(vec![mk_attempt(1, Failed, Some(FailureReason::Error))]);
+        let failed = task_plan(TaskPhase::Failed, None);
+        let status = build_status(&task_run(), &old, attempts(), None, &failed, ts(NOW));
+        assert_eq!(status.start_time, Some(Time(ts(50))));
+        assert_eq!(
+            status.completion_time,
+            Some(Time(ts(FINISHED))),
+            "not moved to now"
+        );
+
+        let fresh = TaskRunStatus::default();
+        let status = build_status(&task_run(), &fresh, attempts(), None, &failed, ts(NOW));
+        assert_eq!(
+            status.start_time,
+            Some(Time(ts(100))),
+            "the first attempt's start"
+        );
+
+        let retrying = task_plan(TaskPhase::Retrying, Some(NOW + 30));
+        let status = build_status(&task_run(), &old, attempts(), None, &retrying, ts(NOW));
+        assert_eq!(status.completion_time, None, "not finished while retrying");
+    }
+
+    #[test]
+    fn outputs_are_kept_only_on_success() {
+        let outputs = || Some(BTreeMap::from([("rows".to_string(), "42".to_string())]));
+        let attempts = || by_number(vec![mk_attempt(1, Succeeded, None)]);
+        let old = TaskRunStatus::default();
+        let succeeded = task_plan(TaskPhase::Succeeded, None);
+        let status = build_status(&task_run(), &old, attempts(), outputs(), &succeeded, ts(NOW));
+        assert_eq!(Some(status.outputs), outputs());
+
+        let cancelled = task_plan(TaskPhase::Cancelled, None);
+        let status = build_status(&task_run(), &old, attempts(), outputs(), &cancelled, ts(NOW));
+        assert!(status.outputs.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_task_run_gets_an_equal_status() {
+        // `update_status` writes only when the status differs: a second pass over the same
+        // Jobs must not produce a different one.
+        let tr = task_run();
+        let jobs = [mk_job(1, JobIs::Failed)];
+        let pods = [mk_pod(1, 100, PodIs::Exited(1, "boom"))];
+        let pass = |old: &TaskRunStatus, now: i64| {
+            let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, ts(now));
+            let plan = plan(&tr.spec, &recorded.attempts, ts(now));
+            build_status(&tr, old, recorded.attempts, recorded.outputs, &plan, ts(now))
+        };
+        let first = pass(&TaskRunStatus::default(), NOW);
+        assert_eq!(first.phase, Some(TaskPhase::Failed));
+        assert_eq!(pass(&first, NOW + 60), first);
+    }
+
+    #[test]
+    fn the_next_look_depends_on_the_phase() {
+        let status = |phase| TaskRunStatus {
+            phase: Some(phase),
+            ..Default::default()
+        };
+        let retrying = task_plan(TaskPhase::Retrying, Some(NOW + 30));
+        assert_eq!(
+            next_reconcile(&retrying, &status(TaskPhase::Retrying), ts(NOW)),
+            Action::requeue(Duration::from_millis(30_050))
+        );
+        let overdue = task_plan(TaskPhase::Retrying, Some(NOW - 5));
+        assert_eq!(
+            next_reconcile(&overdue, &status(TaskPhase::Retrying), ts(NOW)),
+            Action::requeue(Duration::from_millis(50))
+        );
+        let done = task_plan(TaskPhase::Succeeded, None);
+        assert_eq!(
+            next_reconcile(&done, &status(TaskPhase::Succeeded), ts(NOW)),
+            Action::await_change()
+        );
+        let running = task_plan(TaskPhase::Running, None);
+        assert_eq!(
+            next_reconcile(&running, &status(TaskPhase::Running), ts(NOW)),
+            Action::requeue(RESYNC)
+        );
+    }
+
+    #[test]
+    fn phase_changes_become_events() {
+        let status = |phase, attempts: Vec<Attempt>| TaskRunStatus {
+            phase: Some(phase),
+            next_retry_time: (phase == TaskPhase::Retrying).then(|| Time(ts(NOW + 90))),
+            attempts,
+            ..Default::default()
+        };
+        let failed = || vec![mk_attempt(1, Failed, Some(FailureReason::Error))];
+        let cases = [
+            (
+                status(TaskPhase::Retrying, failed()),
+                Some((
+                    EventType::Warning,
+                    reasons::TASK_RETRYING,
+                    "task extract: attempt 1 failed (earlier: Error); retrying in 1m30s at 1970-01-01T02:48:10Z",
+                )),
+            ),
+            (
+                status(TaskPhase::Failed, failed()),
+                Some((
+                    EventType::Warning,
+                    reasons::TASK_FAILED,
+                    "task extract failed after 1 attempt(s): earlier: Error",
+                )),
+            ),
+            (
+                status(TaskPhase::Succeeded, vec![mk_attempt(1, Succeeded, None)]),
+                Some((
+                    EventType::Normal,
+                    reasons::TASK_SUCCEEDED,
+                    "task extract succeeded on attempt 1",
+                )),
+            ),
+            (
+                status(TaskPhase::Cancelled, vec![]),
+                Some((
+                    EventType::Normal,
+                    reasons::TASK_CANCELLED,
+                    "task extract was cancelled",
+                )),
+            ),
+            (status(TaskPhase::Running, vec![]), None),
+            (TaskRunStatus::default(), None),
+        ];
+        for (new, want) in cases {
+            let got = phase_event("extract", &new, ts(NOW));
+            let got = got.as_ref().map(|(t, r, n)| (*t, *r, n.as_str()));
+            assert_eq!(got, want, "{:?}", new.phase);
+        }
+    }
+
+    #[test]
+    fn task_events_point_at_the_run_and_the_attempt_job() {
+        let mut tr = task_run();
+        assert_eq!(owner_run(&tr), None, "a TaskRun made by hand");
+        tr.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "weir.dev/v1alpha1".into(),
+                kind: "PipelineRun".into(),
+                name: "etl".into(),
+                uid: "run-uid".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        let run = owner_run(&tr).unwrap();
+        assert_eq!(
+            (run.kind.as_deref(), run.name.as_deref(), run.namespace.as_deref()),
+            (Some("PipelineRun"), Some("etl"), Some("data"))
+        );
+        let job = job_ref(&tr, &mk_attempt(2, Running, None));
+        assert_eq!(
+            (
+                job.api_version.as_deref(),
+                job.kind.as_deref(),
+                job.name.as_deref()
+            ),
+            (Some("batch/v1"), Some("Job"), Some("etl-extract-2"))
+        );
+    }
+
+    #[test]
+    fn failure_message_is_read_from_a_false_condition_only() {
+        let with = |status: &str| {
+            let mut tr = task_run();
+            tr.status = Some(TaskRunStatus {
+                conditions: vec![Condition {
+                    type_: condition_types::SUCCEEDED.into(),
+                    status: status.into(),
+                    reason: "Error".into(),
+                    message: "failed after 1 attempt(s): boom".into(),
+                    last_transition_time: Time(ts(NOW)),
+                    observed_generation: None,
+                }],
+                ..Default::default()
+            });
+            tr
+        };
+        assert_eq!(
+            failure_message(&with("False")).as_deref(),
+            Some("failed after 1 attempt(s): boom")
+        );
+        assert_eq!(failure_message(&with("Unknown")), None);
+        assert_eq!(failure_message(&task_run()), None);
+    }
 }
