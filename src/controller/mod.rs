@@ -13,13 +13,19 @@ pub mod pipelinerun;
 pub mod schedule;
 pub mod taskrun;
 
+use crate::api::Pipeline;
 use crate::api::{PipelineRun, TaskRun};
+use crate::metrics::ControllerKind;
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use instrument::{controller, on_result, owns, reconciler, watches};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -259,25 +265,27 @@ const DRAIN: Duration = Duration::from_secs(20);
 
 /// Runs the controllers for every scope until `shutdown` is cancelled, then lets the
 /// reconciles in flight finish (for at most [`DRAIN`]). `health` becomes ready once the
-/// watch cache of every controller holds its first full list.
+/// watch cache of every controller holds its first full list, and never if one of them
+/// stopped before that.
 pub async fn run(
     ctx: Arc<Context>,
     scopes: Vec<Scope>,
     shutdown: tokio_util::sync::CancellationToken,
     health: crate::http::Health,
 ) -> anyhow::Result<()> {
-    let mut controllers: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
-    let mut caches = Vec::new();
-    for scope in &scopes {
-        let (running, synced) = controllers_for(&ctx, scope, &shutdown);
-        controllers.extend(running);
-        caches.extend(synced);
-    }
+    let (controllers, caches): (Vec<_>, Vec<_>) = scopes
+        .iter()
+        .flat_map(|scope| controllers_for(&ctx, scope, &shutdown))
+        .map(|c| (c.running, c.synced))
+        .unzip();
     let synced = async {
-        futures::future::join_all(caches).await;
-        health.advance(crate::http::Phase::Syncing, crate::http::Phase::Ready);
-        health.advance(crate::http::Phase::Starting, crate::http::Phase::Ready);
-        tracing::info!("watch caches synced");
+        if all_synced(caches).await {
+            health.advance(crate::http::Phase::Syncing, crate::http::Phase::Ready);
+            health.advance(crate::http::Phase::Starting, crate::http::Phase::Ready);
+            tracing::info!("watch caches synced");
+        } else {
+            tracing::error!("a watch stopped before its first full list: not ready");
+        }
     };
     let abandon = async {
         shutdown.cancelled().await;
@@ -294,26 +302,49 @@ pub async fn run(
     Ok(())
 }
 
-/// The three controllers of one scope, and futures that finish once their caches synced.
-#[allow(clippy::type_complexity)]
+/// A controller, running, and whether its watch cache got its first full list.
+struct Started {
+    running: BoxFuture<'static, ()>,
+    synced: BoxFuture<'static, bool>,
+}
+
+/// True once the cache holds its first full list; false if its writer (the watch feeding
+/// it) was dropped before that.
+fn synced<K>(cache: Store<K>) -> BoxFuture<'static, bool>
+where
+    K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    async move { cache.wait_until_ready().await.is_ok() }.boxed()
+}
+
+/// Whether every cache synced: a cache that never did must not count as ready.
+async fn all_synced(caches: Vec<BoxFuture<'static, bool>>) -> bool {
+    futures::future::join_all(caches).await.into_iter().all(|ok| ok)
+}
+
+/// The three controllers of one scope.
 fn controllers_for(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> (
-    Vec<futures::future::BoxFuture<'static, ()>>,
-    Vec<futures::future::BoxFuture<'static, ()>>,
-) {
-    use crate::api::Pipeline;
-    use crate::metrics::ControllerKind;
-    use instrument::{controller, on_result, owns, reconciler, watches};
-    use kube::core::PartialObjectMeta;
-    let client = &ctx.client;
-    let managed = watcher::Config::default().labels(&managed_selector());
-    let stop = || shutdown.clone().cancelled_owned();
+) -> [Started; 3] {
+    [
+        pipeline_controller(ctx, scope, shutdown),
+        run_controller(ctx, scope, shutdown),
+        task_run_controller(ctx, scope, shutdown),
+    ]
+}
 
+/// Pipelines: validated on change; schedules, queues and history follow their runs.
+fn pipeline_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pipeline);
-    let (c, pipeline_cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue);
     // Runs appearing, starting and finishing move the schedule, queue and history.
     let c = watches(
         c,
@@ -322,25 +353,31 @@ fn controllers_for(
         &queue,
         pipeline::pipeline_of_run,
     );
-    let pipelines = c
-        .graceful_shutdown_on(stop())
+    let running = c
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())
         .for_each(on_result(&queue));
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
+}
 
+/// PipelineRuns: woken by their TaskRuns, and by a Pipeline whose slots under
+/// `maxActiveRuns` freed up (seen in its status) for the runs first in line.
+fn run_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
-    let (c, run_cache) = controller(
+    let (c, cache) = controller(
         scope.api::<PipelineRun>(client),
         watcher::Config::default(),
         &queue,
     );
-    let runs = owns(
-        c,
-        scope.api::<PartialObjectMeta<TaskRun>>(client),
-        watcher::Config::default(),
-        &queue,
-    )
-    // A slot freed under `maxActiveRuns` (seen in the Pipeline's status) wakes queued runs.
-    .watches(scope.api::<Pipeline>(client), watcher::Config::default(), {
+    let wake_queued = {
         let queue = queue.clone();
         move |p| {
             let runs = admission::queued_runs_to_wake(p);
@@ -349,15 +386,26 @@ fn controllers_for(
             }
             runs
         }
-    })
-    .graceful_shutdown_on(stop())
+    };
+    let running = owns(
+        c,
+        scope.api::<PartialObjectMeta<TaskRun>>(client),
+        watcher::Config::default(),
+        &queue,
+    )
+    .watches(
+        scope.api::<Pipeline>(client),
+        watcher::Config::default(),
+        wake_queued,
+    )
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(
         reconciler(&queue, pipelinerun::reconcile),
         error_policy,
         ctx.clone(),
     )
     .for_each(on_result(&queue));
-    let active = run_cache.clone();
+    let active = cache.clone();
     ctx.metrics.add_active_runs_source(move || {
         active
             .state()
@@ -369,29 +417,39 @@ fn controllers_for(
             })
             .count() as i64
     });
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
+}
 
+/// TaskRuns: woken by their Jobs and by their pods (a pod's status moves first).
+fn task_run_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let client = &ctx.client;
+    let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
-    let (c, task_run_cache) = controller(scope.api::<TaskRun>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(scope.api::<TaskRun>(client), watcher::Config::default(), &queue);
     let c = owns(
         c,
         scope.api::<PartialObjectMeta<Job>>(client),
         managed.clone(),
         &queue,
     );
-    let task_runs = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
+    let running = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
         let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
-    .graceful_shutdown_on(stop())
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));
-
-    let synced = vec![
-        async move { pipeline_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
-        async move { run_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
-        async move { task_run_cache.wait_until_ready().await.unwrap_or(()) }.boxed(),
-    ];
-    (vec![pipelines.boxed(), runs.boxed(), task_runs.boxed()], synced)
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
 }
 
 /// One scope per listed namespace; all namespaces when none is listed.
@@ -409,4 +467,38 @@ where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
     Ok(api.list(&ListParams::default().labels(selector)).await?.items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    #[tokio::test]
+    async fn a_cache_whose_watch_stopped_before_its_first_list_is_not_ready() {
+        let (never, writer) = reflector::store::<Pipeline>();
+        drop(writer);
+        let (listed, mut writer) = reflector::store::<Pipeline>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(all_synced(vec![synced(listed.clone())]).await);
+        assert!(!all_synced(vec![synced(listed), synced(never)]).await);
+    }
+
+    #[test]
+    fn api_answers_that_mean_already_done() {
+        let api_error = |code: u16, reason: &str| {
+            kube::Error::Api(kube::core::Status::failure("no", reason).with_code(code).boxed())
+        };
+        let gone: std::result::Result<(), kube::Error> = Err(api_error(404, "NotFound"));
+        assert!(matches!(gone.ignore_not_found(), Ok(None)));
+        let exists: std::result::Result<(), kube::Error> = Err(api_error(409, "AlreadyExists"));
+        assert!(matches!(exists.ignore_already_exists(), Ok(None)));
+        let conflict: std::result::Result<(), kube::Error> = Err(api_error(409, "Conflict"));
+        let err = conflict.ignore_already_exists().unwrap_err();
+        assert_eq!(err.category(), "conflict");
+        let forbidden: std::result::Result<(), kube::Error> = Err(api_error(403, "Forbidden"));
+        assert!(forbidden.ignore_not_found().is_err());
+        assert!(matches!(Ok::<u8, kube::Error>(7).ignore_not_found(), Ok(Some(7))));
+    }
 }
