@@ -3,6 +3,7 @@
 
 mod dataflow;
 mod evaluate;
+mod layers;
 mod plan_run;
 mod plan_task;
 mod simulate;
