@@ -31,6 +31,9 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "controller functions stay short (one named step each)"
+hack/function-lengths.py --limit 80 src/controller
+
 step "generated files are up to date"
 hack/generate.sh
 if ! git diff --exit-code --stat -- crds manifests charts contrib; then
