@@ -87,7 +87,11 @@ fn engine_modules_use_only_lower_layers() {
             }
         }
     }
-    assert_eq!(seen, LAYERS.len(), "every engine module is listed, and only those");
+    assert_eq!(
+        seen,
+        LAYERS.len(),
+        "every engine module is listed, and only those"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
