@@ -448,7 +448,7 @@ fn outcome(pipeline: &ValidPipeline, states: &[TaskPhase], stop: Option<StopReas
         // going) ends on its own merits, however late the controller looks.
         Some(StopReason::Timeout) if states.contains(&TaskPhase::Cancelled) => {
             return RunOutcome::Failed {
-                reason: "RunTimeout",
+                reason: crate::api::reasons::RUN_TIMEOUT,
                 message: "the run took longer than its timeout; remaining tasks were cancelled".into(),
             };
         }
@@ -468,7 +468,7 @@ fn outcome(pipeline: &ValidPipeline, states: &[TaskPhase], stop: Option<StopReas
                 .collect();
         }
         return RunOutcome::Failed {
-            reason: "TaskFailed",
+            reason: crate::api::reasons::TASK_FAILED,
             message: list_message("failed", &names),
         };
     }

@@ -774,12 +774,13 @@ fn write_record(runner: &Runner, now: Timestamp) {
             })
         })
         .collect();
+    use crate::api::{RunPhase, reasons};
     let (phase, reason, message) = match &runner.outcome {
-        Some(RunOutcome::Succeeded) => ("Succeeded", "Succeeded", String::new()),
-        Some(RunOutcome::Failed { reason, message }) => ("Failed", *reason, message.clone()),
-        Some(RunOutcome::Cancelled { message }) => ("Cancelled", "Cancelled", message.clone()),
+        Some(RunOutcome::Succeeded) => (RunPhase::Succeeded, reasons::SUCCEEDED, String::new()),
+        Some(RunOutcome::Failed { reason, message }) => (RunPhase::Failed, *reason, message.clone()),
+        Some(RunOutcome::Cancelled { message }) => (RunPhase::Cancelled, reasons::CANCELLED, message.clone()),
         None => (
-            "Cancelled",
+            RunPhase::Cancelled,
             "Killed",
             "stopped at once by a second interrupt".into(),
         ),
