@@ -425,6 +425,32 @@ impl JobRecorder {
     }
 }
 
+/// The names of the files in `examples/` (without `.yaml`), sorted.
+pub fn example_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("examples"))
+        .expect("reading examples/")
+        .map(|e| e.expect("an entry of examples/").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every TaskRun of the PipelineRun `run` (instances of fanned-out tasks included).
+pub async fn task_runs_of(ns: &TestNamespace, run: &str) -> Vec<TaskRun> {
+    let api: Api<TaskRun> = ns.api();
+    let selector = format!(
+        "{}={}",
+        weir::api::labels::PIPELINE_RUN,
+        weir::engine::names::label_value(run)
+    );
+    api.list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap_or_else(|e| panic!("listing the TaskRuns of {run}: {e}"))
+        .items
+}
+
 /// Reads an example from `examples/`, optionally rewriting text in it.
 pub fn example(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("examples").join(format!("{name}.yaml")))
