@@ -234,7 +234,17 @@ spec:
         .into_iter()
         .find(|c| c.type_ == "Failed")
         .unwrap();
-    assert_eq!(cond.reason.as_deref(), Some("DeadlineExceeded"));
+    // The 1.20 Job controller checks the backoff limit before the deadline: when the pod it
+    // deleted at the deadline is seen failed before the Job's condition is written (a
+    // conflict, a slow sync on a loaded machine), the reason is `BackoffLimitExceeded`.
+    // Either way the Job failed because of its deadline: the pod was deleted, not failed.
+    assert!(
+        matches!(
+            cond.reason.as_deref(),
+            Some("DeadlineExceeded" | "BackoffLimitExceeded")
+        ),
+        "{cond:?}"
+    );
 
     wait_for("the job's processes to be gone", TIMEOUT, || async {
         let shells = pids_with_cmdline(&marker);

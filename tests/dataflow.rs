@@ -291,3 +291,23 @@ async fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() 
         "{events:?}"
     );
 }
+
+/// Outputs over the 4 KiB a termination message keeps are refused as cut, not passed on
+/// shortened: a `key=value` line cut short still parses, so the value once arrived
+/// downstream 4,094 characters long and the attempt was recorded `Succeeded`.
+#[tokio::test]
+async fn outputs_over_the_termination_message_limit_fail_the_attempt() {
+    let (ns, _op) = setup("longout").await;
+    ns.apply(&manifests::long_output("longout"));
+    let run = wait_run_done(&ns, "longout", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed, "{:?}", run.status);
+    let big = task_run(&ns, "longout", "big").await;
+    let status = big.status.unwrap();
+    assert_eq!(status.phase, Some(TaskPhase::Failed));
+    let attempt = &status.attempts[0];
+    assert_eq!(attempt.reason, Some(FailureReason::OutputError));
+    let message = attempt.message.clone().unwrap_or_default();
+    assert!(message.contains("4096-byte limit"), "{message}");
+    assert!(status.outputs.is_empty(), "{:?}", status.outputs);
+    assert!(task_run_opt(&ns, "longout", "use").await.is_none());
+}

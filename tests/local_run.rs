@@ -896,3 +896,19 @@ fn a_fan_out_instance_too_large_to_start_fails_the_task_with_the_reason() {
     );
     assert_eq!(started(&sandbox.events()), BTreeSet::from(["prep".to_string()]));
 }
+
+/// The same outputs as the operator test: `weir run` applies the kubelet's 4 KiB rule, so
+/// a pipeline that passes here does not fail in a cluster.
+#[test]
+fn outputs_over_the_termination_message_limit_fail_the_attempt() {
+    let sandbox = Sandbox::new("longout");
+    let file = sandbox.write("longout.yaml", &manifests::long_output("longout"));
+    let out = sandbox.run(&[file.to_str().unwrap(), "--name", "longout", "--plain"]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("big failed after 1 attempt(s): OutputError: outputs reached the 4096-byte limit"),
+        "{output}"
+    );
+    assert_eq!(started(&sandbox.events()), BTreeSet::from(["big".to_string()]));
+}

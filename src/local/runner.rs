@@ -454,10 +454,11 @@ impl Runner {
         a.finished_at = Some(now);
         let (phase, reason, exit_code, message) = match event.ended {
             Ended::Exited { code: Some(0), .. } => {
-                // What the kubelet keeps of a termination message: the first 4 KiB.
+                // What the kubelet keeps of a termination message: its last 4 KiB, which
+                // `outputs::parse` refuses as cut when it is all there is room for.
                 let text = std::fs::read(&a.outputs_file)
                     .map(|mut bytes| {
-                        bytes.truncate(outputs::MAX_BYTES);
+                        bytes.drain(..bytes.len().saturating_sub(outputs::MAX_BYTES));
                         String::from_utf8_lossy(&bytes).into_owned()
                     })
                     .unwrap_or_default();

@@ -35,3 +35,31 @@ spec:
 "#
     )
 }
+
+/// A Pipeline and its PipelineRun `name`: task `big` writes `v=` and 5,000 characters to
+/// `$WEIR_OUTPUTS` (`key=value` form, over the 4 KiB a termination message keeps); task
+/// `use` reads the value.
+pub fn long_output(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: {name}}}
+spec:
+  defaults: {{image: busybox}}
+  tasks:
+    - name: big
+      command: [sh, -c, 'printf "v=%s" "$(head -c 5000 /dev/zero | tr "\0" x)" > "$WEIR_OUTPUTS"']
+      outputs: [{{name: v}}]
+    - name: use
+      dependsOn: [big]
+      command: [sh, -c, 'echo "$1" | wc -c', sh, "{{{{ tasks.big.outputs.v }}}}"]
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {{name: {name}}}
+spec:
+  pipelineRef: {{name: {name}}}
+"#
+    )
+}

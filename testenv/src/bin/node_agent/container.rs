@@ -582,7 +582,8 @@ impl Running {
 
 fn termination_message(p: &Prepared, code: i32) -> String {
     let mut msg = std::fs::read(&p.termination_file).unwrap_or_default();
-    msg.truncate(MAX_MESSAGE_BYTES);
+    // The kubelet keeps the end of a longer file (`tail.ReadAtMost`), not its start.
+    msg.drain(..msg.len().saturating_sub(MAX_MESSAGE_BYTES));
     let msg = String::from_utf8_lossy(&msg).into_owned();
     if msg.is_empty() && code != 0 && p.fallback_to_logs {
         return logfile::tail_for_message(&p.log_path, FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES);
