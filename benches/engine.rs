@@ -6,10 +6,12 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use jiff::Timestamp;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 use weir::api::{self, PipelineSpec, TaskPhase};
-use weir::engine::{ObservedTask, RunInput, ValidPipeline, plan_run, validate};
+use weir::engine::resolve::RunContext;
+use weir::engine::{Child, ObservedTask, RunInput, StepInput, ValidPipeline, plan_run, step_run, validate};
 
 // The engine's test fixtures are compiled only for tests; the benchmark takes the same file
 // (its `crate::api` paths resolve through the `api` import above).
@@ -123,12 +125,61 @@ fn bench_plan_run(c: &mut Criterion) {
     group.finish();
 }
 
+/// The run step both drivers take, over the same half-done runs as `plan_run`: planning
+/// plus the resolution of what starts and the status summary. Read beside `plan_run`.
+fn bench_step_run(c: &mut Criterion) {
+    let started_at: Timestamp = "2024-05-01T12:00:00Z".parse().unwrap();
+    let context = RunContext {
+        name: "bench-1".into(),
+        ..Default::default()
+    };
+    let none = BTreeMap::new();
+    let mut group = c.benchmark_group("step_run");
+    for n in SIZES {
+        for (shape, spec) in shapes(n) {
+            let pipeline = validate(&spec).unwrap();
+            let observed = half_done(&pipeline, started_at);
+            let children: Vec<Child<'_>> = observed
+                .iter()
+                .enumerate()
+                .filter_map(|(t, o)| {
+                    o.map(|o| Child {
+                        name: "",
+                        task: pipeline.name(t),
+                        instance: None,
+                        phase: o.phase,
+                        cancel_requested: false,
+                        outputs: &none,
+                        attempts: Some(1),
+                        message: None,
+                    })
+                })
+                .collect();
+            group.throughput(Throughput::Elements(elements(&spec)));
+            group.bench_with_input(BenchmarkId::new(shape, n), &children, |b, children| {
+                b.iter(|| {
+                    step_run(black_box(&StepInput {
+                        pipeline: &pipeline,
+                        context: &context,
+                        children,
+                        cancel_requested: false,
+                        started_at,
+                        timeout: Some(Duration::from_secs(3600)),
+                        now: started_at,
+                    }))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = bench_validate, bench_validate_outputs, bench_plan_run
+    targets = bench_validate, bench_validate_outputs, bench_plan_run, bench_step_run
 }
 criterion_main!(benches);
