@@ -70,6 +70,39 @@ pub struct PipelineRunSpec {
     /// End of the data interval the run covers (exclusive), `{{ run.dataIntervalEnd }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_interval_end: Option<Time>,
+
+    /// Asks to run part of the run again (Airflow's "clear"), running or finished: the
+    /// tasks named, or every task that did not succeed. Tasks that succeeded keep their
+    /// outputs; rerun tasks get new attempts (numbered on from the earlier ones, which stay
+    /// in the history); `finally` tasks run again at the end; the run ends with a new
+    /// outcome. Applied once per `request`: set a new `request` to ask again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<RerunRequest>,
+}
+
+/// A request to run part of a run again.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RerunRequest {
+    /// Names the request: it is applied once, and a different value asks again. Any text
+    /// unique within the run (`weir rerun` uses the current time).
+    #[schemars(length(min = 1, max = 63))]
+    pub request: String,
+
+    /// Tasks to run again. Empty: every task that failed, was upstream-failed or was
+    /// cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+
+    /// Also run again every task downstream of those (Airflow's `downstream`), even those
+    /// that succeeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub downstream: bool,
+
+    /// Of a fanned-out task, run again only the instances that did not succeed (the others
+    /// keep their outputs). Default: every instance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_instances_only: bool,
 }
 
 /// A reference to a Pipeline in the same namespace.
@@ -152,6 +185,32 @@ pub struct PipelineRunStatus {
     /// The pipeline as it was when the run started; the run follows this copy only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_spec: Option<PipelineSpec>,
+
+    /// The last rerun request applied to the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<AppliedRerun>,
+}
+
+/// A rerun request as the operator applied it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRerun {
+    /// The `spec.rerun.request` applied.
+    pub request: String,
+    /// When it was applied.
+    pub time: Time,
+    /// Who asked, as far as Kubernetes tells: the field manager that last wrote
+    /// `spec.rerun` (for example `kubectl-patch` or `weir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// The tasks run again (at most 50 named; `tasksOmitted` counts the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// Rerun tasks left out of `tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_omitted: Option<u32>,
+    /// How many rerun requests the run has had.
+    pub count: u32,
 }
 
 /// How many tasks of a run are in each state.

@@ -86,6 +86,12 @@ pub struct TaskRunSpec {
     /// made. The TaskRun ends `Cancelled`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+
+    /// Set by the run to ask for the task to run again after it finished (the run's
+    /// `spec.rerun.request`): a new attempt is made, numbered on from the earlier ones, with
+    /// a fresh retry budget. Applied once per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<String>,
 }
 
 /// What the operator observed of a TaskRun.
@@ -128,6 +134,16 @@ pub struct TaskRunStatus {
     /// When the next attempt will start, while the task waits for its retry delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_time: Option<Time>,
+
+    /// The `spec.rerun` request this status has taken in: its attempts from then on form a
+    /// new round, with a fresh retry budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<String>,
+
+    /// Attempts before the current round (earlier runs of the task, before reruns): they
+    /// stay in `attempts` but no longer count against the retry budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_start: Option<u32>,
 }
 
 /// One attempt of a task: one Job and its pod.

@@ -40,6 +40,7 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         outputs: task.outputs.iter().map(|o| o.name.clone()).collect(),
         instance: None,
         cancelled: false,
+        rerun: None,
     }
 }
 
