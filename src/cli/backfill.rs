@@ -3,10 +3,11 @@
 //! derived from the logical date, so running the same backfill twice creates nothing new).
 //! The operator starts them as `maxActiveRuns` allows; `--wait` follows them to the end.
 
+use super::cluster::{Cluster, ClusterArgs, Explain as _, PIPELINE_RUNS, PIPELINES, connect, post_params};
 use crate::api::{Pipeline, PipelineRun, RunPhase, Trigger};
-use crate::controller::schedule::{create_run, new_run};
+use crate::controller::schedule::new_run;
 use crate::engine::schedule::{self, CronSchedule, MAX_INTERVALS};
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use kube::api::Api;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,9 +16,8 @@ use std::time::Duration;
 pub struct Args {
     /// The Pipeline to backfill; it must have a schedule.
     pipeline: String,
-    /// Namespace of the Pipeline (default: the one of the kubeconfig context).
-    #[arg(short, long)]
-    namespace: Option<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// First logical date: `2024-03-01` (midnight in the schedule's time zone),
     /// `2024-03-01T06:00` (also in that zone) or RFC 3339 (`2024-03-01T06:00:00Z`).
     #[arg(long)]
@@ -45,26 +45,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(backfill(args))
 }
 
-/// A kube client from the user's kubeconfig and the namespace to work in.
-pub(crate) async fn connect(namespace: Option<String>) -> anyhow::Result<(kube::Client, String)> {
-    let client = kube::Client::try_default()
+/// The Pipeline `name` in the cluster's namespace.
+pub(crate) async fn get_pipeline(cluster: &Cluster, name: &str) -> anyhow::Result<Pipeline> {
+    cluster
+        .api::<Pipeline>()
+        .get(name)
         .await
-        .context("connecting to Kubernetes (kubeconfig)")?;
-    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-    Ok((client, ns))
-}
-
-pub(crate) async fn get_pipeline(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<Pipeline> {
-    Api::<Pipeline>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading Pipeline {name}"))?
-        .with_context(|| format!("Pipeline {name:?} not found in namespace {ns}"))
+        .explain(cluster, "get", PIPELINES, Some(name))
 }
 
 async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
-    let (client, ns) = connect(args.namespace).await?;
-    let pipeline = get_pipeline(&client, &ns, &args.pipeline).await?;
+    let cluster = connect(&args.cluster).await?;
+    let pipeline = get_pipeline(&cluster, &args.pipeline).await?;
     let Some(spec) = pipeline.spec.schedule.as_ref() else {
         bail!(
             "Pipeline {} has no schedule: backfill cuts the range into the schedule's intervals",
@@ -98,7 +90,7 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let api: Api<PipelineRun> = Api::namespaced(client.clone(), &ns);
+    let api: Api<PipelineRun> = cluster.api();
     let show = |t: jiff::Timestamp| {
         t.to_zoned(tz.clone())
             .strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -112,7 +104,11 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
             interval.start,
         );
         let outcome = if args.dry_run {
-            match api.get_opt(&name).await? {
+            match api
+                .get_opt(&name)
+                .await
+                .explain(&cluster, "get", PIPELINE_RUNS, Some(&name))?
+            {
                 Some(run) => {
                     existed += 1;
                     format!("exists ({})", phase_of(&run))
@@ -127,12 +123,21 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
                 interval.start,
                 Some(*interval),
             )?;
-            if create_run(&api, &run).await? {
+            let made = match api.create(&post_params(), &run).await {
+                Ok(_) => true,
+                Err(e) if crate::controller::is_already_exists(&e) => false,
+                Err(e) => return Err(e).explain(&cluster, "create", PIPELINE_RUNS, Some(&name)),
+            };
+            if made {
                 created += 1;
                 "created".to_string()
             } else {
                 existed += 1;
-                match api.get_opt(&name).await? {
+                match api
+                    .get_opt(&name)
+                    .await
+                    .explain(&cluster, "get", PIPELINE_RUNS, Some(&name))?
+                {
                     Some(run) => format!("exists ({})", phase_of(&run)),
                     None => "exists".to_string(),
                 }
@@ -162,7 +167,7 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
     }
     let timeout =
         crate::engine::duration::parse(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let all_succeeded = wait_for_runs(&api, &names, timeout).await?;
+    let all_succeeded = wait_for_runs(&cluster, &names, timeout).await?;
     Ok(if all_succeeded {
         ExitCode::SUCCESS
     } else {
@@ -171,26 +176,13 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn phase_of(run: &PipelineRun) -> String {
-    let status = run.status.as_ref();
-    let reason = status
-        .and_then(|s| crate::api::condition::find(&s.conditions, crate::api::condition_types::SUCCEEDED))
-        .map(|c| c.reason.as_str());
-    match (status.and_then(|s| s.phase), reason) {
-        (Some(RunPhase::Pending), Some(crate::api::reasons::QUEUED)) => {
-            crate::api::reasons::QUEUED.to_string()
-        }
-        (Some(phase), _) => format!("{phase:?}"),
-        (None, _) => "New".to_string(),
-    }
+    super::runs::phase_text(run)
 }
 
 /// Polls the runs until every one finished, printing a line each time the tally changes.
 /// Returns whether all succeeded.
-pub(crate) async fn wait_for_runs(
-    api: &Api<PipelineRun>,
-    names: &[String],
-    timeout: Duration,
-) -> anyhow::Result<bool> {
+async fn wait_for_runs(cluster: &Cluster, names: &[String], timeout: Duration) -> anyhow::Result<bool> {
+    let api: Api<PipelineRun> = cluster.api();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_line = String::new();
     loop {
@@ -198,7 +190,11 @@ pub(crate) async fn wait_for_runs(
         let mut finished = 0;
         let mut failures = Vec::new();
         for name in names {
-            let phase = match api.get_opt(name).await? {
+            let found = api
+                .get_opt(name)
+                .await
+                .explain(cluster, "get", PIPELINE_RUNS, Some(name))?;
+            let phase = match found {
                 Some(run) => {
                     let phase = run.status.as_ref().and_then(|s| s.phase);
                     if phase.is_some_and(RunPhase::is_terminal) {

@@ -1,14 +1,19 @@
 //! The `weir` command line. Each subcommand lives in its own module with an `Args` struct
 //! (clap) and a `run(args) -> anyhow::Result<ExitCode>`; this file only lists and
-//! dispatches them.
+//! dispatches them. The subcommands that talk to a cluster share `cluster` (kubeconfig,
+//! namespace, errors people can act on), `runs` (a run read as a tree), `output` and `wait`.
 
 pub mod backfill;
+pub mod cluster;
 pub mod crd;
 pub mod graph;
 pub mod operator;
+pub mod output;
 pub mod run;
+pub mod runs;
 pub mod trigger;
 pub mod validate;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

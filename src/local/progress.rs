@@ -32,7 +32,8 @@ pub fn elapsed(d: Duration) -> String {
     }
 }
 
-fn symbol(phase: TaskPhase, frame: usize) -> &'static str {
+/// The symbol of a phase; `frame` turns the spinner of running tasks.
+pub fn symbol(phase: TaskPhase, frame: usize) -> &'static str {
     const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
     match phase {
         TaskPhase::Pending => "·",
@@ -45,7 +46,8 @@ fn symbol(phase: TaskPhase, frame: usize) -> &'static str {
     }
 }
 
-fn color(phase: TaskPhase) -> &'static str {
+/// The terminal colour of a phase (an ANSI escape).
+pub fn color(phase: TaskPhase) -> &'static str {
     match phase {
         TaskPhase::Succeeded => "\x1b[32m",
         TaskPhase::Failed | TaskPhase::UpstreamFailed => "\x1b[31m",
@@ -151,7 +153,7 @@ pub fn summary_table(rows: &[Row]) -> String {
 }
 
 /// The size of the terminal on stdout, if it is one.
-fn terminal_size() -> Option<(usize, usize)> {
+pub fn terminal_size() -> Option<(usize, usize)> {
     // SAFETY: TIOCGWINSZ writes a `winsize` into the struct we pass, nothing else.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
