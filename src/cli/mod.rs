@@ -6,6 +6,7 @@
 pub mod backfill;
 pub mod cluster;
 pub mod crd;
+pub mod get;
 pub mod graph;
 pub mod operator;
 pub mod output;
@@ -45,6 +46,8 @@ enum Command {
     Run(run::Args),
     /// Draw a pipeline's DAG as text, Graphviz DOT or Mermaid.
     Graph(graph::Args),
+    /// Show a run: its tasks, fan-out instances and attempts as a tree.
+    Get(get::Args),
 }
 
 impl Cli {
@@ -57,6 +60,7 @@ impl Cli {
             Command::Backfill(args) => backfill::run(args),
             Command::Run(args) => run::run(args),
             Command::Graph(args) => graph::run(args),
+            Command::Get(args) => get::run(args),
         }
     }
 }
