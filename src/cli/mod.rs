@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod crd;
 pub mod get;
 pub mod graph;
+pub mod logs;
 pub mod operator;
 pub mod output;
 pub mod run;
@@ -48,6 +49,8 @@ enum Command {
     Graph(graph::Args),
     /// Show a run: its tasks, fan-out instances and attempts as a tree.
     Get(get::Args),
+    /// Print the logs of a run's tasks, each line prefixed by its task; -f to follow.
+    Logs(logs::Args),
 }
 
 impl Cli {
@@ -61,6 +64,7 @@ impl Cli {
             Command::Run(args) => run::run(args),
             Command::Graph(args) => graph::run(args),
             Command::Get(args) => get::run(args),
+            Command::Logs(args) => logs::run(args),
         }
     }
 }
