@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod crd;
 pub mod get;
 pub mod graph;
+pub mod list;
 pub mod logs;
 pub mod operator;
 pub mod output;
@@ -51,6 +52,8 @@ enum Command {
     Get(get::Args),
     /// Print the logs of a run's tasks, each line prefixed by its task; -f to follow.
     Logs(logs::Args),
+    /// List recent runs with phase, progress, start and duration.
+    List(list::Args),
 }
 
 impl Cli {
@@ -65,6 +68,7 @@ impl Cli {
             Command::Graph(args) => graph::run(args),
             Command::Get(args) => get::run(args),
             Command::Logs(args) => logs::run(args),
+            Command::List(args) => list::run(args),
         }
     }
 }
