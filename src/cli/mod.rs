@@ -4,6 +4,7 @@
 //! namespace, errors people can act on), `runs` (a run read as a tree), `output` and `wait`.
 
 pub mod backfill;
+pub mod cancel;
 pub mod cluster;
 pub mod crd;
 pub mod get;
@@ -12,6 +13,7 @@ pub mod list;
 pub mod logs;
 pub mod operator;
 pub mod output;
+pub mod rerun;
 pub mod run;
 pub mod runs;
 pub mod trigger;
@@ -54,6 +56,10 @@ enum Command {
     Logs(logs::Args),
     /// List recent runs with phase, progress, start and duration.
     List(list::Args),
+    /// Run part of a run again: its failed tasks, or the tasks named (Airflow's "clear").
+    Rerun(rerun::Args),
+    /// Cancel a run: running tasks stop, finally tasks still run.
+    Cancel(cancel::Args),
 }
 
 impl Cli {
@@ -69,6 +75,8 @@ impl Cli {
             Command::Get(args) => get::run(args),
             Command::Logs(args) => logs::run(args),
             Command::List(args) => list::run(args),
+            Command::Rerun(args) => rerun::run(args),
+            Command::Cancel(args) => cancel::run(args),
         }
     }
 }
