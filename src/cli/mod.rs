@@ -16,6 +16,7 @@ pub mod output;
 pub mod rerun;
 pub mod run;
 pub mod runs;
+pub mod suspend;
 pub mod trigger;
 pub mod validate;
 pub mod wait;
@@ -60,6 +61,10 @@ enum Command {
     Rerun(rerun::Args),
     /// Cancel a run: running tasks stop, finally tasks still run.
     Cancel(cancel::Args),
+    /// Suspend a Pipeline's schedule (runs already created go on).
+    Suspend(suspend::Args),
+    /// Resume a Pipeline's suspended schedule.
+    Resume(suspend::Args),
 }
 
 impl Cli {
@@ -77,6 +82,8 @@ impl Cli {
             Command::List(args) => list::run(args),
             Command::Rerun(args) => rerun::run(args),
             Command::Cancel(args) => cancel::run(args),
+            Command::Suspend(args) => suspend::suspend(args),
+            Command::Resume(args) => suspend::resume(args),
         }
     }
 }
