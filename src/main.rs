@@ -1,10 +1,9 @@
 //! The `weir` command: the operator and the tools around it.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match weir::cli::Cli::parse().run() {
+    match weir::cli::Cli::from_env().run() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

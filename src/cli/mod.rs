@@ -6,6 +6,7 @@
 pub mod backfill;
 pub mod cancel;
 pub mod cluster;
+pub mod completion;
 pub mod crd;
 pub mod get;
 pub mod graph;
@@ -21,7 +22,7 @@ pub mod trigger;
 pub mod validate;
 pub mod wait;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -65,9 +66,26 @@ enum Command {
     Suspend(suspend::Args),
     /// Resume a Pipeline's suspended schedule.
     Resume(suspend::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(completion::Args),
 }
 
 impl Cli {
+    /// Parses the command line. Run as `kubectl-weir` (a kubectl plugin: `kubectl weir
+    /// ...`), help and errors name the command that way.
+    pub fn from_env() -> Cli {
+        let mut command = Cli::command();
+        let invoked = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        if invoked.as_deref().is_some_and(|n| n.starts_with("kubectl-weir")) {
+            command = command.bin_name("kubectl weir");
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Operator(args) => operator::run(args),
@@ -84,6 +102,7 @@ impl Cli {
             Command::Cancel(args) => cancel::run(args),
             Command::Suspend(args) => suspend::suspend(args),
             Command::Resume(args) => suspend::resume(args),
+            Command::Completion(args) => completion::run(args),
         }
     }
 }
