@@ -237,23 +237,24 @@ const PALETTE: [&str; 6] = [
 ];
 
 impl Printer {
-    fn new(view: &RunView, no_prefix: bool) -> Printer {
+    fn new(view: &RunView, filter: Option<&TaskFilter>, no_prefix: bool) -> Printer {
         let mut printer = Printer {
             width: 0,
             colored: super::output::colored(),
             no_prefix,
             colors: HashMap::new(),
         };
-        printer.widen(view);
+        printer.widen(view, filter);
         printer
     }
 
-    /// Makes room for every task of the run (known once the operator pinned the pipeline),
-    /// and for `#n` where a task may retry, so prefixes line up as attempts come.
-    fn widen(&mut self, view: &RunView) {
+    /// Makes room for every task shown (known once the operator pinned the pipeline), and
+    /// for `#n` where a task may retry, so prefixes line up as attempts come.
+    fn widen(&mut self, view: &RunView, filter: Option<&TaskFilter>) {
         let widest = view
             .tasks
             .iter()
+            .filter(|t| filter.is_none_or(|f| f.task == t.task))
             .flat_map(|t| std::iter::once(t).chain(&t.instances))
             .map(|t| {
                 let most = t.max_attempts.unwrap_or(1).max(t.attempts.len() as u32);
@@ -301,7 +302,7 @@ async fn logs(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(f) = &filter {
         check_task(&view, f)?;
     }
-    let mut printer = Printer::new(&view, args.no_prefix);
+    let mut printer = Printer::new(&view, filter.as_ref(), args.no_prefix);
     let params = LogParams {
         container: Some(CONTAINER.to_string()),
         follow: args.follow,
@@ -497,7 +498,7 @@ async fn follow(
             _ = tick.tick() => {
                 let snapshot = runs::fetch(cluster, &args.run, true).await?;
                 let view = runs::view(&snapshot);
-                printer.widen(&view);
+                printer.widen(&view, filter);
                 let uids = uids_of(&snapshot);
                 let wanted = units(&view, filter, args.attempt, &uids);
                 let pods = pods_by_attempt(list_pods(cluster, run_uid, true).await?);
