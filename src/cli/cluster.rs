@@ -213,10 +213,14 @@ impl Cluster {
                 return anyhow!("could not get credentials for {}: {}", self.where_(), chain(&e));
             }
             other if is_transport(&other) => {
+                // What went wrong is in the causes; kube's own wrapper says nothing more.
+                let cause = match std::error::Error::source(&other) {
+                    Some(source) => chain(source),
+                    None => other.to_string(),
+                };
                 return anyhow!(
-                    "cannot reach the Kubernetes API server at {}: {}",
-                    self.where_(),
-                    chain(&other)
+                    "cannot reach the Kubernetes API server at {}: {cause}",
+                    self.where_()
                 );
             }
             other => {

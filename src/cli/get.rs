@@ -297,9 +297,7 @@ fn task_rows(
 }
 
 fn first_line(text: Option<&str>) -> String {
-    text.and_then(|t| t.lines().next())
-        .unwrap_or_default()
-        .to_string()
+    output::one_line(text.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -327,6 +325,7 @@ mod tests {
             message: None,
             attempts: Vec::new(),
             instances: Vec::new(),
+            fans_out: false,
         }
     }
 

@@ -258,8 +258,14 @@ impl Printer {
             .flat_map(|t| std::iter::once(t).chain(&t.instances))
             .map(|t| {
                 let most = t.max_attempts.unwrap_or(1).max(t.attempts.len() as u32);
-                let suffix = if most > 1 { 1 + most.to_string().len() } else { 0 };
-                t.name.chars().count() + suffix
+                let retry = if most > 1 { 1 + most.to_string().len() } else { 0 };
+                // `[k]` of instances still to come.
+                let instance = if t.fans_out && t.instances.is_empty() {
+                    3
+                } else {
+                    0
+                };
+                t.name.chars().count() + retry + instance
             })
             .max()
             .unwrap_or(0)

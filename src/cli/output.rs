@@ -86,6 +86,21 @@ pub fn paint(phase: TaskPhase, text: &str, colored: bool) -> String {
     }
 }
 
+/// A message on one line: its first line and, when it has more (a log tail after
+/// `exit code 3:`), its last, where programs usually say what went wrong.
+pub fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first} … {}", last.trim()),
+    }
+}
+
 /// Cuts `text` to `max` characters, marking the cut.
 pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -236,6 +251,16 @@ mod tests {
         assert_eq!(ago(600), "10m");
         assert_eq!(ago(3 * 3600), "3h");
         assert_eq!(ago(3 * 86400), "3d");
+    }
+
+    #[test]
+    fn messages_keep_their_first_and_last_lines() {
+        assert_eq!(one_line(""), "");
+        assert_eq!(one_line("exit code 1"), "exit code 1");
+        assert_eq!(
+            one_line("exit code 3: reading\nparsing\nno exchange rate for JPY\n"),
+            "exit code 3: reading … no exchange rate for JPY"
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct TaskView {
     /// For a fanned-out task: its instances, by index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<TaskView>,
+    /// It runs once per `forEach` item (its instances may not exist yet).
+    #[serde(skip)]
+    pub fans_out: bool,
 }
 
 impl TaskView {
@@ -212,6 +215,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
         message: failure,
         attempts: status.attempts,
         instances: Vec::new(),
+        fans_out: false,
     }
 }
 
@@ -250,9 +254,11 @@ pub fn view(snapshot: &Snapshot) -> RunView {
                 message: None,
                 attempts: Vec::new(),
                 instances: Vec::new(),
+                fans_out,
             },
         };
         if fans_out {
+            node.fans_out = true;
             let mut instances: Vec<TaskView> = own
                 .iter()
                 .map(|tr| {
@@ -372,7 +378,7 @@ fn row(task: &TaskView, now: Timestamp) -> Row {
             format!("next attempt in {}", crate::local::progress::elapsed(wait))
         }),
         TaskPhase::Succeeded | TaskPhase::Running => None,
-        _ => task.message.clone(),
+        _ => task.message.as_deref().map(super::output::one_line),
     };
     Row {
         label: task.name.clone(),
