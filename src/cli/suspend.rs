@@ -2,9 +2,9 @@
 //! schedule by writing `spec.schedule.suspend` alone, in a merge patch under the field
 //! manager `weir`. Runs already created go on.
 //!
-//! A Pipeline's spec usually belongs to Git: Argo CD (with self-heal) or Flux sets it back
-//! to what Git says on its next sync. The command says so when the Pipeline carries a
-//! GitOps tool's tracking label or annotation.
+//! A Pipeline's spec usually belongs to Git: when its manifest sets `suspend`, Argo CD (on
+//! sync or self-heal) or Flux sets it back to what Git says. The command says so when the
+//! Pipeline carries a GitOps tool's tracking label or annotation.
 
 use super::backfill::get_pipeline;
 use super::cluster::{ClusterArgs, Explain as _, PIPELINES, connect, patch_params};
@@ -72,7 +72,7 @@ async fn set_suspend(args: Args, suspend: bool) -> anyhow::Result<ExitCode> {
     }
     if let Some(tool) = gitops_owner(&pipeline) {
         println!(
-            "warning: {tool} manages this Pipeline and will set spec.schedule.suspend back to what Git says on its next sync, unless told to ignore the field (see docs/cli.md); to make it last, change it in Git"
+            "warning: {tool} manages this Pipeline: if its manifest in Git sets spec.schedule.suspend, the next sync sets it back (see docs/cli.md); to make the change last, make it in Git"
         );
     }
     Ok(ExitCode::SUCCESS)
