@@ -530,7 +530,7 @@ spec:
             "--wait",
         ],
     ));
-    assert!(out.contains("1/1 finished: 1 Succeeded"), "{out}");
+    assert!(out.contains("run hello-us succeeded in"), "{out}");
     let tr = task_run(&ns, "hello-us", "greet").await;
     assert!(tr.spec.command[2].contains("hello us"), "{:?}", tr.spec.command);
     let run = ns.api::<PipelineRun>().get("hello-us").await.unwrap();
