@@ -36,22 +36,12 @@ pub struct Cli {
     command: Command,
 }
 
+/// Subcommands in the order of the help: working with runs on a cluster, then on this
+/// machine, then the operator and set-up.
 #[derive(Subcommand)]
 enum Command {
-    /// Run the operator: watch Pipelines, PipelineRuns and TaskRuns and run their tasks as Jobs.
-    Operator(operator::Args),
-    /// Print the CustomResourceDefinitions (or write one file each into a directory).
-    Crd(crd::Args),
-    /// Check Pipeline and PipelineRun manifests offline; exit 1 if any has a problem.
-    Validate(validate::Args),
     /// Start a run of a Pipeline now, by hand.
     Trigger(trigger::Args),
-    /// Create the runs of every schedule interval in a date range (skipping existing ones).
-    Backfill(backfill::Args),
-    /// Run a pipeline on this machine: each task as a local process, in DAG order.
-    Run(run::Args),
-    /// Draw a pipeline's DAG as text, Graphviz DOT or Mermaid.
-    Graph(graph::Args),
     /// Show a run: its tasks, fan-out instances and attempts as a tree.
     Get(get::Args),
     /// Print the logs of a run's tasks, each line prefixed by its task; -f to follow.
@@ -62,10 +52,22 @@ enum Command {
     Rerun(rerun::Args),
     /// Cancel a run: running tasks stop, finally tasks still run.
     Cancel(cancel::Args),
+    /// Create the runs of every schedule interval in a date range (skipping existing ones).
+    Backfill(backfill::Args),
     /// Suspend a Pipeline's schedule (runs already created go on).
     Suspend(suspend::Args),
     /// Resume a Pipeline's suspended schedule.
     Resume(suspend::Args),
+    /// Run a pipeline on this machine: each task as a local process, in DAG order.
+    Run(run::Args),
+    /// Check Pipeline and PipelineRun manifests offline; exit 1 if any has a problem.
+    Validate(validate::Args),
+    /// Draw a pipeline's DAG as text, Graphviz DOT or Mermaid.
+    Graph(graph::Args),
+    /// Run the operator: watch Pipelines, PipelineRuns and TaskRuns and run their tasks as Jobs.
+    Operator(operator::Args),
+    /// Print the CustomResourceDefinitions (or write one file each into a directory).
+    Crd(crd::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
 }
