@@ -466,6 +466,11 @@ async fn print_once(
     }
 }
 
+/// Most logs `-f` streams at once (kubectl's `--max-log-requests` is 5 by default); a wide
+/// fan-out's further instances are streamed as earlier ones end. Their lines are not lost:
+/// a stream started late begins at the container's first line.
+const MAX_STREAMS: usize = 50;
+
 /// What the streams of `-f` send to the printer.
 enum Message {
     Line(String, String),
@@ -514,6 +519,8 @@ async fn follow(
                         continue;
                     }
                     match pods.get(&key) {
+                        // Past the cap, the attempt waits for a later tick.
+                        Some(_) if open.len() >= MAX_STREAMS => {}
                         Some(pod) if started(pod) => {
                             handled.insert(key.clone());
                             open.insert(key);
