@@ -152,6 +152,8 @@ fn bench_step_run(c: &mut Criterion) {
                         outputs: &none,
                         attempts: Some(1),
                         message: None,
+                        rerun: None,
+                        held: false,
                     })
                 })
                 .collect();

@@ -64,4 +64,7 @@ pub mod annotations {
     pub const PIPELINE_RUN: &str = "weir.dev/pipelinerun";
     /// On Jobs and pods: the name of their TaskRun.
     pub const TASK_RUN: &str = "weir.dev/taskrun";
+    /// On TaskRuns selected by a rerun request and waiting for their turn to run again: the
+    /// request. Set and removed by the operator only.
+    pub const RERUN: &str = "weir.dev/rerun";
 }

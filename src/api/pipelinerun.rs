@@ -83,6 +83,8 @@ pub struct PipelineRunSpec {
 /// A request to run part of a run again.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Every field is always written, so that a merge patch of a whole request replaces the
+// previous one instead of keeping the fields it leaves at their default.
 pub struct RerunRequest {
     /// Names the request: it is applied once, and a different value asks again. Any text
     /// unique within the run (`weir rerun` uses the current time).
@@ -91,17 +93,17 @@ pub struct RerunRequest {
 
     /// Tasks to run again. Empty: every task that failed, was upstream-failed or was
     /// cancelled.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tasks: Vec<String>,
 
     /// Also run again every task downstream of those (Airflow's `downstream`), even those
     /// that succeeded.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub downstream: bool,
 
     /// Of a fanned-out task, run again only the instances that did not succeed (the others
     /// keep their outputs). Default: every instance.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub failed_instances_only: bool,
 }
 

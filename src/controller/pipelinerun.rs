@@ -9,7 +9,7 @@
 //! 4. [`apply`]: create and cancel TaskRuns, publish what changed.
 //! 5. [`update_status`]: the status [`build_status`] (pure) makes, written when it changed.
 
-use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now};
+use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, rerun};
 use crate::api::{
     ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RunPhase, TaskPhase, TaskRun,
     TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
@@ -35,15 +35,17 @@ const PIPELINE_GRACE: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
-    if run.metadata.deletion_timestamp.is_some() || is_finished(run.status.as_ref()) {
+    let finished = is_finished(run.status.as_ref()) && !rerun::wanted(&run);
+    if run.metadata.deletion_timestamp.is_some() || finished {
         return Ok(Action::await_change());
     }
     let now = now();
-    let pinned = match pin(&ctx, &run, now).await? {
+    let mut pinned = match pin(&ctx, &run, now).await? {
         Pin::Ready(pinned) => pinned,
         Pin::Wait(action) => return Ok(action),
     };
-    let task_runs = observe(&ctx, &run).await?;
+    let mut task_runs = observe(&ctx, &run).await?;
+    take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);
     let step = plan(&pinned, &children, run.spec.cancelled, now);
     apply(&ctx, &run, &pinned, &task_runs, &step).await?;
@@ -282,13 +284,39 @@ async fn observe(ctx: &Context, run: &PipelineRun) -> Result<Vec<TaskRun>> {
     list_by_label(&api, &format!("{}={uid}", labels::PIPELINE_RUN_UID)).await
 }
 
-/// What the engine reads of each TaskRun.
+/// Step 2b: a new rerun request on the run is applied (see [`rerun`]) before the step.
+async fn take_rerun(
+    ctx: &Context,
+    run: &PipelineRun,
+    pinned: &mut Pinned,
+    task_runs: &mut [TaskRun],
+    now: Timestamp,
+) -> Result<()> {
+    let Some(request) = rerun::new_request(run) else {
+        return Ok(());
+    };
+    let selection = {
+        let children = children_of(task_runs);
+        let states = plan(pinned, &children, false, now).states;
+        rerun::select(run, &pinned.valid, &states, &children, request)
+    };
+    let status = std::mem::take(&mut pinned.status);
+    pinned.status = rerun::apply(ctx, run, request, selection, task_runs, status, now).await?;
+    if let Some(start) = &pinned.status.start_time {
+        pinned.started_at = start.0;
+    }
+    Ok(())
+}
+
+/// What the engine reads of each TaskRun. One asked to run again that has not taken the
+/// request in yet is pending: its earlier result no longer counts.
 fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
     static NO_OUTPUTS: BTreeMap<String, String> = BTreeMap::new();
     task_runs
         .iter()
         .map(|tr| {
-            let status = tr.status.as_ref();
+            let (rerun, held, restarting) = rerun::rerun_of(tr);
+            let status = tr.status.as_ref().filter(|_| !restarting);
             Child {
                 name: tr.metadata.name.as_deref().unwrap_or_default(),
                 task: &tr.spec.task_name,
@@ -302,6 +330,8 @@ fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
                         .filter(|c| c.status == ConditionStatus::False.as_str())
                         .map(|c| c.message.as_str())
                 }),
+                rerun,
+                held,
             }
         })
         .collect()
@@ -331,6 +361,19 @@ async fn apply(
 ) -> Result<()> {
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
     for start in &step.start {
+        if let Some(c) = start.resume {
+            let held = &task_runs[c];
+            let request = rerun::rerun_of(held).0.unwrap_or_default();
+            let patch = rerun::resume_patch(start.spec.clone(), request);
+            api.patch(
+                &held.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(serde_json::from_value(patch)?),
+            )
+            .await
+            .ignore_not_found()?;
+            continue;
+        }
         let task_run = build_task_run(run, &start.name, start.spec.clone())?;
         api.create(&PostParams::default(), &task_run)
             .await

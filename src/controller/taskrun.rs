@@ -42,10 +42,11 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let now = now();
 
     let (jobs, pods) = observe(&ctx, &ns, &tr).await?;
+    let round = take_rerun(&tr.spec, &old);
     let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
-    let plan = plan(&tr.spec, &recorded.attempts, now);
+    let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
     let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
-    let status = build_status(&tr, &old, recorded.attempts, recorded.outputs, &plan, now);
+    let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
     publish_events(&tr, &ctx, &old, &status, started).await;
     Ok(next_reconcile(&plan, &status, now))
@@ -186,24 +187,56 @@ fn cancel(attempt: &mut Attempt, now: jiff::Timestamp) {
     attempt.message = Some(CANCELLED_MESSAGE.into());
 }
 
-/// Asks the engine what to do next, given the attempts so far.
-fn plan(spec: &TaskRunSpec, attempts: &BTreeMap<u32, Attempt>, now: jiff::Timestamp) -> TaskPlan {
+/// The status to build on: as it was, or, when the run asked the task to run again (a
+/// rerun request not taken in yet), a new round: the attempts so far stay in the history
+/// but no longer count, the outputs and the finish are forgotten.
+fn take_rerun(spec: &TaskRunSpec, old: &TaskRunStatus) -> TaskRunStatus {
+    let mut status = old.clone();
+    if let Some(request) = &spec.rerun
+        && old.rerun.as_ref() != Some(request)
+    {
+        status.rerun = Some(request.clone());
+        status.round_start = Some(old.attempts.iter().map(|a| a.number).max().unwrap_or(0));
+        status.outputs.clear();
+        status.completion_time = None;
+        status.next_retry_time = None;
+        status.phase = Some(TaskPhase::Pending);
+    }
+    status
+}
+
+/// Asks the engine what to do next, given the attempts of the current round. For the
+/// engine a round is a task starting over: its attempts are numbered from 1 there (so the
+/// retry budget is fresh) and on from the earlier ones here.
+fn plan(
+    spec: &TaskRunSpec,
+    attempts: &BTreeMap<u32, Attempt>,
+    round_start: u32,
+    now: jiff::Timestamp,
+) -> TaskPlan {
     let observed: Vec<ObservedAttempt> = attempts
         .values()
+        .filter(|a| a.number > round_start)
         .map(|a| ObservedAttempt {
-            number: a.number,
+            number: a.number - round_start,
             phase: a.phase,
             reason: a.reason,
             exit_code: a.exit_code,
             finished_at: a.completion_time.as_ref().map(|t| t.0),
         })
         .collect();
-    plan_task(&TaskInput {
+    let mut plan = plan_task(&TaskInput {
         retries: spec.retries.as_ref(),
         attempts: &observed,
         cancel_requested: spec.cancelled,
         now,
-    })
+    });
+    plan.action = match plan.action {
+        AttemptAction::Create(n) => AttemptAction::Create(n + round_start),
+        AttemptAction::Stop(n) => AttemptAction::Stop(n + round_start),
+        AttemptAction::None => AttemptAction::None,
+    };
+    plan
 }
 
 /// Writes: creates the Job of a new attempt, or records a Stop (its Job is deleted by
@@ -924,10 +957,10 @@ mod tests {
             ..Default::default()
         });
         let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
-        let plan = plan(&spec, &recorded.attempts, ts(NOW));
+        let plan = plan(&spec, &recorded.attempts, 0, ts(NOW));
         assert_eq!(plan.phase, TaskPhase::Retrying);
         assert_eq!(plan.next_retry_at, Some(ts(NOW + 30)));
-        let later = super::plan(&spec, &recorded.attempts, ts(NOW + 30));
+        let later = super::plan(&spec, &recorded.attempts, 0, ts(NOW + 30));
         assert_eq!(later.action, AttemptAction::Create(2));
     }
 
@@ -1087,7 +1120,7 @@ mod tests {
         let pods = [mk_pod(1, 100, PodIs::Exited(1, "boom"))];
         let pass = |old: &TaskRunStatus, now: i64| {
             let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, ts(now));
-            let plan = plan(&tr.spec, &recorded.attempts, ts(now));
+            let plan = plan(&tr.spec, &recorded.attempts, 0, ts(now));
             build_status(&tr, old, recorded.attempts, recorded.outputs, &plan, ts(now))
         };
         let first = pass(&TaskRunStatus::default(), NOW);
@@ -1228,5 +1261,49 @@ mod tests {
         );
         assert_eq!(failure_message(&with("Unknown")), None);
         assert_eq!(failure_message(&task_run()), None);
+    }
+
+    /// A rerun request the status has not taken in starts a new round: the earlier attempts
+    /// stay, the next one is numbered on from them with a fresh retry budget, and the old
+    /// outputs and finish no longer count.
+    #[test]
+    fn a_rerun_request_starts_a_new_round_numbered_on() {
+        let mut spec = spec(false, &[]);
+        spec.retries = Some(crate::api::RetryPolicy {
+            limit: 1,
+            ..Default::default()
+        });
+        let old = TaskRunStatus {
+            phase: Some(TaskPhase::Failed),
+            completion_time: Some(Time(ts(FINISHED))),
+            outputs: BTreeMap::from([("rows".into(), "1".into())]),
+            attempts: vec![
+                mk_attempt(1, AttemptPhase::Failed, Some(FailureReason::Error)),
+                mk_attempt(2, AttemptPhase::Failed, Some(FailureReason::Error)),
+            ],
+            ..Default::default()
+        };
+        // No request: the budget (1 retry) is spent, the task stays failed.
+        let same = take_rerun(&spec, &old);
+        assert_eq!(same, old);
+        let attempts: BTreeMap<u32, Attempt> = old.attempts.iter().map(|a| (a.number, a.clone())).collect();
+        assert_eq!(plan(&spec, &attempts, 0, ts(NOW)).action, AttemptAction::None);
+
+        spec.rerun = Some("r1".into());
+        let round = take_rerun(&spec, &old);
+        assert_eq!(round.rerun.as_deref(), Some("r1"));
+        assert_eq!(round.round_start, Some(2));
+        assert!(round.outputs.is_empty() && round.completion_time.is_none());
+        assert_eq!(round.attempts.len(), 2, "the history stays");
+        let first = plan(&spec, &attempts, 2, ts(NOW));
+        assert_eq!(first.action, AttemptAction::Create(3));
+        // Attempt 3 fails: one retry left in this round, as 4.
+        let mut attempts = attempts;
+        attempts.insert(3, mk_attempt(3, AttemptPhase::Failed, Some(FailureReason::Error)));
+        let retry = plan(&spec, &attempts, 2, ts(FINISHED + 3600));
+        assert_eq!(retry.action, AttemptAction::Create(4));
+        // Taken in: the same request does not start another round.
+        let again = take_rerun(&spec, &round);
+        assert_eq!(again, round);
     }
 }

@@ -45,6 +45,12 @@ pub struct Child<'a> {
     pub attempts: Option<u32>,
     /// Why it failed, for the summary.
     pub message: Option<&'a str>,
+    /// The rerun request it was selected for (see `engine::rerun`), if any.
+    pub rerun: Option<&'a str>,
+    /// Selected for a rerun and waiting for its turn: the step treats the task (or
+    /// instance) as not started, and starts it again, through [`Start::resume`], once its
+    /// trigger rule holds, with its spec resolved afresh.
+    pub held: bool,
 }
 
 /// Everything [`step_run`] needs.
@@ -68,6 +74,9 @@ pub struct Start {
     /// Its deterministic name: the same pass, or a second driver, never makes two.
     pub name: String,
     pub spec: TaskRunSpec,
+    /// The held child (index into the children) this start runs again, instead of a new
+    /// TaskRun.
+    pub resume: Option<usize>,
 }
 
 /// What a driver has to do now for a run.
@@ -132,6 +141,8 @@ pub fn run_timeout(pipeline: &ValidPipeline, own: Option<&str>) -> Result<Option
 struct Children {
     single: Vec<Option<usize>>,
     instances: Vec<Vec<Option<usize>>>,
+    /// Children held for a rerun, by task and instance.
+    held: BTreeMap<(usize, Option<u32>), usize>,
     strays: Vec<usize>,
 }
 
@@ -141,10 +152,17 @@ impl Children {
         let mut sorted = Children {
             single: vec![None; n],
             instances: vec![Vec::new(); n],
+            held: BTreeMap::new(),
             strays: Vec::new(),
         };
         for (c, child) in children.iter().enumerate() {
             let task = pipeline.index.get(child.task).copied();
+            if child.held
+                && let Some(t) = task
+            {
+                sorted.held.insert((t, child.instance), c);
+                continue;
+            }
             match (task, child.instance) {
                 (Some(t), None) if !pipeline.fans_out(t) => sorted.single[t] = Some(c),
                 (Some(t), Some(k)) if pipeline.fans_out(t) => {
@@ -236,6 +254,7 @@ fn starts(plan: &RunPlan, resolver: &Resolver<'_>) -> Result<Vec<Start>, BTreeMa
                 instance,
                 name: child_name(&input.context.name, input.pipeline.name(task), instance),
                 spec,
+                resume: resolver.children.held.get(&(task, instance)).copied(),
             }),
             Err(reason) => {
                 failed.insert(task, reason);

@@ -337,6 +337,8 @@ impl<'a> Sim<'a> {
                     outputs: &none,
                     attempts: Some(self.attempts[t].len() as u32),
                     message: None,
+                    rerun: None,
+                    held: false,
                 })
             })
             .collect();
