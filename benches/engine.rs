@@ -168,6 +168,7 @@ fn bench_step_run(c: &mut Criterion) {
                         started_at,
                         timeout: Some(Duration::from_secs(3600)),
                         now: started_at,
+                        refused: &[],
                     }))
                 })
             });

@@ -17,8 +17,8 @@ pub use condition::{ConditionStatus, actions, condition_types, reasons, set_cond
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{
-    AppliedRerun, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RerunRequest, RunPhase,
-    TaskCounts, TaskSummary,
+    AppliedRerun, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RefusedTaskRun, RerunRequest,
+    RunPhase, TaskCounts, TaskSummary,
 };
 pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{

@@ -191,6 +191,25 @@ pub struct PipelineRunStatus {
     /// The last rerun request applied to the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<AppliedRerun>,
+
+    /// TaskRuns the API server refused to create (invalid, or denied by an admission
+    /// webhook): their tasks fail with the API server's message instead of being tried
+    /// again forever. At most 20; a run with more fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedTaskRun>,
+}
+
+/// A TaskRun the API server refused to create.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedTaskRun {
+    /// The task.
+    pub task: String,
+    /// Its fan-out instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// What the API server said.
+    pub message: String,
 }
 
 /// A rerun request as the operator applied it.

@@ -11,11 +11,11 @@
 
 use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, rerun};
 use crate::api::{
-    ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RunPhase, TaskPhase, TaskRun,
-    TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
+    ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RefusedTaskRun, RunPhase,
+    TaskPhase, TaskRun, TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
 };
 use crate::engine::resolve::{RunContext, RunIdentity};
-use crate::engine::step::{self, Child, RunStep, StepInput, step_run};
+use crate::engine::step::{self, Child, RunStep, Start, StepInput, step_run};
 use crate::engine::{RunOutcome, StopReason, ValidPipeline, duration, names, run_timeout, validate};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -29,6 +29,9 @@ use std::time::Duration;
 
 /// Most entries of `status.tasks`; the rest are counted in `tasksOmitted`.
 pub const MAX_SUMMARY: usize = step::MAX_SUMMARY;
+/// Most refused TaskRuns recorded in a run's status; beyond, creating is tried again with
+/// backoff.
+const MAX_REFUSED: usize = 100;
 /// How long a run waits for its Pipeline to appear (GitOps tools may apply a run first).
 const PIPELINE_GRACE: Duration = Duration::from_secs(30);
 /// While a run goes on without a deadline, look again this often even without events.
@@ -48,7 +51,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);
     let step = plan(&pinned, &children, run.spec.cancelled, now);
-    apply(&ctx, &run, &pinned, &task_runs, &step).await?;
+    apply(&ctx, &run, &mut pinned, &task_runs, &step).await?;
     update_status(&ctx, &run, &pinned, &children, &step, now).await
 }
 
@@ -347,6 +350,7 @@ fn plan(pinned: &Pinned, children: &[Child<'_>], cancel_requested: bool, now: Ti
         started_at: pinned.started_at,
         timeout: pinned.timeout,
         now,
+        refused: &pinned.status.refused,
     })
 }
 
@@ -355,29 +359,32 @@ fn plan(pinned: &Pinned, children: &[Child<'_>], cancel_requested: bool, now: Ti
 async fn apply(
     ctx: &Context,
     run: &PipelineRun,
-    pinned: &Pinned,
+    pinned: &mut Pinned,
     task_runs: &[TaskRun],
     step: &RunStep,
 ) -> Result<()> {
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
     for start in &step.start {
-        if let Some(c) = start.resume {
-            let held = &task_runs[c];
-            let request = rerun::rerun_of(held).0.unwrap_or_default();
-            let patch = rerun::resume_patch(start.spec.clone(), request);
-            api.patch(
-                &held.name_any(),
-                &PatchParams::default(),
-                &Patch::<()>::Json(serde_json::from_value(patch)?),
+        if let Some(refused) = start_task_run(&api, run, task_runs, start).await? {
+            let note = format!(
+                "task {} failed without running: the API server refused its TaskRun {}: {}",
+                pinned.valid.name(start.task),
+                start.name,
+                refused.message
+            );
+            ctx.event(
+                &run.object_ref(&()),
+                None,
+                EventType::Warning,
+                reasons::TASK_NOT_STARTED,
+                actions::START,
+                note,
             )
-            .await
-            .ignore_not_found()?;
-            continue;
+            .await;
+            if pinned.status.refused.len() < MAX_REFUSED {
+                pinned.status.refused.push(refused);
+            }
         }
-        let task_run = build_task_run(run, &start.name, start.spec.clone())?;
-        api.create(&PostParams::default(), &task_run)
-            .await
-            .ignore_already_exists()?;
     }
     let cancel = serde_json::json!({ "spec": { "cancelled": true } });
     for &c in &step.cancel {
@@ -406,6 +413,38 @@ async fn apply(
         .await;
     }
     Ok(())
+}
+
+/// Creates a TaskRun, or starts a held one again (rerun). A TaskRun the API server refuses
+/// as invalid (or an admission webhook denies) is returned: trying again would fail again.
+async fn start_task_run(
+    api: &Api<TaskRun>,
+    run: &PipelineRun,
+    task_runs: &[TaskRun],
+    start: &Start,
+) -> Result<Option<RefusedTaskRun>> {
+    if let Some(c) = start.resume {
+        let held = &task_runs[c];
+        let request = rerun::rerun_of(held).0.unwrap_or_default();
+        let patch = rerun::resume_patch(start.spec.clone(), request);
+        api.patch(
+            &held.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(patch)?),
+        )
+        .await
+        .ignore_not_found()?;
+        return Ok(None);
+    }
+    let task_run = build_task_run(run, &start.name, start.spec.clone())?;
+    match api.create(&PostParams::default(), &task_run).await {
+        Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => Ok(Some(RefusedTaskRun {
+            task: start.spec.task_name.clone(),
+            instance: start.instance,
+            message: super::truncate(&s.message, 256),
+        })),
+        result => result.ignore_already_exists().map(|_| None),
+    }
 }
 
 /// A TaskRun owned by the run, labelled so its Jobs and pods can be found by run and task.
@@ -755,6 +794,7 @@ mod tests {
             started_at: pinned.started_at,
             timeout: pinned.timeout,
             now,
+            refused: &[],
         })
     }
 

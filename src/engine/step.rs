@@ -15,7 +15,7 @@ use super::names;
 use super::plan::{Prepared, RunInput, RunOutcome, RunPlan, StopReason, plan_run};
 use super::resolve::{self, Resolved, RunContext, TaskValues};
 use super::validate::ValidPipeline;
-use crate::api::{RunPhase, TaskCounts, TaskPhase, TaskRunSpec, TaskSummary};
+use crate::api::{RefusedTaskRun, RunPhase, TaskCounts, TaskPhase, TaskRunSpec, TaskSummary};
 use jiff::Timestamp;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -64,6 +64,8 @@ pub struct StepInput<'a> {
     /// The run's timeout (see [`run_timeout`]).
     pub timeout: Option<Duration>,
     pub now: Timestamp,
+    /// TaskRuns the API server refused to create: their tasks fail with its message.
+    pub refused: &'a [RefusedTaskRun],
 }
 
 /// A TaskRun to create.
@@ -211,7 +213,7 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
     // Tasks found unable to start while resolving what a plan starts. Each round adds at
     // least one, so this ends; in practice a second round is never needed, since a task is
     // resolved in full (every instance) before anything of it starts.
-    let mut unable: BTreeMap<usize, String> = BTreeMap::new();
+    let mut unable: BTreeMap<usize, String> = refusals(input);
     loop {
         let prepare = |task: usize| match unable.get(&task) {
             Some(reason) => Prepared::Fail(reason.clone()),
@@ -232,6 +234,24 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
             Err(failed) => unable.extend(failed),
         }
     }
+}
+
+/// Tasks whose TaskRun (or one instance's) the API server refused to create.
+fn refusals(input: &StepInput<'_>) -> BTreeMap<usize, String> {
+    let mut out = BTreeMap::new();
+    for r in input.refused {
+        if let Some(&t) = input.pipeline.index.get(&r.task) {
+            let message = match r.instance {
+                Some(k) => format!(
+                    "forEach instance {k}: the API server refused its TaskRun: {}",
+                    r.message
+                ),
+                None => format!("the API server refused its TaskRun: {}", r.message),
+            };
+            out.entry(t).or_insert(message);
+        }
+    }
+    out
 }
 
 /// The TaskRuns a plan starts, resolved; or the tasks that turned out unable to start.

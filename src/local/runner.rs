@@ -252,6 +252,7 @@ impl Runner {
                 started_at: self.started_at,
                 timeout: self.run.timeout,
                 now,
+                refused: &[],
             })
         };
         let RunStep {

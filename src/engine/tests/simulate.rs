@@ -350,6 +350,7 @@ impl<'a> Sim<'a> {
             started_at: t0(),
             timeout: self.rg.timeout_secs.map(Duration::from_secs),
             now: self.now,
+            refused: &[],
         });
         for s in &step.start {
             assert_eq!(

@@ -74,6 +74,7 @@ impl World {
             started_at: t0(),
             timeout: None,
             now: at(1),
+            refused: &[],
         })
     }
 
@@ -555,6 +556,7 @@ mod rerun {
                 started_at: t0(),
                 timeout: None,
                 now: at(100),
+                refused: &[],
             })
         };
         assert_eq!(step.outcome, None, "the run goes on");
@@ -599,6 +601,7 @@ mod rerun {
             started_at: t0(),
             timeout: None,
             now: at(200),
+            refused: &[],
         });
         let transform = step
             .start
