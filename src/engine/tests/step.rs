@@ -516,6 +516,38 @@ mod rerun {
         assert_eq!(all.children.len(), 3);
     }
 
+    /// A step over the world's children, `selected` ones picked by request r1 and `held`
+    /// ones still waiting for their turn.
+    fn step_holding(world: &World, selected: &[usize], held: &[usize], now: jiff::Timestamp) -> RunStep {
+        let kids: Vec<Child<'_>> = world
+            .kids
+            .iter()
+            .enumerate()
+            .map(|(c, k)| Child {
+                name: &k.name,
+                task: &k.task,
+                instance: k.instance,
+                phase: k.phase,
+                cancel_requested: false,
+                outputs: &k.outputs,
+                attempts: Some(1),
+                message: None,
+                rerun: selected.contains(&c).then_some("r1"),
+                held: held.contains(&c),
+            })
+            .collect();
+        step_run(&StepInput {
+            pipeline: &world.pipeline,
+            context: &world.context,
+            children: &kids,
+            cancel_requested: false,
+            started_at: t0(),
+            timeout: None,
+            now,
+            refused: &[],
+        })
+    }
+
     #[test]
     fn held_children_start_again_in_dag_order_with_specs_resolved_afresh() {
         let mut world = failed_run();
@@ -530,35 +562,7 @@ mod rerun {
         .unwrap();
         drop(kids);
         let held: Vec<usize> = rerun.children.clone();
-        let step = {
-            let kids: Vec<Child<'_>> = world
-                .kids
-                .iter()
-                .enumerate()
-                .map(|(c, k)| Child {
-                    name: &k.name,
-                    task: &k.task,
-                    instance: k.instance,
-                    phase: k.phase,
-                    cancel_requested: false,
-                    outputs: &k.outputs,
-                    attempts: Some(1),
-                    message: None,
-                    rerun: held.contains(&c).then_some("r1"),
-                    held: held.contains(&c),
-                })
-                .collect();
-            step_run(&StepInput {
-                pipeline: &world.pipeline,
-                context: &world.context,
-                children: &kids,
-                cancel_requested: false,
-                started_at: t0(),
-                timeout: None,
-                now: at(100),
-                refused: &[],
-            })
-        };
+        let step = step_holding(&world, &held, &held, at(100));
         assert_eq!(step.outcome, None, "the run goes on");
         let started: Vec<(&str, Option<usize>)> = step
             .start
@@ -576,33 +580,8 @@ mod rerun {
         // Once extract ran again with a new output, transform starts with it.
         world.finish("extract", None, TaskPhase::Succeeded, &[("n", "2")]);
         world.kids[extract].phase = TaskPhase::Succeeded;
-        let kids: Vec<Child<'_>> = world
-            .kids
-            .iter()
-            .enumerate()
-            .map(|(c, k)| Child {
-                name: &k.name,
-                task: &k.task,
-                instance: k.instance,
-                phase: k.phase,
-                cancel_requested: false,
-                outputs: &k.outputs,
-                attempts: Some(1),
-                message: None,
-                rerun: held.contains(&c).then_some("r1"),
-                held: held.contains(&c) && c != extract,
-            })
-            .collect();
-        let step = step_run(&StepInput {
-            pipeline: &world.pipeline,
-            context: &world.context,
-            children: &kids,
-            cancel_requested: false,
-            started_at: t0(),
-            timeout: None,
-            now: at(200),
-            refused: &[],
-        });
+        let still_held: Vec<usize> = held.iter().copied().filter(|&c| c != extract).collect();
+        let step = step_holding(&world, &held, &still_held, at(200));
         let transform = step
             .start
             .iter()
