@@ -916,19 +916,21 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_job_is_retried_after_the_delay() {
-        let mut spec = spec(false, &[]);
-        spec.retries = Some(RetryPolicy {
+    fn a_lost_job_is_retried_as_a_disruption_without_spending_retries() {
+        let mut with_retries = spec(false, &[]);
+        with_retries.retries = Some(RetryPolicy {
             limit: 2,
             delay: Some("30s".into()),
             ..Default::default()
         });
-        let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
-        let plan = plan(&spec, &recorded.attempts, ts(NOW));
-        assert_eq!(plan.phase, TaskPhase::Retrying);
-        assert_eq!(plan.next_retry_at, Some(ts(NOW + 30)));
-        let later = super::plan(&spec, &recorded.attempts, ts(NOW + 30));
-        assert_eq!(later.action, AttemptAction::Create(2));
+        for spec in [spec(false, &[]), with_retries] {
+            let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
+            let plan = plan(&spec, &recorded.attempts, ts(NOW));
+            assert_eq!(plan.phase, TaskPhase::Retrying);
+            assert_eq!(plan.next_retry_at, Some(ts(NOW + 5)), "the disruption delay");
+            let later = super::plan(&spec, &recorded.attempts, ts(NOW + 5));
+            assert_eq!(later.action, AttemptAction::Create(2));
+        }
     }
 
     fn task_run() -> TaskRun {
@@ -944,6 +946,7 @@ mod tests {
             action: AttemptAction::None,
             next_retry_at: next_retry_at.map(ts),
             retrying: next_retry_at.is_some(),
+            disruption: None,
         }
     }
 
