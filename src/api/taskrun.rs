@@ -83,7 +83,8 @@ pub struct TaskRunSpec {
     pub instance: Option<u32>,
 
     /// Set to `true` to stop the task: its running Job is deleted and no further attempt is
-    /// made. The TaskRun ends `Cancelled`.
+    /// made. The TaskRun ends `Cancelled`. (Deleting the Job does not stop the task: a Job
+    /// deleted by anyone but Weir is a disruption, retried as the next attempt.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
 }
