@@ -58,9 +58,36 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
 async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec<Pod>)> {
     let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let selector = format!("{}={uid}", labels::TASK_RUN_UID);
-    let jobs = list_by_label(&Api::<Job>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    let job_api = Api::<Job>::namespaced(ctx.client.clone(), ns);
+    let mut jobs = list_by_label(&job_api, &selector).await?;
     let pods = list_by_label(&Api::<Pod>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    // A Job deleted between the two lists shows as a live Job whose pod the garbage collector
+    // is deleting. Read such Jobs again: one that is gone (or going) by now was deleted, and
+    // its attempt is Lost, not a pod deleted under a running Job. The Job first listed is
+    // kept otherwise, so that the pods are never older than the Jobs they are read with.
+    for name in jobs_to_recheck(&jobs, &pods) {
+        let fresh = job_api.get_opt(&name).await?;
+        if fresh.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
+            jobs.retain(|j| j.name_any() != name);
+        }
+    }
     Ok((jobs, pods))
+}
+
+/// Active Jobs, not being deleted, with a pod being deleted.
+fn jobs_to_recheck(jobs: &[Job], pods: &[Pod]) -> Vec<String> {
+    let deleting_under = |job: &Job| {
+        pods.iter().any(|p| {
+            p.metadata.deletion_timestamp.is_some()
+                && p.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
+        })
+    };
+    jobs.iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none() && job_active(j) && deleting_under(j))
+        .map(|j| j.name_any())
+        .collect()
 }
 
 /// What `record_attempts` makes of the observed Jobs and pods.
@@ -1014,6 +1041,35 @@ mod tests {
                 ..Default::default()
             },
         ]);
+    }
+
+    #[test]
+    fn only_active_jobs_whose_pod_is_being_deleted_are_read_again() {
+        let owned = |mut pod: Pod, job: &Job| {
+            pod.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    uid: job.metadata.uid.clone().unwrap(),
+                    ..Default::default()
+                },
+            ]);
+            pod
+        };
+        let with_uid = |mut job: Job, uid: &str| {
+            job.metadata.uid = Some(uid.into());
+            job
+        };
+        let active = with_uid(mk_job(1, JobIs::Active), "uid-1");
+        let failed = with_uid(mk_job(2, JobIs::Failed), "uid-2");
+        let going = with_uid(deleting(mk_job(3, JobIs::Active)), "uid-3");
+        let quiet = with_uid(mk_job(4, JobIs::Active), "uid-4");
+        let pods = [
+            owned(pod_deleted_at(mk_pod(1, 100, PodIs::Running), NOW - 1), &active),
+            owned(pod_deleted_at(mk_pod(2, 200, PodIs::Running), NOW - 1), &failed),
+            owned(pod_deleted_at(mk_pod(3, 300, PodIs::Running), NOW - 1), &going),
+            owned(mk_pod(4, 400, PodIs::Running), &quiet),
+        ];
+        let jobs = [active, failed, going, quiet];
+        assert_eq!(jobs_to_recheck(&jobs, &pods), [job_name(1)]);
     }
 
     #[test]
