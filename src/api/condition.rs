@@ -63,6 +63,10 @@ pub mod reasons {
     pub const TASK_STARTED: &str = "TaskStarted";
     pub const TASK_SUCCEEDED: &str = "TaskSucceeded";
     pub const TASK_RETRYING: &str = "TaskRetrying";
+    /// An attempt was ended from outside the task (a disruption).
+    pub const TASK_DISRUPTED: &str = "TaskDisrupted";
+    /// An attempt's Job replaced its pod, and the task ran again within the attempt.
+    pub const TASK_POD_REPLACED: &str = "TaskPodReplaced";
     pub const TASK_CANCELLED: &str = "TaskCancelled";
     pub const TASK_SKIPPED: &str = "TaskSkipped";
     pub const TASK_NOT_STARTED: &str = "TaskNotStarted";

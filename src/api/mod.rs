@@ -24,7 +24,7 @@ pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{
     FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,
 };
-pub use taskrun::{Attempt, AttemptPhase, TaskRun, TaskRunSpec, TaskRunStatus};
+pub use taskrun::{Attempt, AttemptPhase, PodReplacements, TaskRun, TaskRunSpec, TaskRunStatus};
 
 /// The API group of every Weir resource.
 pub const GROUP: &str = "weir.dev";

@@ -40,7 +40,8 @@ pub struct PipelineRunSpec {
     pub pipeline_spec: Option<PipelineSpec>,
 
     /// Set to `true` to cancel the run: running tasks are stopped, pending ones cancelled,
-    /// and `finally` tasks still run. The run ends with reason `Cancelled`.
+    /// and `finally` tasks still run. The run ends with reason `Cancelled`. This, not
+    /// deleting Jobs, is how to stop tasks: a deleted Job is a disruption, retried.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
 
