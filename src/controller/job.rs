@@ -275,14 +275,22 @@ fn outcome(
         return report(AttemptPhase::Succeeded, None, code, pod_message, finished);
     }
     if let Some(failed) = condition("Failed") {
-        let (reason, message) = failure(
-            &failed,
-            pod,
-            terminated.as_ref(),
-            pod_message.as_deref(),
-            deletion,
-        );
-        let finished = failed.last_transition_time.map(|t| t.0);
+        let finished = failed.last_transition_time.as_ref().map(|t| t.0);
+        let (reason, message) = if past_deadline(job, finished.unwrap_or(now)) {
+            // The 1.20 Job controller checks the backoff limit before the deadline: when the
+            // pod it deleted at the deadline is seen failed before the Job's condition is
+            // written, the reason is `BackoffLimitExceeded`. The attempt still ran out of
+            // time; its deleted pod is no disruption.
+            (FailureReason::DeadlineExceeded, failed.message.clone())
+        } else {
+            failure(
+                &failed,
+                pod,
+                terminated.as_ref(),
+                pod_message.as_deref(),
+                deletion,
+            )
+        };
         return report(AttemptPhase::Failed, Some(reason), exit_code, message, finished);
     }
     // Still active: look for a pod that can never start, or one deleted under the attempt.
@@ -941,6 +949,18 @@ mod tests {
         timed.status.as_mut().unwrap().start_time = Some(Time(ts(NOW - 59)));
         let r = read(&timed, &[deleted_at(running(), NOW)], None);
         assert_eq!(r.reason, Some(FailureReason::PodDeleted), "before the deadline");
+
+        // The deadline's pod deletion seen as a pod failure (`BackoffLimitExceeded`, the
+        // 1.20 Job controller's race): still the deadline.
+        let mut raced = job_with("Failed", "BackoffLimitExceeded");
+        raced.spec = Some(JobSpec {
+            active_deadline_seconds: Some(60),
+            ..Default::default()
+        });
+        raced.status.as_mut().unwrap().start_time = Some(Time(jiff::Timestamp::from_second(40).unwrap()));
+        let killed = deleted_at(mk_pod("extract-1-aaaaa", 40, Some((143, 100))), 100);
+        let r = read(&raced, &[killed], None);
+        assert_eq!(r.reason, Some(FailureReason::DeadlineExceeded));
     }
 
     #[test]
