@@ -152,6 +152,8 @@ fn bench_step_run(c: &mut Criterion) {
                         outputs: &none,
                         attempts: Some(1),
                         message: None,
+                        rerun: None,
+                        held: false,
                     })
                 })
                 .collect();
@@ -166,6 +168,7 @@ fn bench_step_run(c: &mut Criterion) {
                         started_at,
                         timeout: Some(Duration::from_secs(3600)),
                         now: started_at,
+                        refused: &[],
                     }))
                 })
             });

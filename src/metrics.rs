@@ -2,7 +2,7 @@
 //! (controller kind, error category, outcome): object names never become labels, so the
 //! number of series does not grow with the number of runs.
 
-use crate::api::{RunPhase, TaskPhase};
+use crate::api::{FailureReason, RunPhase, TaskPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +54,12 @@ struct OutcomeLabels {
     outcome: Outcome,
 }
 
+/// A failure reason: one of the few `FailureReason` values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// Counts the active runs at scrape time (from the leader's watch cache).
 type Source = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -67,6 +73,7 @@ pub struct Metrics {
     tasks_started: Counter,
     tasks_retried: Counter,
     tasks_finished: Family<OutcomeLabels, Counter>,
+    attempts_disrupted: Family<ReasonLabels, Counter>,
     task_ready_to_job: Histogram,
     active_runs: Gauge,
     active_runs_sources: Mutex<Vec<Source>>,
@@ -128,6 +135,12 @@ impl Metrics {
             "Tasks finished, by outcome (failed: after their last attempt)",
             tasks_finished.clone(),
         );
+        let attempts_disrupted = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "attempts_disrupted",
+            "Attempts ended from outside their task (a disruption), by reason",
+            attempts_disrupted.clone(),
+        );
         let task_ready_to_job = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0]);
         registry.register(
             "task_ready_to_job_seconds",
@@ -161,6 +174,7 @@ impl Metrics {
             tasks_started,
             tasks_retried,
             tasks_finished,
+            attempts_disrupted,
             task_ready_to_job,
             active_runs,
             active_runs_sources: Mutex::default(),
@@ -232,6 +246,15 @@ impl Metrics {
         };
         self.tasks_finished
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts an attempt ended by a disruption (its Job deleted, its pod evicted, ...).
+    pub fn attempt_disrupted(&self, reason: FailureReason) {
+        self.attempts_disrupted
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
             .inc();
     }
 
@@ -339,6 +362,7 @@ mod tests {
         m.task_phase_changed(Some(TaskPhase::Retrying));
         m.task_phase_changed(Some(TaskPhase::Failed));
         m.task_phase_changed(Some(TaskPhase::Running));
+        m.attempt_disrupted(FailureReason::Lost);
         m.reconcile_error(ControllerKind::taskrun, "conflict");
         drop(m.reconcile_timer(ControllerKind::pipelinerun));
         m.add_active_runs_source(|| 2);
@@ -355,6 +379,7 @@ mod tests {
             "weir_tasks_started_total 1",
             "weir_tasks_retried_total 1",
             "weir_tasks_finished_total{outcome=\"failed\"} 1",
+            "weir_attempts_disrupted_total{reason=\"Lost\"} 1",
             "weir_task_ready_to_job_seconds_count 1",
             "weir_reconcile_errors_total{controller=\"taskrun\",category=\"conflict\"} 1",
             "weir_reconcile_duration_seconds_count{controller=\"pipelinerun\"} 1",

@@ -311,3 +311,55 @@ async fn outputs_over_the_termination_message_limit_fail_the_attempt() {
     assert!(status.outputs.is_empty(), "{:?}", status.outputs);
     assert!(task_run_opt(&ns, "longout", "use").await.is_none());
 }
+
+/// A TaskRun the API server refuses as invalid fails its task with the API server's
+/// message, where the operator once retried the create forever and the run hung. The test
+/// control plane's kube-apiserver (1.20.2 built with Go 1.19) refuses an empty string in a
+/// list of a custom resource (kubernetes/kubernetes#99804), which an empty param in `args`
+/// makes; on other clusters an admission webhook denying TaskRuns ends the same way.
+#[tokio::test]
+async fn a_task_run_the_api_server_refuses_fails_its_task_instead_of_hanging() {
+    let (ns, _op) = setup("refused").await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: refused}
+spec:
+  params: [{name: extra, default: ""}]
+  defaults: {image: busybox}
+  tasks:
+    - {name: first, command: [sh, -c, "true"]}
+    - {name: echo, dependsOn: [first], command: [echo], args: ["{{ params.extra }}"]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: refused}
+spec:
+  pipelineRef: {name: refused}
+"#,
+    );
+    let run = wait_run_done(&ns, "refused", RUN_TIMEOUT).await;
+    let status = run.status.clone().unwrap();
+    if status.refused.is_empty() {
+        // An API server that accepts the empty string runs the task: nothing to refuse.
+        assert_eq!(phase(&run), RunPhase::Succeeded, "{status:?}");
+        return;
+    }
+    assert_eq!(phase(&run), RunPhase::Failed, "{status:?}");
+    assert_eq!(status.refused[0].task, "echo");
+    let echo = status.tasks.iter().find(|t| t.name == "echo").unwrap();
+    assert_eq!(echo.phase, TaskPhase::Failed);
+    assert!(
+        echo.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the API server refused its TaskRun"),
+        "{echo:?}"
+    );
+    let events = events_with_reason(&ns, "TaskNotStarted");
+    assert!(
+        events.iter().any(|e| e.contains("refused its TaskRun")),
+        "{events:?}"
+    );
+}

@@ -63,9 +63,16 @@ pub mod reasons {
     pub const TASK_STARTED: &str = "TaskStarted";
     pub const TASK_SUCCEEDED: &str = "TaskSucceeded";
     pub const TASK_RETRYING: &str = "TaskRetrying";
+    /// An attempt was ended from outside the task (a disruption).
+    pub const TASK_DISRUPTED: &str = "TaskDisrupted";
+    /// An attempt's Job replaced its pod, and the task ran again within the attempt.
+    pub const TASK_POD_REPLACED: &str = "TaskPodReplaced";
     pub const TASK_CANCELLED: &str = "TaskCancelled";
     pub const TASK_SKIPPED: &str = "TaskSkipped";
     pub const TASK_NOT_STARTED: &str = "TaskNotStarted";
+    pub const RUN_RERUN: &str = "RunRerun";
+    pub const RERUN_REFUSED: &str = "RerunRefused";
+    pub const TASK_RERUN: &str = "TaskRerun";
 }
 
 /// The `action` of Events (what the operator was doing).
@@ -77,6 +84,7 @@ pub mod actions {
     pub const SCHEDULE: &str = "Schedule";
     pub const QUEUE: &str = "Queue";
     pub const RECONCILE: &str = "Reconcile";
+    pub const RERUN: &str = "Rerun";
 }
 
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status

@@ -17,14 +17,14 @@ pub use condition::{ConditionStatus, actions, condition_types, reasons, set_cond
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{
-    AppliedRerun, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RerunRequest, RunPhase,
-    TaskCounts, TaskSummary,
+    AppliedRerun, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RefusedTaskRun, RerunRequest,
+    RunPhase, TaskCounts, TaskSummary,
 };
 pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{
     FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,
 };
-pub use taskrun::{Attempt, AttemptPhase, TaskRun, TaskRunSpec, TaskRunStatus};
+pub use taskrun::{Attempt, AttemptPhase, PodReplacements, TaskRun, TaskRunSpec, TaskRunStatus};
 
 /// The API group of every Weir resource.
 pub const GROUP: &str = "weir.dev";
@@ -64,4 +64,7 @@ pub mod annotations {
     pub const PIPELINE_RUN: &str = "weir.dev/pipelinerun";
     /// On Jobs and pods: the name of their TaskRun.
     pub const TASK_RUN: &str = "weir.dev/taskrun";
+    /// On TaskRuns selected by a rerun request and waiting for their turn to run again: the
+    /// request. Set and removed by the operator only.
+    pub const RERUN: &str = "weir.dev/rerun";
 }

@@ -40,7 +40,8 @@ pub struct PipelineRunSpec {
     pub pipeline_spec: Option<PipelineSpec>,
 
     /// Set to `true` to cancel the run: running tasks are stopped, pending ones cancelled,
-    /// and `finally` tasks still run. The run ends with reason `Cancelled`.
+    /// and `finally` tasks still run. The run ends with reason `Cancelled`. This, not
+    /// deleting Jobs, is how to stop tasks: a deleted Job is a disruption, retried.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
 
@@ -83,6 +84,8 @@ pub struct PipelineRunSpec {
 /// A request to run part of a run again.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Every field is always written, so that a merge patch of a whole request replaces the
+// previous one instead of keeping the fields it leaves at their default.
 pub struct RerunRequest {
     /// Names the request: it is applied once, and a different value asks again. Any text
     /// unique within the run (`weir rerun` uses the current time).
@@ -91,17 +94,17 @@ pub struct RerunRequest {
 
     /// Tasks to run again. Empty: every task that failed, was upstream-failed or was
     /// cancelled.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tasks: Vec<String>,
 
     /// Also run again every task downstream of those (Airflow's `downstream`), even those
     /// that succeeded.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub downstream: bool,
 
     /// Of a fanned-out task, run again only the instances that did not succeed (the others
     /// keep their outputs). Default: every instance.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub failed_instances_only: bool,
 }
 
@@ -189,6 +192,25 @@ pub struct PipelineRunStatus {
     /// The last rerun request applied to the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<AppliedRerun>,
+
+    /// TaskRuns the API server refused to create (invalid, or denied by an admission
+    /// webhook): their tasks fail with the API server's message instead of being tried
+    /// again forever. At most 20; a run with more fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedTaskRun>,
+}
+
+/// A TaskRun the API server refused to create.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedTaskRun {
+    /// The task.
+    pub task: String,
+    /// Its fan-out instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
+    /// What the API server said.
+    pub message: String,
 }
 
 /// A rerun request as the operator applied it.

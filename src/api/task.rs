@@ -145,7 +145,9 @@ pub enum TriggerRule {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
-    /// How many times a failed attempt is retried; the task runs at most `limit + 1` times.
+    /// How many times a failed attempt is retried; the task runs at most `limit + 1` times,
+    /// not counting attempts that follow a disruption (see `disruptions`). Default 0.
+    #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub limit: u32,
 
@@ -169,6 +171,15 @@ pub struct RetryPolicy {
     /// Which failures are retried. Default: every failure except a cancellation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<RetryOn>,
+
+    /// How many disruptions are retried without spending `limit`: attempts ended from outside
+    /// the task (reasons `Lost`, `Evicted`, `PodDeleted`, `NodeLost`, `Preempted`), like a
+    /// pod failure policy that ignores disruptions. The next attempt starts 5 seconds later.
+    /// Past this budget a disruption counts as an ordinary failure. Default 3, also for tasks
+    /// that set no `retries`; `0` treats disruptions as ordinary failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub disruptions: Option<u32>,
 }
 
 /// Which failed attempts are worth another try.
@@ -190,7 +201,9 @@ pub struct RetryOn {
     pub except_exit_codes: Vec<i32>,
 }
 
-/// Why an attempt failed, as Kubernetes reported it.
+/// Why an attempt failed, as Kubernetes reported it. `Lost`, `Evicted`, `PodDeleted`,
+/// `NodeLost` and `Preempted` are disruptions: the attempt was ended from outside the task,
+/// and `retries.disruptions` retries it without spending `retries.limit`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum FailureReason {
     /// The container exited with a non-zero code.
@@ -199,14 +212,21 @@ pub enum FailureReason {
     OOMKilled,
     /// The attempt ran longer than the task's `timeout`.
     DeadlineExceeded,
-    /// The pod was evicted from its node (node pressure, preemption, drain).
+    /// The pod was evicted from its node (node pressure, a drain). A disruption.
     Evicted,
+    /// The pod was deleted while it ran, by anyone but Weir. A disruption.
+    PodDeleted,
+    /// The pod's node went away, shut down or lost the container. A disruption.
+    NodeLost,
+    /// The pod was preempted to make room for a pod of higher priority. A disruption.
+    Preempted,
     /// The image could not be pulled (`ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`).
     ImagePullError,
     /// The container could not be created from its configuration (for example a missing
     /// Secret or ConfigMap key).
     ConfigError,
-    /// The attempt's Job or pod disappeared before it finished (deleted by someone else).
+    /// The attempt's Job disappeared (or began to be deleted) before it finished, deleted by
+    /// anyone but Weir: by hand, or by the garbage collector. A disruption.
     Lost,
     /// The attempt was stopped because the run was cancelled or timed out. Never retried.
     Cancelled,
@@ -224,6 +244,9 @@ impl FailureReason {
             FailureReason::OOMKilled => "OOMKilled",
             FailureReason::DeadlineExceeded => "DeadlineExceeded",
             FailureReason::Evicted => "Evicted",
+            FailureReason::PodDeleted => "PodDeleted",
+            FailureReason::NodeLost => "NodeLost",
+            FailureReason::Preempted => "Preempted",
             FailureReason::ImagePullError => "ImagePullError",
             FailureReason::ConfigError => "ConfigError",
             FailureReason::Lost => "Lost",

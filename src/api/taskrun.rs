@@ -83,7 +83,8 @@ pub struct TaskRunSpec {
     pub instance: Option<u32>,
 
     /// Set to `true` to stop the task: its running Job is deleted and no further attempt is
-    /// made. The TaskRun ends `Cancelled`.
+    /// made. The TaskRun ends `Cancelled`. (Deleting the Job does not stop the task: a Job
+    /// deleted by anyone but Weir is a disruption, retried as the next attempt.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
 
@@ -169,6 +170,30 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<FailureReason>,
     /// What Kubernetes or the container said about the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The pod that runs (or ran) the attempt, once one was seen: the newest, if the Job
+    /// replaced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Pods of this attempt that its Job replaced with another. On Kubernetes 1.20 a Job
+    /// replaces a pod deleted while it ran, and the task would start over within the same
+    /// attempt (`WEIR_ATTEMPT` unchanged): Weir ends such an attempt as a disruption
+    /// (`PodDeleted`) and stops its Job as soon as it sees it, and records here how many pods
+    /// were replaced, also when the replacement finished before Weir could stop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_replacements: Option<PodReplacements>,
+}
+
+/// The pods of one attempt that were replaced within its Job.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReplacements {
+    /// How many pods of the attempt were replaced.
+    pub count: u32,
+    /// Why the last one was (for example `PodDeleted`).
+    pub reason: FailureReason,
+    /// Which pod was replaced by which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

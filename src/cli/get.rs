@@ -339,6 +339,7 @@ mod tests {
             exit_code: Some(code),
             reason: (code != 0).then_some(FailureReason::Error),
             message: (code != 0).then(|| format!("exit code {code}")),
+            ..Default::default()
         }
     }
 

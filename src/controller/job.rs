@@ -1,8 +1,9 @@
 //! Jobs of attempts: building one from a TaskRun (`build_job`, no client) and reading what
-//! happened to one from the Job and its pod (`observe_attempt`, no client).
+//! happened to one from the Job and its pods (`observe_attempt`, no client), disruptions
+//! included: a pod evicted, preempted, lost with its node, or deleted while it ran.
 
 use crate::api::annotations;
-use crate::api::{AttemptPhase, FailureReason, TaskRun, labels};
+use crate::api::{AttemptPhase, FailureReason, PodReplacements, TaskRun, labels};
 use crate::engine::{duration, names, outputs};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -189,7 +190,7 @@ fn env_var(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// What an attempt's Job and pod say happened.
+/// What an attempt's Job and pods say happened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttemptReport {
     pub phase: AttemptPhase,
@@ -197,13 +198,48 @@ pub struct AttemptReport {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub finished_at: Option<jiff::Timestamp>,
-    /// The Job is still active but can never succeed (say its image cannot be pulled): Weir
-    /// fails the attempt and deletes the Job.
-    pub stuck: bool,
+    /// The Job is still active but its attempt is over: its pod can never start, or was
+    /// deleted while it ran (and the Job may be running a replacement). Weir fails the
+    /// attempt and deletes the Job.
+    pub delete_job: bool,
+    /// The attempt's newest pod, if one was seen.
+    pub pod_name: Option<String>,
+    /// Pods of the attempt that its Job replaced.
+    pub replacements: Option<PodReplacements>,
 }
 
-/// Reads the outcome of an attempt from its Job and (if still there) its pod.
-pub fn observe_attempt(job: &Job, pod: Option<&Pod>) -> AttemptReport {
+/// Reads the outcome of an attempt from its Job and its pods, oldest first. `known_pod` is
+/// the pod an earlier look recorded for the attempt, so that a pod that vanished since (and
+/// was perhaps replaced) is noticed; `now` tells a pod deleted by the Job's own deadline
+/// from one deleted by someone else.
+pub fn observe_attempt(
+    job: &Job,
+    pods: &[&Pod],
+    known_pod: Option<&str>,
+    now: jiff::Timestamp,
+) -> AttemptReport {
+    let pod = pods.last().copied();
+    let deletion = PodDeletion::find(job, pods, known_pod);
+    let mut report = AttemptReport {
+        pod_name: pod.map(|p| p.name_any()).or(known_pod.map(String::from)),
+        replacements: deletion.as_ref().and_then(PodDeletion::replacements),
+        ..outcome(job, pod, deletion.as_ref(), now)
+    };
+    if report.phase == AttemptPhase::Running {
+        // Nothing to record of a replacement while the attempt goes on.
+        report.replacements = None;
+    }
+    report
+}
+
+/// Phase, reason and message of an attempt from its Job, its newest pod and a deletion of
+/// one of its pods.
+fn outcome(
+    job: &Job,
+    pod: Option<&Pod>,
+    deletion: Option<&PodDeletion>,
+    now: jiff::Timestamp,
+) -> AttemptReport {
     let status = job.status.clone().unwrap_or_default();
     let condition = |type_: &str| {
         status
@@ -219,73 +255,97 @@ pub fn observe_attempt(job: &Job, pod: Option<&Pod>) -> AttemptReport {
         .as_ref()
         .and_then(|t| t.message.clone())
         .filter(|m| !m.trim().is_empty());
+    let report = |phase, reason, exit_code, message, finished_at| AttemptReport {
+        phase,
+        reason,
+        exit_code,
+        message,
+        finished_at,
+        delete_job: false,
+        pod_name: None,
+        replacements: None,
+    };
 
     if let Some(complete) = condition("Complete") {
         let finished = status
             .completion_time
             .map(|t| t.0)
             .or(complete.last_transition_time.map(|t| t.0));
-        return AttemptReport {
-            phase: AttemptPhase::Succeeded,
-            reason: None,
-            exit_code: exit_code.or(Some(0)),
-            message: pod_message,
-            finished_at: finished,
-            stuck: false,
-        };
+        let code = exit_code.or(Some(0));
+        return report(AttemptPhase::Succeeded, None, code, pod_message, finished);
     }
     if let Some(failed) = condition("Failed") {
-        let (reason, message) = failure(&failed, pod, terminated.as_ref(), pod_message.as_deref());
-        return AttemptReport {
-            phase: AttemptPhase::Failed,
-            reason: Some(reason),
-            exit_code,
-            message,
-            finished_at: failed.last_transition_time.map(|t| t.0),
-            stuck: false,
+        let finished = failed.last_transition_time.as_ref().map(|t| t.0);
+        let (reason, message) = if past_deadline(job, finished.unwrap_or(now)) {
+            // The 1.20 Job controller checks the backoff limit before the deadline: when the
+            // pod it deleted at the deadline is seen failed before the Job's condition is
+            // written, the reason is `BackoffLimitExceeded`. The attempt still ran out of
+            // time; its deleted pod is no disruption.
+            (FailureReason::DeadlineExceeded, failed.message.clone())
+        } else {
+            failure(
+                &failed,
+                pod,
+                terminated.as_ref(),
+                pod_message.as_deref(),
+                deletion,
+            )
         };
+        return report(AttemptPhase::Failed, Some(reason), exit_code, message, finished);
     }
-    // Still active: look for a pod that can never start.
-    if let Some((reason, message)) = pod.and_then(stuck_reason) {
-        return AttemptReport {
-            phase: AttemptPhase::Failed,
-            reason: Some(reason),
-            exit_code: None,
-            message: Some(message),
-            finished_at: None,
-            stuck: true,
-        };
-    }
-    AttemptReport {
-        phase: AttemptPhase::Running,
-        reason: None,
-        exit_code: None,
-        message: None,
-        finished_at: None,
-        stuck: false,
+    // Still active: look for a pod that can never start, or one deleted under the attempt.
+    let over = pod.and_then(stuck_reason).or_else(|| {
+        let deletion = deletion.filter(|_| !past_deadline(job, now))?;
+        Some((deletion.reason, deletion.message()))
+    });
+    match over {
+        Some((reason, message)) => AttemptReport {
+            delete_job: true,
+            ..report(AttemptPhase::Failed, Some(reason), None, Some(message), None)
+        },
+        None => report(AttemptPhase::Running, None, None, None, None),
     }
 }
 
-/// Why a Job failed, most telling first: its deadline, an eviction of its pod, then what the
-/// container's termination says.
+/// Whether the Job has not finished: no `Complete` or `Failed` condition yet.
+pub fn job_active(job: &Job) -> bool {
+    !job.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+}
+
+/// Whether the Job has run past its `activeDeadlineSeconds`: the Job controller then deletes
+/// its pod and fails it with `DeadlineExceeded`, which is no disruption.
+fn past_deadline(job: &Job, now: jiff::Timestamp) -> bool {
+    let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    let started = job.status.as_ref().and_then(|s| s.start_time.as_ref());
+    match (deadline, started) {
+        (Some(secs), Some(started)) => now >= started.0 + jiff::SignedDuration::from_secs(secs),
+        _ => false,
+    }
+}
+
+/// Why a Job failed, most telling first: its deadline, what its pod says disrupted it, a pod
+/// deleted while it ran, then what the container's termination says.
 fn failure(
     failed: &JobCondition,
     pod: Option<&Pod>,
     terminated: Option<&ContainerStateTerminated>,
     pod_message: Option<&str>,
+    deletion: Option<&PodDeletion>,
 ) -> (FailureReason, Option<String>) {
     let job_reason = failed.reason.clone().unwrap_or_default();
-    let pod_reason = pod
-        .and_then(|p| p.status.as_ref()?.reason.clone())
-        .unwrap_or_default();
     if job_reason == "DeadlineExceeded" {
-        (FailureReason::DeadlineExceeded, failed.message.clone())
-    } else if pod_reason == "Evicted" {
-        (
-            FailureReason::Evicted,
-            pod.and_then(|p| p.status.as_ref()?.message.clone()),
-        )
-    } else if let Some(t) = terminated {
+        return (FailureReason::DeadlineExceeded, failed.message.clone());
+    }
+    if let Some(disrupted) = pod.and_then(disruption) {
+        return disrupted;
+    }
+    if let Some(deletion) = deletion {
+        return (deletion.reason, Some(deletion.message()));
+    }
+    if let Some(t) = terminated {
         let reason = match t.reason.as_deref() {
             Some("OOMKilled") => FailureReason::OOMKilled,
             _ if t.exit_code != 0 => FailureReason::Error,
@@ -295,13 +355,136 @@ fn failure(
             Some(m) => format!("exit code {}: {}", t.exit_code, m.trim_end()),
             None => format!("exit code {}", t.exit_code),
         };
-        (reason, Some(message))
-    } else {
-        (
-            FailureReason::Unknown,
-            failed.message.clone().or(Some(job_reason)),
-        )
+        return (reason, Some(message));
     }
+    (
+        FailureReason::Unknown,
+        failed.message.clone().or(Some(job_reason)),
+    )
+}
+
+/// A pod that says it was ended from outside its task: evicted, preempted, its node gone
+/// (the `DisruptionTarget` condition of Kubernetes 1.26 and later, else the pod's reason).
+fn disruption(pod: &Pod) -> Option<(FailureReason, Option<String>)> {
+    let status = pod.status.as_ref()?;
+    let target = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if let Some(c) = target {
+        let message = c.message.clone().or(status.message.clone());
+        return Some((disruption_target_reason(c.reason.as_deref()), message));
+    }
+    let by_container = container_terminated(pod)
+        .filter(|t| t.reason.as_deref() == Some("ContainerStatusUnknown"))
+        .map(|t| (FailureReason::NodeLost, t.message));
+    let reason = match status.reason.as_deref() {
+        Some("Evicted") => FailureReason::Evicted,
+        Some("Preempting") => FailureReason::Preempted,
+        // A node that went away or shut down (`Shutdown` up to 1.20, `Terminated` after),
+        // and the test control plane's node agent restarted under a running pod.
+        Some("NodeLost" | "Shutdown" | "Terminated" | "NodeShutdown" | "NodeAgentRestarted") => {
+            FailureReason::NodeLost
+        }
+        _ => return by_container,
+    };
+    Some((reason, status.message.clone()))
+}
+
+/// What the reason of a `DisruptionTarget` condition means for an attempt.
+fn disruption_target_reason(reason: Option<&str>) -> FailureReason {
+    match reason {
+        Some("PreemptionByScheduler" | "PreemptionByKubeScheduler") => FailureReason::Preempted,
+        Some("EvictionByEvictionAPI" | "TerminationByKubelet") => FailureReason::Evicted,
+        Some("DeletionByTaintManager" | "DeletionByPodGC") => FailureReason::NodeLost,
+        _ => FailureReason::PodDeleted,
+    }
+}
+
+/// A pod of an attempt deleted while the attempt ran, by anyone but Weir (Weir deletes Jobs,
+/// never pods), and the pods its Job started in its place.
+#[derive(Clone, Debug, PartialEq)]
+struct PodDeletion {
+    /// The deleted pod, if its name is known.
+    deleted: Option<String>,
+    reason: FailureReason,
+    /// Pods of the attempt other than the deleted one: the Job's replacements.
+    replaced_by: Vec<String>,
+}
+
+impl PodDeletion {
+    /// A deleted pod among `pods` (oldest first), or `known_pod` gone from them; for a Job
+    /// that failed (not for its deadline), no pod left at all.
+    fn find(job: &Job, pods: &[&Pod], known_pod: Option<&str>) -> Option<PodDeletion> {
+        let vanished = known_pod.filter(|k| !pods.iter().any(|p| p.name_any() == *k));
+        let deleting = pods.iter().find(|p| deleted_while_running(p));
+        let failed_without_pod = pods.is_empty() && job_failed_by_pod(job);
+        if vanished.is_none() && deleting.is_none() && !failed_without_pod {
+            return None;
+        }
+        let deleted = vanished.map(String::from).or(deleting.map(|p| p.name_any()));
+        let reason = deleting
+            .and_then(|p| disruption(p))
+            .map_or(FailureReason::PodDeleted, |(reason, _)| reason);
+        let replaced_by = pods
+            .iter()
+            .map(|p| p.name_any())
+            .filter(|name| Some(name) != deleted.as_ref())
+            .collect();
+        Some(PodDeletion {
+            deleted,
+            reason,
+            replaced_by,
+        })
+    }
+
+    fn message(&self) -> String {
+        let pod = match &self.deleted {
+            Some(name) => format!("pod {name}"),
+            None => "the attempt's pod".to_string(),
+        };
+        match self.replaced_by.as_slice() {
+            [] => format!("{pod} was deleted while it ran"),
+            names => format!(
+                "{pod} was deleted while it ran; its Job replaced it with pod {}",
+                names.join(", pod ")
+            ),
+        }
+    }
+
+    fn replacements(&self) -> Option<PodReplacements> {
+        (!self.replaced_by.is_empty()).then(|| PodReplacements {
+            count: self.replaced_by.len() as u32,
+            reason: self.reason,
+            message: Some(format!(
+                "{}, which ran the task again within the same attempt",
+                self.message()
+            )),
+        })
+    }
+}
+
+/// A pod deleted before its container ended on its own: deletion asked for it (at its
+/// `deletionTimestamp` less its grace period) no later than the container finished.
+fn deleted_while_running(pod: &Pod) -> bool {
+    let Some(at) = &pod.metadata.deletion_timestamp else {
+        return false;
+    };
+    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+    let asked = at.0 - jiff::SignedDuration::from_secs(grace);
+    match container_terminated(pod) {
+        Some(t) => t.finished_at.as_ref().is_none_or(|f| f.0 >= asked),
+        None => true,
+    }
+}
+
+/// The Job failed because a pod failed (not for its deadline).
+fn job_failed_by_pod(job: &Job) -> bool {
+    job.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Failed" && c.status == "True" && c.reason.as_deref() != Some("DeadlineExceeded"))
 }
 
 fn container_terminated(pod: &Pod) -> Option<ContainerStateTerminated> {
@@ -351,7 +534,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
     };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn task_run() -> TaskRun {
         let mut tr = TaskRun::new(
@@ -442,6 +625,12 @@ mod tests {
         );
     }
 
+    /// What `observe_attempt` reads of a Job with at most one pod, that no earlier look saw.
+    fn observe(job: &Job, pod: Option<&Pod>) -> AttemptReport {
+        let pods: Vec<&Pod> = pod.into_iter().collect();
+        observe_attempt(job, &pods, None, jiff::Timestamp::from_second(1_000).unwrap())
+    }
+
     fn job_with(type_: &str, reason: &str) -> Job {
         Job {
             status: Some(JobStatus {
@@ -483,7 +672,7 @@ mod tests {
 
     #[test]
     fn failure_reasons_are_classified() {
-        let r = observe_attempt(
+        let r = observe(
             &job_with("Failed", "BackoffLimitExceeded"),
             Some(&pod_terminated(3, "Error", "bad row")),
         );
@@ -494,16 +683,16 @@ mod tests {
         assert_eq!(r.message.as_deref(), Some("exit code 3: bad row"));
         assert_eq!(r.finished_at, Some(jiff::Timestamp::from_second(100).unwrap()));
 
-        let r = observe_attempt(
+        let r = observe(
             &job_with("Failed", "BackoffLimitExceeded"),
             Some(&pod_terminated(137, "OOMKilled", "")),
         );
         assert_eq!(r.reason, Some(FailureReason::OOMKilled));
 
-        let r = observe_attempt(&job_with("Failed", "DeadlineExceeded"), None);
+        let r = observe(&job_with("Failed", "DeadlineExceeded"), None);
         assert_eq!(r.reason, Some(FailureReason::DeadlineExceeded));
 
-        let r = observe_attempt(
+        let r = observe(
             &job_with("Complete", ""),
             Some(&pod_terminated(0, "Completed", "{}")),
         );
@@ -524,19 +713,19 @@ mod tests {
         let cases = [
             (
                 "an evicted pod",
-                observe_attempt(&failed(), Some(&evicted)),
+                observe(&failed(), Some(&evicted)),
                 FailureReason::Evicted,
                 Some("The node was low on resource: memory."),
             ),
             (
-                "no pod left: the Job's own message",
-                observe_attempt(&failed(), None),
-                FailureReason::Unknown,
-                Some("BackoffLimitExceeded happened"),
+                "no pod left: it was deleted",
+                observe(&failed(), None),
+                FailureReason::PodDeleted,
+                Some("the attempt's pod was deleted while it ran"),
             ),
             (
                 "a failed Job whose container exited 0",
-                observe_attempt(&failed(), Some(&pod_terminated(0, "Completed", ""))),
+                observe(&failed(), Some(&pod_terminated(0, "Completed", ""))),
                 FailureReason::Unknown,
                 Some("exit code 0"),
             ),
@@ -584,9 +773,252 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = observe_attempt(&Job::default(), Some(&pod));
-        assert!(r.stuck);
+        let r = observe(&Job::default(), Some(&pod));
+        assert!(r.delete_job);
         assert_eq!(r.reason, Some(FailureReason::ImagePullError));
         assert!(r.message.unwrap().contains("no/such:image"));
+    }
+
+    const NOW: i64 = 1_000;
+
+    fn ts(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    /// A pod named `name`, created at `created`, whose container exited with `code` at
+    /// `finished`, or is still running.
+    fn mk_pod(name: &str, created: i64, exited: Option<(i32, i64)>) -> Pod {
+        let state = match exited {
+            Some((code, finished)) => ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    finished_at: Some(Time(ts(finished))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            None => ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            },
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                creation_timestamp: Some(Time(ts(created))),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(state),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// `pod`, deleted at `asked` with a grace period of 30 seconds.
+    fn deleted_at(mut pod: Pod, asked: i64) -> Pod {
+        pod.metadata.deletion_timestamp = Some(Time(ts(asked + 30)));
+        pod.metadata.deletion_grace_period_seconds = Some(30);
+        pod
+    }
+
+    fn active_job() -> Job {
+        Job {
+            status: Some(JobStatus::default()),
+            ..Default::default()
+        }
+    }
+
+    fn read(job: &Job, pods: &[Pod], known: Option<&str>) -> AttemptReport {
+        let pods: Vec<&Pod> = pods.iter().collect();
+        observe_attempt(job, &pods, known, ts(NOW))
+    }
+
+    #[test]
+    fn a_pod_that_says_it_was_disrupted_is_a_disruption() {
+        let with = |reason: Option<&str>, target: Option<&str>, container_reason: Option<&str>| {
+            let mut pod = mk_pod("p", 100, Some((137, 200)));
+            let status = pod.status.as_mut().unwrap();
+            status.reason = reason.map(Into::into);
+            status.message = Some("said the node".into());
+            if let Some(target) = target {
+                status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some(target.into()),
+                    message: Some(format!("{target} happened")),
+                    ..Default::default()
+                }]);
+            }
+            let terminated = status.container_statuses.as_mut().unwrap()[0]
+                .state
+                .as_mut()
+                .unwrap()
+                .terminated
+                .as_mut()
+                .unwrap();
+            terminated.reason = container_reason.map(Into::into);
+            observe(&job_with("Failed", "BackoffLimitExceeded"), Some(&pod))
+        };
+        use FailureReason::*;
+        let cases = [
+            (with(Some("Evicted"), None, None), Evicted, "said the node"),
+            (with(Some("Preempting"), None, None), Preempted, "said the node"),
+            (with(Some("Shutdown"), None, None), NodeLost, "said the node"),
+            (with(Some("Terminated"), None, None), NodeLost, "said the node"),
+            (with(Some("NodeLost"), None, None), NodeLost, "said the node"),
+            (
+                with(Some("NodeAgentRestarted"), None, None),
+                NodeLost,
+                "said the node",
+            ),
+            (
+                with(None, Some("PreemptionByScheduler"), None),
+                Preempted,
+                "PreemptionByScheduler happened",
+            ),
+            (
+                with(None, Some("EvictionByEvictionAPI"), None),
+                Evicted,
+                "EvictionByEvictionAPI happened",
+            ),
+            (
+                with(None, Some("DeletionByTaintManager"), None),
+                NodeLost,
+                "DeletionByTaintManager happened",
+            ),
+            (
+                with(None, Some("SomethingNew"), None),
+                PodDeleted,
+                "SomethingNew happened",
+            ),
+            (with(None, None, Some("ContainerStatusUnknown")), NodeLost, ""),
+        ];
+        for (report, reason, message) in cases {
+            assert_eq!(report.reason, Some(reason), "{message}");
+            assert_eq!(report.message.unwrap_or_default(), message);
+        }
+        let own = with(Some("SomethingElse"), None, Some("Error"));
+        assert_eq!(own.reason, Some(Error), "a pod reason that is no disruption");
+    }
+
+    #[test]
+    fn a_pod_deleted_while_it_ran_ends_its_attempt() {
+        let running = || mk_pod("extract-1-aaaaa", 100, None);
+        let r = read(&active_job(), &[deleted_at(running(), 150)], None);
+        assert_eq!(
+            (r.phase, r.reason, r.delete_job),
+            (AttemptPhase::Failed, Some(FailureReason::PodDeleted), true)
+        );
+        assert_eq!(
+            r.message.as_deref(),
+            Some("pod extract-1-aaaaa was deleted while it ran")
+        );
+        assert_eq!(
+            (r.pod_name.as_deref(), r.replacements),
+            (Some("extract-1-aaaaa"), None)
+        );
+
+        // Killed by the deletion: the Job failed (1.20 counts the pod), the pod says 143.
+        let killed = deleted_at(mk_pod("extract-1-aaaaa", 100, Some((143, 150))), 150);
+        let r = read(&job_with("Failed", "BackoffLimitExceeded"), &[killed], None);
+        assert_eq!(
+            (r.reason, r.exit_code, r.delete_job),
+            (Some(FailureReason::PodDeleted), Some(143), false)
+        );
+
+        // Failed by itself, deleted afterwards: an ordinary failure.
+        let failed = deleted_at(mk_pod("extract-1-aaaaa", 100, Some((1, 140))), 150);
+        let r = read(&job_with("Failed", "BackoffLimitExceeded"), &[failed], None);
+        assert_eq!(r.reason, Some(FailureReason::Error));
+
+        // The Job's own deadline deletes its pod: not a disruption; wait for the Job.
+        let mut timed = active_job();
+        timed.spec = Some(JobSpec {
+            active_deadline_seconds: Some(60),
+            ..Default::default()
+        });
+        timed.status.as_mut().unwrap().start_time = Some(Time(ts(NOW - 60)));
+        let r = read(&timed, &[deleted_at(running(), NOW)], None);
+        assert_eq!((r.phase, r.delete_job), (AttemptPhase::Running, false));
+        timed.status.as_mut().unwrap().start_time = Some(Time(ts(NOW - 59)));
+        let r = read(&timed, &[deleted_at(running(), NOW)], None);
+        assert_eq!(r.reason, Some(FailureReason::PodDeleted), "before the deadline");
+
+        // The deadline's pod deletion seen as a pod failure (`BackoffLimitExceeded`, the
+        // 1.20 Job controller's race): still the deadline.
+        let mut raced = job_with("Failed", "BackoffLimitExceeded");
+        raced.spec = Some(JobSpec {
+            active_deadline_seconds: Some(60),
+            ..Default::default()
+        });
+        raced.status.as_mut().unwrap().start_time = Some(Time(jiff::Timestamp::from_second(40).unwrap()));
+        let killed = deleted_at(mk_pod("extract-1-aaaaa", 40, Some((143, 100))), 100);
+        let r = read(&raced, &[killed], None);
+        assert_eq!(r.reason, Some(FailureReason::DeadlineExceeded));
+    }
+
+    #[test]
+    fn a_replaced_pod_is_seen_and_counted() {
+        let (first, second) = ("extract-1-aaaaa", "extract-1-bbbbb");
+        // The first pod vanished since the last look; the Job runs a replacement.
+        let r = read(&active_job(), &[mk_pod(second, 150, None)], Some(first));
+        assert_eq!(
+            (r.phase, r.reason, r.delete_job),
+            (AttemptPhase::Failed, Some(FailureReason::PodDeleted), true)
+        );
+        let message = r.message.unwrap();
+        assert_eq!(
+            message,
+            format!("pod {first} was deleted while it ran; its Job replaced it with pod {second}")
+        );
+        assert_eq!(r.pod_name.as_deref(), Some(second));
+        let replaced = r.replacements.unwrap();
+        assert_eq!((replaced.count, replaced.reason), (1, FailureReason::PodDeleted));
+        assert_eq!(
+            replaced.message,
+            Some(format!(
+                "{message}, which ran the task again within the same attempt"
+            ))
+        );
+
+        // Both pods listed, the first still going.
+        let pods = [
+            deleted_at(mk_pod(first, 100, None), 140),
+            mk_pod(second, 100, None),
+        ];
+        let r = read(&active_job(), &pods, None);
+        assert_eq!(
+            (r.reason, r.pod_name.as_deref()),
+            (Some(FailureReason::PodDeleted), Some(second))
+        );
+        assert_eq!(r.replacements.map(|p| p.count), Some(1));
+
+        // The replacement finished before anyone looked: the attempt succeeded, and says
+        // what happened to it.
+        let done = [mk_pod(second, 150, Some((0, 160)))];
+        let r = read(&job_with("Complete", ""), &done, Some(first));
+        assert_eq!((r.phase, r.reason), (AttemptPhase::Succeeded, None));
+        assert_eq!(r.replacements.map(|p| p.count), Some(1));
+
+        // A pod that is simply still there is no news.
+        let r = read(&active_job(), &[mk_pod(first, 100, None)], Some(first));
+        assert_eq!((r.phase, r.replacements), (AttemptPhase::Running, None));
+        // Nor is one of a Job that completed and whose pod someone cleaned up.
+        let r = read(&job_with("Complete", ""), &[], Some(first));
+        assert_eq!((r.phase, r.replacements), (AttemptPhase::Succeeded, None));
+    }
+
+    #[test]
+    fn a_finished_job_is_not_active() {
+        assert!(job_active(&active_job()));
+        assert!(job_active(&Job::default()));
+        assert!(!job_active(&job_with("Complete", "")));
+        assert!(!job_active(&job_with("Failed", "BackoffLimitExceeded")));
     }
 }

@@ -10,6 +10,7 @@ pub mod instrument;
 pub mod job;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod rerun;
 pub mod schedule;
 pub mod taskrun;
 

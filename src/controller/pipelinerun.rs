@@ -9,13 +9,13 @@
 //! 4. [`apply`]: create and cancel TaskRuns, publish what changed.
 //! 5. [`update_status`]: the status [`build_status`] (pure) makes, written when it changed.
 
-use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now};
+use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, rerun};
 use crate::api::{
-    ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RunPhase, TaskPhase, TaskRun,
-    TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
+    ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RefusedTaskRun, RunPhase,
+    TaskPhase, TaskRun, TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
 };
 use crate::engine::resolve::{RunContext, RunIdentity};
-use crate::engine::step::{self, Child, RunStep, StepInput, step_run};
+use crate::engine::step::{self, Child, RunStep, Start, StepInput, step_run};
 use crate::engine::{RunOutcome, StopReason, ValidPipeline, duration, names, run_timeout, validate};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -29,24 +29,29 @@ use std::time::Duration;
 
 /// Most entries of `status.tasks`; the rest are counted in `tasksOmitted`.
 pub const MAX_SUMMARY: usize = step::MAX_SUMMARY;
+/// Most refused TaskRuns recorded in a run's status; beyond, creating is tried again with
+/// backoff.
+const MAX_REFUSED: usize = 100;
 /// How long a run waits for its Pipeline to appear (GitOps tools may apply a run first).
 const PIPELINE_GRACE: Duration = Duration::from_secs(30);
 /// While a run goes on without a deadline, look again this often even without events.
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
-    if run.metadata.deletion_timestamp.is_some() || is_finished(run.status.as_ref()) {
+    let finished = is_finished(run.status.as_ref()) && !rerun::wanted(&run);
+    if run.metadata.deletion_timestamp.is_some() || finished {
         return Ok(Action::await_change());
     }
     let now = now();
-    let pinned = match pin(&ctx, &run, now).await? {
+    let mut pinned = match pin(&ctx, &run, now).await? {
         Pin::Ready(pinned) => pinned,
         Pin::Wait(action) => return Ok(action),
     };
-    let task_runs = observe(&ctx, &run).await?;
+    let mut task_runs = observe(&ctx, &run).await?;
+    take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);
     let step = plan(&pinned, &children, run.spec.cancelled, now);
-    apply(&ctx, &run, &pinned, &task_runs, &step).await?;
+    apply(&ctx, &run, &mut pinned, &task_runs, &step).await?;
     update_status(&ctx, &run, &pinned, &children, &step, now).await
 }
 
@@ -282,13 +287,39 @@ async fn observe(ctx: &Context, run: &PipelineRun) -> Result<Vec<TaskRun>> {
     list_by_label(&api, &format!("{}={uid}", labels::PIPELINE_RUN_UID)).await
 }
 
-/// What the engine reads of each TaskRun.
+/// Step 2b: a new rerun request on the run is applied (see [`rerun`]) before the step.
+async fn take_rerun(
+    ctx: &Context,
+    run: &PipelineRun,
+    pinned: &mut Pinned,
+    task_runs: &mut [TaskRun],
+    now: Timestamp,
+) -> Result<()> {
+    let Some(request) = rerun::new_request(run) else {
+        return Ok(());
+    };
+    let selection = {
+        let children = children_of(task_runs);
+        let states = plan(pinned, &children, false, now).states;
+        rerun::select(run, &pinned.valid, &states, &children, request)
+    };
+    let status = std::mem::take(&mut pinned.status);
+    pinned.status = rerun::apply(ctx, run, request, selection, task_runs, status, now).await?;
+    if let Some(start) = &pinned.status.start_time {
+        pinned.started_at = start.0;
+    }
+    Ok(())
+}
+
+/// What the engine reads of each TaskRun. One asked to run again that has not taken the
+/// request in yet is pending: its earlier result no longer counts.
 fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
     static NO_OUTPUTS: BTreeMap<String, String> = BTreeMap::new();
     task_runs
         .iter()
         .map(|tr| {
-            let status = tr.status.as_ref();
+            let (rerun, held, restarting) = rerun::rerun_of(tr);
+            let status = tr.status.as_ref().filter(|_| !restarting);
             Child {
                 name: tr.metadata.name.as_deref().unwrap_or_default(),
                 task: &tr.spec.task_name,
@@ -302,6 +333,8 @@ fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
                         .filter(|c| c.status == ConditionStatus::False.as_str())
                         .map(|c| c.message.as_str())
                 }),
+                rerun,
+                held,
             }
         })
         .collect()
@@ -317,6 +350,7 @@ fn plan(pinned: &Pinned, children: &[Child<'_>], cancel_requested: bool, now: Ti
         started_at: pinned.started_at,
         timeout: pinned.timeout,
         now,
+        refused: &pinned.status.refused,
     })
 }
 
@@ -325,16 +359,32 @@ fn plan(pinned: &Pinned, children: &[Child<'_>], cancel_requested: bool, now: Ti
 async fn apply(
     ctx: &Context,
     run: &PipelineRun,
-    pinned: &Pinned,
+    pinned: &mut Pinned,
     task_runs: &[TaskRun],
     step: &RunStep,
 ) -> Result<()> {
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
     for start in &step.start {
-        let task_run = build_task_run(run, &start.name, start.spec.clone())?;
-        api.create(&PostParams::default(), &task_run)
-            .await
-            .ignore_already_exists()?;
+        if let Some(refused) = start_task_run(&api, run, task_runs, start).await? {
+            let note = format!(
+                "task {} failed without running: the API server refused its TaskRun {}: {}",
+                pinned.valid.name(start.task),
+                start.name,
+                refused.message
+            );
+            ctx.event(
+                &run.object_ref(&()),
+                None,
+                EventType::Warning,
+                reasons::TASK_NOT_STARTED,
+                actions::START,
+                note,
+            )
+            .await;
+            if pinned.status.refused.len() < MAX_REFUSED {
+                pinned.status.refused.push(refused);
+            }
+        }
     }
     let cancel = serde_json::json!({ "spec": { "cancelled": true } });
     for &c in &step.cancel {
@@ -363,6 +413,38 @@ async fn apply(
         .await;
     }
     Ok(())
+}
+
+/// Creates a TaskRun, or starts a held one again (rerun). A TaskRun the API server refuses
+/// as invalid (or an admission webhook denies) is returned: trying again would fail again.
+async fn start_task_run(
+    api: &Api<TaskRun>,
+    run: &PipelineRun,
+    task_runs: &[TaskRun],
+    start: &Start,
+) -> Result<Option<RefusedTaskRun>> {
+    if let Some(c) = start.resume {
+        let held = &task_runs[c];
+        let request = rerun::rerun_of(held).0.unwrap_or_default();
+        let patch = rerun::resume_patch(start.spec.clone(), request);
+        api.patch(
+            &held.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(patch)?),
+        )
+        .await
+        .ignore_not_found()?;
+        return Ok(None);
+    }
+    let task_run = build_task_run(run, &start.name, start.spec.clone())?;
+    match api.create(&PostParams::default(), &task_run).await {
+        Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => Ok(Some(RefusedTaskRun {
+            task: start.spec.task_name.clone(),
+            instance: start.instance,
+            message: super::truncate(&s.message, 256),
+        })),
+        result => result.ignore_already_exists().map(|_| None),
+    }
 }
 
 /// A TaskRun owned by the run, labelled so its Jobs and pods can be found by run and task.
@@ -712,6 +794,7 @@ mod tests {
             started_at: pinned.started_at,
             timeout: pinned.timeout,
             now,
+            refused: &[],
         })
     }
 

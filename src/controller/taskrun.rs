@@ -5,14 +5,16 @@
 //! The steps in between the reads and the writes take values and return values: no client,
 //! no clock.
 
-use super::job::{AttemptReport, build_job, observe_attempt};
+use super::job::{AttemptReport, build_job, job_active, observe_attempt};
 use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, truncate};
 use crate::api::condition::find;
 use crate::api::{
-    Attempt, AttemptPhase, ConditionStatus, FailureReason, PipelineRun, TaskPhase, TaskRun, TaskRunSpec,
-    TaskRunStatus, actions, condition_types, labels, reasons, set_condition,
+    Attempt, AttemptPhase, ConditionStatus, FailureReason, PipelineRun, PodReplacements, TaskPhase, TaskRun,
+    TaskRunSpec, TaskRunStatus, actions, condition_types, labels, reasons, set_condition,
 };
-use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, TaskPlan, duration, outputs, plan_task};
+use crate::engine::{
+    AttemptAction, ObservedAttempt, TaskInput, TaskPlan, duration, outputs, plan_task, retry,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -42,12 +44,13 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let now = now();
 
     let (jobs, pods) = observe(&ctx, &ns, &tr).await?;
+    let round = take_rerun(&tr.spec, &old);
     let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
-    let plan = plan(&tr.spec, &recorded.attempts, now);
+    let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
     let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
-    let status = build_status(&tr, &old, recorded.attempts, recorded.outputs, &plan, now);
+    let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
-    publish_events(&tr, &ctx, &old, &status, started).await;
+    publish_events(&tr, &ctx, &old, &status, &plan, started).await;
     Ok(next_reconcile(&plan, &status, now))
 }
 
@@ -56,9 +59,36 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
 async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec<Pod>)> {
     let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let selector = format!("{}={uid}", labels::TASK_RUN_UID);
-    let jobs = list_by_label(&Api::<Job>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    let job_api = Api::<Job>::namespaced(ctx.client.clone(), ns);
+    let mut jobs = list_by_label(&job_api, &selector).await?;
     let pods = list_by_label(&Api::<Pod>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    // A Job deleted between the two lists shows as a live Job whose pod the garbage collector
+    // is deleting. Read such Jobs again: one that is gone (or going) by now was deleted, and
+    // its attempt is Lost, not a pod deleted under a running Job. The Job first listed is
+    // kept otherwise, so that the pods are never older than the Jobs they are read with.
+    for name in jobs_to_recheck(&jobs, &pods) {
+        let fresh = job_api.get_opt(&name).await?;
+        if fresh.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
+            jobs.retain(|j| j.name_any() != name);
+        }
+    }
     Ok((jobs, pods))
+}
+
+/// Active Jobs, not being deleted, with a pod being deleted.
+fn jobs_to_recheck(jobs: &[Job], pods: &[Pod]) -> Vec<String> {
+    let deleting_under = |job: &Job| {
+        pods.iter().any(|p| {
+            p.metadata.deletion_timestamp.is_some()
+                && p.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
+        })
+    };
+    jobs.iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none() && job_active(j) && deleting_under(j))
+        .map(|j| j.name_any())
+        .collect()
 }
 
 /// What `record_attempts` makes of the observed Jobs and pods.
@@ -92,18 +122,20 @@ fn record_attempts(
             continue;
         };
         live_jobs.insert(number);
-        let report = observe_attempt(job, latest_pod(pods, number));
-        if let Some(recorded) = out.attempts.get(&number)
+        let known = out.attempts.get(&number);
+        if let Some(recorded) = known
             && recorded.phase != AttemptPhase::Running
         {
-            // The result is recorded; make sure nothing of a failed attempt keeps running
+            // The result is recorded; make sure nothing of a finished attempt keeps running
             // (for example after a crash between recording a cancel and deleting the Job).
-            if report.phase == AttemptPhase::Running {
+            if job_active(job) {
                 out.to_delete.push(job.name_any());
             }
             continue;
         }
-        if report.stuck {
+        let known_pod = known.and_then(|a| a.pod_name.as_deref());
+        let report = observe_attempt(job, &attempt_pods(pods, number), known_pod, now);
+        if report.delete_job {
             out.to_delete.push(job.name_any());
         }
         let (report, parsed) = check_outputs(report, &spec.outputs);
@@ -117,10 +149,7 @@ fn record_attempts(
             if spec.cancelled {
                 cancel(attempt, now);
             } else {
-                attempt.phase = AttemptPhase::Failed;
-                attempt.completion_time = Some(Time(now));
-                attempt.reason = Some(FailureReason::Lost);
-                attempt.message = Some(format!("Job {} was deleted before it finished", attempt.job_name));
+                lose(attempt, now);
             }
         }
     }
@@ -131,11 +160,30 @@ fn attempt_number(job: &Job) -> Option<u32> {
     job.labels().get(labels::ATTEMPT)?.parse().ok()
 }
 
-/// The newest pod of an attempt: an evicted pod may be followed by a replacement.
-fn latest_pod(pods: &[Pod], number: u32) -> Option<&Pod> {
-    pods.iter()
+/// The pods of an attempt, oldest first; of two made in the same second, one being deleted
+/// comes first (a Job's replacement follows the pod it replaces).
+fn attempt_pods(pods: &[Pod], number: u32) -> Vec<&Pod> {
+    let mut of_attempt: Vec<&Pod> = pods
+        .iter()
         .filter(|p| p.labels().get(labels::ATTEMPT) == Some(&number.to_string()))
-        .max_by_key(|p| p.creation_timestamp().map(|t| t.0))
+        .collect();
+    of_attempt.sort_by_key(|p| {
+        (
+            p.creation_timestamp().map(|t| t.0),
+            p.metadata.deletion_timestamp.is_none(),
+            p.name_any(),
+        )
+    });
+    of_attempt
+}
+
+/// Marks an attempt whose Job vanished (or began to be deleted) before it finished, deleted
+/// by anyone but Weir: a disruption.
+fn lose(attempt: &mut Attempt, now: jiff::Timestamp) {
+    attempt.phase = AttemptPhase::Failed;
+    attempt.completion_time = Some(Time(now));
+    attempt.reason = Some(FailureReason::Lost);
+    attempt.message = Some(format!("Job {} was deleted before it finished", attempt.job_name));
 }
 
 /// On success the termination message is the task's outputs, not a message: parsed, and the
@@ -175,6 +223,11 @@ fn attempt_of(number: u32, job: &Job, report: AttemptReport, now: jiff::Timestam
         exit_code: report.exit_code,
         reason: report.reason,
         message: report.message.map(|m| truncate(&m, MAX_MESSAGE)),
+        pod_name: report.pod_name,
+        pod_replacements: report.replacements.map(|r| PodReplacements {
+            message: r.message.map(|m| truncate(&m, MAX_MESSAGE)),
+            ..r
+        }),
     }
 }
 
@@ -186,24 +239,56 @@ fn cancel(attempt: &mut Attempt, now: jiff::Timestamp) {
     attempt.message = Some(CANCELLED_MESSAGE.into());
 }
 
-/// Asks the engine what to do next, given the attempts so far.
-fn plan(spec: &TaskRunSpec, attempts: &BTreeMap<u32, Attempt>, now: jiff::Timestamp) -> TaskPlan {
+/// The status to build on: as it was, or, when the run asked the task to run again (a
+/// rerun request not taken in yet), a new round: the attempts so far stay in the history
+/// but no longer count, the outputs and the finish are forgotten.
+fn take_rerun(spec: &TaskRunSpec, old: &TaskRunStatus) -> TaskRunStatus {
+    let mut status = old.clone();
+    if let Some(request) = &spec.rerun
+        && old.rerun.as_ref() != Some(request)
+    {
+        status.rerun = Some(request.clone());
+        status.round_start = Some(old.attempts.iter().map(|a| a.number).max().unwrap_or(0));
+        status.outputs.clear();
+        status.completion_time = None;
+        status.next_retry_time = None;
+        status.phase = Some(TaskPhase::Pending);
+    }
+    status
+}
+
+/// Asks the engine what to do next, given the attempts of the current round. For the
+/// engine a round is a task starting over: its attempts are numbered from 1 there (so the
+/// retry budget is fresh) and on from the earlier ones here.
+fn plan(
+    spec: &TaskRunSpec,
+    attempts: &BTreeMap<u32, Attempt>,
+    round_start: u32,
+    now: jiff::Timestamp,
+) -> TaskPlan {
     let observed: Vec<ObservedAttempt> = attempts
         .values()
+        .filter(|a| a.number > round_start)
         .map(|a| ObservedAttempt {
-            number: a.number,
+            number: a.number - round_start,
             phase: a.phase,
             reason: a.reason,
             exit_code: a.exit_code,
             finished_at: a.completion_time.as_ref().map(|t| t.0),
         })
         .collect();
-    plan_task(&TaskInput {
+    let mut plan = plan_task(&TaskInput {
         retries: spec.retries.as_ref(),
         attempts: &observed,
         cancel_requested: spec.cancelled,
         now,
-    })
+    });
+    plan.action = match plan.action {
+        AttemptAction::Create(n) => AttemptAction::Create(n + round_start),
+        AttemptAction::Stop(n) => AttemptAction::Stop(n + round_start),
+        AttemptAction::None => AttemptAction::None,
+    };
+    plan
 }
 
 /// Writes: creates the Job of a new attempt, or records a Stop (its Job is deleted by
@@ -324,22 +409,35 @@ fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatu
         ),
         TaskPhase::Failed => {
             let reason = last.and_then(|a| a.reason).unwrap_or(FailureReason::Unknown);
+            let over_budget = match plan.disruption {
+                Some(d) if !d.spared() => format!(
+                    "disrupted {} times, more than retries.disruptions allows ({}): ",
+                    d.count, d.budget
+                ),
+                _ => String::new(),
+            };
             (
                 ConditionStatus::False,
                 reason.as_str(),
-                format!("failed after {} attempt(s): {detail}", attempts.len()),
+                format!(
+                    "failed after {} attempt(s): {over_budget}{detail}",
+                    attempts.len()
+                ),
             )
         }
         TaskPhase::Retrying => {
             let at = plan.next_retry_at.map(|t| t.to_string()).unwrap_or_default();
-            (
-                ConditionStatus::Unknown,
-                reasons::RETRYING,
-                format!(
-                    "attempt {} failed ({detail}); next attempt at {at}",
-                    attempts.len()
+            let n = attempts.len();
+            let message = match (plan.disruption, last.and_then(|a| a.reason)) {
+                (Some(d), Some(reason)) if d.spared() => format!(
+                    "attempt {n} was disrupted ({}: {detail}); next attempt at {at}, disruption {} of the {} retries.disruptions allows",
+                    reason.as_str(),
+                    d.count,
+                    d.budget
                 ),
-            )
+                _ => format!("attempt {n} failed ({detail}); next attempt at {at}"),
+            };
+            (ConditionStatus::Unknown, reasons::RETRYING, message)
         }
         _ => (
             ConditionStatus::Unknown,
@@ -392,6 +490,7 @@ async fn publish_events(
     ctx: &Context,
     old: &TaskRunStatus,
     new: &TaskRunStatus,
+    plan: &TaskPlan,
     started: Option<u32>,
 ) {
     let own_ref = tr.object_ref(&());
@@ -399,37 +498,178 @@ async fn publish_events(
         Some(run) => (run, Some(own_ref)),
         None => (own_ref, None),
     };
-    let attempt = |number: u32| new.attempts.iter().find(|a| a.number == number);
-    if let Some(n) = started {
-        let job = attempt(n).map(|a| a.job_name.clone()).unwrap_or_default();
-        let task = &tr.spec.task_name;
-        let limit = tr.spec.retries.as_ref().map_or(0, |r| r.limit) + 1;
-        // The attempt's Job is the related object: Events of different attempts stay apart
-        // instead of being folded into one series.
+    for note in task_events(tr, old, new, plan, started, now()) {
+        // An attempt's Job is the related object of the news about it: Events of different
+        // attempts stay apart instead of being folded into one series.
+        let about = note
+            .attempt
+            .and_then(|n| new.attempts.iter().find(|a| a.number == n));
+        let related = about.map(|a| job_ref(tr, a)).or(related.clone());
         ctx.event(
             &regarding,
-            attempt(n).map(|a| job_ref(tr, a)).or(related.clone()),
-            EventType::Normal,
-            reasons::TASK_STARTED,
-            actions::START,
-            format!("task {task}: attempt {n} of {limit} started as Job {job}"),
+            related,
+            note.type_,
+            note.reason,
+            note.action,
+            note.text,
         )
         .await;
     }
-    if old.phase == new.phase {
-        return;
+    for attempt in newly_finished(old, new) {
+        if let Some(reason) = attempt.reason.filter(|r| retry::is_disruption(*r)) {
+            ctx.metrics.attempt_disrupted(reason);
+        }
     }
-    let Some((type_, reason, note)) = phase_event(&tr.spec.task_name, new, now()) else {
-        return;
+    if old.phase != new.phase {
+        ctx.metrics.task_phase_changed(new.phase);
+    }
+}
+
+/// One Event about a task.
+#[derive(Clone, Debug, PartialEq)]
+struct TaskEvent {
+    type_: EventType,
+    reason: &'static str,
+    action: &'static str,
+    text: String,
+    /// The attempt it is about, if any.
+    attempt: Option<u32>,
+}
+
+/// The news of one reconcile: an attempt started, attempts disrupted or whose pod was
+/// replaced, and the task's new phase.
+fn task_events(
+    tr: &TaskRun,
+    old: &TaskRunStatus,
+    new: &TaskRunStatus,
+    plan: &TaskPlan,
+    started: Option<u32>,
+    now: jiff::Timestamp,
+) -> Vec<TaskEvent> {
+    let task = &tr.spec.task_name;
+    let mut events = Vec::new();
+    if let Some(n) = started {
+        let job = new.attempts.iter().find(|a| a.number == n);
+        let job = job.map(|a| a.job_name.clone()).unwrap_or_default();
+        events.push(TaskEvent {
+            type_: EventType::Normal,
+            reason: reasons::TASK_STARTED,
+            action: actions::START,
+            text: format!(
+                "task {task}: {} started as Job {job}",
+                attempt_of_most(tr, new, n)
+            ),
+            attempt: Some(n),
+        });
+    }
+    for attempt in newly_finished(old, new) {
+        events.extend(attempt_event(task, attempt, new, plan, now));
+    }
+    let disruption_retried = plan.disruption.is_some_and(|d| d.spared());
+    let told = new.phase == Some(TaskPhase::Retrying) && disruption_retried;
+    if old.phase != new.phase
+        && !told
+        && let Some((type_, reason, text)) = phase_event(task, new, now)
+    {
+        let attempt = (new.phase == Some(TaskPhase::Retrying))
+            .then(|| new.attempts.last().map(|a| a.number))
+            .flatten();
+        events.push(TaskEvent {
+            type_,
+            reason,
+            action: actions::RECONCILE,
+            text,
+            attempt,
+        });
+    }
+    events
+}
+
+/// `attempt 2 of 4`: of the most attempts the task makes without more disruptions.
+fn attempt_of_most(tr: &TaskRun, status: &TaskRunStatus, n: u32) -> String {
+    let retries = tr.spec.retries.as_ref();
+    let limit = retries.map_or(0, |r| r.limit) + 1;
+    let budget = retry::disruption_budget(retries);
+    let failed = status.attempts.iter().filter(|a| a.phase == AttemptPhase::Failed);
+    // The first disruptions, up to the budget, added attempts; later ones spent retries.
+    let spared = retry::tally(failed.map(|a| a.reason), budget)
+        .disruptions
+        .min(budget);
+    match spared {
+        0 => format!("attempt {n} of {limit}"),
+        k => format!("attempt {n} of {} ({k} of them after a disruption)", limit + k),
+    }
+}
+
+/// Attempts that finished since the status before.
+fn newly_finished<'a>(old: &'a TaskRunStatus, new: &'a TaskRunStatus) -> impl Iterator<Item = &'a Attempt> {
+    new.attempts.iter().filter(move |a| {
+        a.phase != AttemptPhase::Running
+            && old
+                .attempts
+                .iter()
+                .find(|o| o.number == a.number)
+                .is_none_or(|o| o.phase == AttemptPhase::Running)
+    })
+}
+
+/// The Event for a finished attempt that was disrupted, or whose pod its Job replaced.
+fn attempt_event(
+    task: &str,
+    attempt: &Attempt,
+    new: &TaskRunStatus,
+    plan: &TaskPlan,
+    now: jiff::Timestamp,
+) -> Option<TaskEvent> {
+    let n = attempt.number;
+    let event = |reason, text| TaskEvent {
+        type_: EventType::Warning,
+        reason,
+        action: actions::RECONCILE,
+        text,
+        attempt: Some(n),
     };
-    let related = if new.phase == Some(TaskPhase::Retrying) {
-        new.attempts.last().map(|a| job_ref(tr, a)).or(related)
-    } else {
-        related
+    let reason = attempt.reason.filter(|r| retry::is_disruption(*r));
+    let Some(reason) = reason else {
+        let replaced = attempt.pod_replacements.as_ref()?;
+        let detail = replaced.message.clone().unwrap_or_default();
+        return Some(event(
+            reasons::TASK_POD_REPLACED,
+            format!("task {task}: attempt {n}: {detail}"),
+        ));
     };
-    ctx.event(&regarding, related, type_, reason, actions::RECONCILE, note)
-        .await;
-    ctx.metrics.task_phase_changed(new.phase);
+    let detail = attempt.message.clone().unwrap_or_default();
+    let what = format!(
+        "task {task}: attempt {n} was disrupted ({}: {detail})",
+        reason.as_str()
+    );
+    let is_last = new.attempts.last().is_some_and(|a| a.number == n);
+    let next = match plan.disruption.filter(|_| is_last) {
+        Some(d) if d.spared() => {
+            let when = match new.next_retry_time.as_ref() {
+                Some(at) => format!("starts in {} at {}", wait_until(at.0, now), at.0),
+                None => "starts now".to_string(),
+            };
+            format!(
+                "; attempt {} {when}, disruption {} of the {} retries.disruptions allows, without spending retries.limit",
+                n + 1,
+                d.count,
+                d.budget
+            )
+        }
+        Some(d) => format!(
+            "; disruption {} is past the {} retries.disruptions allows: it counts as an ordinary failure",
+            d.count, d.budget
+        ),
+        None => String::new(),
+    };
+    Some(event(reasons::TASK_DISRUPTED, what + &next))
+}
+
+fn wait_until(at: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    Duration::try_from(at.duration_since(now))
+        .map(duration::format)
+        .unwrap_or_default()
 }
 
 /// The Event for a task that reached `new.phase`; none for phases that are not news.
@@ -581,15 +821,36 @@ mod tests {
         job
     }
 
+    fn pod_name(attempt: u32, created: i64) -> String {
+        format!("{}-{created}", job_name(attempt))
+    }
+
+    /// A pod someone asked to delete at `asked` seconds (the grace period runs for 30).
+    fn pod_deleted_at(mut pod: Pod, asked: i64) -> Pod {
+        pod.metadata.deletion_timestamp = Some(Time(ts(asked + 30)));
+        pod.metadata.deletion_grace_period_seconds = Some(30);
+        pod
+    }
+
+    /// An attempt running in the pod created at `created`, as a previous reconcile saw it.
+    fn running_in(number: u32, created: i64) -> Attempt {
+        Attempt {
+            pod_name: Some(pod_name(number, created)),
+            ..mk_attempt(number, Running, None)
+        }
+    }
+
     #[derive(Clone, Copy)]
     enum PodIs {
         /// The container waits with this reason.
         Waiting(&'static str),
-        /// The container exited with this code and termination message.
+        /// The container runs.
+        Running,
+        /// The container exited with this code and termination message at [`FINISHED`].
         Exited(i32, &'static str),
     }
 
-    /// The pod of `attempt`, created at `created` seconds.
+    /// The pod of `attempt` created at `created` seconds, named after both.
     fn mk_pod(attempt: u32, created: i64, state: PodIs) -> Pod {
         let state = match state {
             PodIs::Waiting(reason) => ContainerState {
@@ -599,10 +860,15 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            PodIs::Running => ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            },
             PodIs::Exited(exit_code, message) => ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     exit_code,
                     message: Some(message.into()),
+                    finished_at: Some(Time(ts(FINISHED))),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -610,6 +876,7 @@ mod tests {
         };
         Pod {
             metadata: ObjectMeta {
+                name: Some(pod_name(attempt, created)),
                 labels: attempt_labels(attempt),
                 creation_timestamp: Some(Time(ts(created))),
                 ..Default::default()
@@ -638,6 +905,8 @@ mod tests {
             exit_code: None,
             reason,
             message: reason.map(|r| format!("earlier: {}", r.as_str())),
+            pod_name: None,
+            pod_replacements: None,
         }
     }
 
@@ -742,6 +1011,134 @@ mod tests {
                 ..Default::default()
             },
         ]);
+    }
+
+    #[test]
+    fn pods_deleted_under_an_attempt_end_it_as_a_disruption() {
+        use FailureReason::{Error, PodDeleted};
+        check(vec![
+            RecordCase {
+                name: "a pod deleted while it runs: the attempt ends and its Job is stopped",
+                previous: vec![running_in(1, 100)],
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![pod_deleted_at(mk_pod(1, 100, PodIs::Running), NOW - 5)],
+                want: &[(1, Failed, Some(PodDeleted))],
+                message: Some("pod etl-extract-1-100 was deleted while it ran"),
+                to_delete: &[1],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "the Job replaced the deleted pod (Kubernetes 1.20): both are named",
+                previous: vec![running_in(1, 100)],
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![mk_pod(1, 150, PodIs::Running)],
+                want: &[(1, Failed, Some(PodDeleted))],
+                message: Some(
+                    "pod etl-extract-1-100 was deleted while it ran; its Job replaced it with pod etl-extract-1-150",
+                ),
+                to_delete: &[1],
+                ..Default::default()
+            },
+            RecordCase {
+                name: "the Job counted the killed pod as failed",
+                previous: vec![running_in(1, 100)],
+                jobs: vec![mk_job(1, JobIs::Failed)],
+                pods: vec![pod_deleted_at(
+                    mk_pod(1, 100, PodIs::Exited(143, "")),
+                    FINISHED - 1,
+                )],
+                want: &[(1, Failed, Some(PodDeleted))],
+                message: Some("pod etl-extract-1-100 was deleted while it ran"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a pod deleted after it failed by itself is an ordinary failure",
+                previous: vec![running_in(1, 100)],
+                jobs: vec![mk_job(1, JobIs::Failed)],
+                pods: vec![pod_deleted_at(
+                    mk_pod(1, 100, PodIs::Exited(1, "bad")),
+                    FINISHED + 1,
+                )],
+                want: &[(1, Failed, Some(Error))],
+                message: Some("exit code 1: bad"),
+                ..Default::default()
+            },
+            RecordCase {
+                name: "a disrupted attempt whose Job still runs a replacement has its Job deleted",
+                previous: vec![mk_attempt(1, Failed, Some(PodDeleted))],
+                jobs: vec![mk_job(1, JobIs::Active)],
+                pods: vec![mk_pod(1, 150, PodIs::Running)],
+                want: &[(1, Failed, Some(PodDeleted))],
+                message: Some("earlier: PodDeleted"),
+                to_delete: &[1],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn only_active_jobs_whose_pod_is_being_deleted_are_read_again() {
+        let owned = |mut pod: Pod, job: &Job| {
+            pod.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    uid: job.metadata.uid.clone().unwrap(),
+                    ..Default::default()
+                },
+            ]);
+            pod
+        };
+        let with_uid = |mut job: Job, uid: &str| {
+            job.metadata.uid = Some(uid.into());
+            job
+        };
+        let active = with_uid(mk_job(1, JobIs::Active), "uid-1");
+        let failed = with_uid(mk_job(2, JobIs::Failed), "uid-2");
+        let going = with_uid(deleting(mk_job(3, JobIs::Active)), "uid-3");
+        let quiet = with_uid(mk_job(4, JobIs::Active), "uid-4");
+        let pods = [
+            owned(pod_deleted_at(mk_pod(1, 100, PodIs::Running), NOW - 1), &active),
+            owned(pod_deleted_at(mk_pod(2, 200, PodIs::Running), NOW - 1), &failed),
+            owned(pod_deleted_at(mk_pod(3, 300, PodIs::Running), NOW - 1), &going),
+            owned(mk_pod(4, 400, PodIs::Running), &quiet),
+        ];
+        let jobs = [active, failed, going, quiet];
+        assert_eq!(jobs_to_recheck(&jobs, &pods), [job_name(1)]);
+    }
+
+    #[test]
+    fn an_attempt_records_its_pod_and_the_pods_replaced() {
+        let got = record_attempts(
+            &[mk_attempt(1, Running, None)],
+            &[mk_job(1, JobIs::Active)],
+            &[mk_pod(1, 100, PodIs::Running)],
+            &spec(false, &[]),
+            ts(NOW),
+        );
+        let attempt = &got.attempts[&1];
+        assert_eq!(attempt.pod_name.as_deref(), Some("etl-extract-1-100"));
+        assert_eq!(attempt.pod_replacements, None);
+
+        // The replacement ran to the end before Weir looked: the attempt stands, and says so.
+        let got = record_attempts(
+            &[running_in(1, 100)],
+            &[mk_job(1, JobIs::Complete)],
+            &[mk_pod(1, 150, PodIs::Exited(0, "rows=1"))],
+            &spec(false, &["rows"]),
+            ts(NOW),
+        );
+        let attempt = &got.attempts[&1];
+        assert_eq!((attempt.phase, attempt.reason), (Succeeded, None));
+        assert_eq!(attempt.pod_name.as_deref(), Some("etl-extract-1-150"));
+        let replaced = attempt.pod_replacements.clone().unwrap();
+        assert_eq!((replaced.count, replaced.reason), (1, FailureReason::PodDeleted));
+        assert!(
+            replaced
+                .message
+                .unwrap()
+                .contains("replaced it with pod etl-extract-1-150"),
+            "{attempt:?}"
+        );
+        assert!(got.to_delete.is_empty());
     }
 
     #[test]
@@ -916,19 +1313,21 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_job_is_retried_after_the_delay() {
-        let mut spec = spec(false, &[]);
-        spec.retries = Some(RetryPolicy {
+    fn a_lost_job_is_retried_as_a_disruption_without_spending_retries() {
+        let mut with_retries = spec(false, &[]);
+        with_retries.retries = Some(RetryPolicy {
             limit: 2,
             delay: Some("30s".into()),
             ..Default::default()
         });
-        let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
-        let plan = plan(&spec, &recorded.attempts, ts(NOW));
-        assert_eq!(plan.phase, TaskPhase::Retrying);
-        assert_eq!(plan.next_retry_at, Some(ts(NOW + 30)));
-        let later = super::plan(&spec, &recorded.attempts, ts(NOW + 30));
-        assert_eq!(later.action, AttemptAction::Create(2));
+        for spec in [spec(false, &[]), with_retries] {
+            let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
+            let plan = plan(&spec, &recorded.attempts, 0, ts(NOW));
+            assert_eq!(plan.phase, TaskPhase::Retrying);
+            assert_eq!(plan.next_retry_at, Some(ts(NOW + 5)), "the disruption delay");
+            let later = super::plan(&spec, &recorded.attempts, 0, ts(NOW + 5));
+            assert_eq!(later.action, AttemptAction::Create(2));
+        }
     }
 
     fn task_run() -> TaskRun {
@@ -944,6 +1343,7 @@ mod tests {
             action: AttemptAction::None,
             next_retry_at: next_retry_at.map(ts),
             retrying: next_retry_at.is_some(),
+            disruption: None,
         }
     }
 
@@ -1034,6 +1434,134 @@ mod tests {
         );
     }
 
+    fn disrupted_plan(phase: TaskPhase, next_retry_at: Option<i64>, count: u32, budget: u32) -> TaskPlan {
+        TaskPlan {
+            disruption: Some(crate::engine::Disruption { count, budget }),
+            ..task_plan(phase, next_retry_at)
+        }
+    }
+
+    #[test]
+    fn the_succeeded_condition_names_disruptions_and_their_budget() {
+        use FailureReason::Lost;
+        let lost = |n| mk_attempt(n, Failed, Some(Lost));
+        let (status, reason, message) = succeeded_condition(
+            &[lost(1)],
+            &disrupted_plan(TaskPhase::Retrying, Some(NOW + 5), 1, 3),
+        );
+        assert_eq!((status, reason), (ConditionStatus::Unknown, reasons::RETRYING));
+        assert_eq!(
+            message,
+            "attempt 1 was disrupted (Lost: earlier: Lost); next attempt at 1970-01-01T02:46:45Z, disruption 1 of the 3 retries.disruptions allows"
+        );
+        let (status, reason, message) = succeeded_condition(
+            &[lost(1), lost(2)],
+            &disrupted_plan(TaskPhase::Failed, None, 2, 1),
+        );
+        assert_eq!((status, reason), (ConditionStatus::False, "Lost"));
+        assert_eq!(
+            message,
+            "failed after 2 attempt(s): disrupted 2 times, more than retries.disruptions allows (1): earlier: Lost"
+        );
+    }
+
+    #[test]
+    fn disruptions_and_replaced_pods_become_events() {
+        use FailureReason::{Lost, PodDeleted};
+        let status = |phase, attempts: Vec<Attempt>, retry_at: Option<i64>| TaskRunStatus {
+            phase: Some(phase),
+            next_retry_time: retry_at.map(|t| Time(ts(t))),
+            attempts,
+            ..Default::default()
+        };
+        let texts = |old: &TaskRunStatus, new: &TaskRunStatus, plan: &TaskPlan, started| {
+            task_events(&task_run(), old, new, plan, started, ts(NOW))
+                .into_iter()
+                .map(|e| (e.reason, e.attempt, e.text))
+                .collect::<Vec<_>>()
+        };
+        let running = status(TaskPhase::Running, vec![mk_attempt(1, Running, None)], None);
+
+        // A disruption within the budget: one Event says what happened and what comes next.
+        let lost = status(
+            TaskPhase::Retrying,
+            vec![mk_attempt(1, Failed, Some(Lost))],
+            Some(NOW + 5),
+        );
+        let plan = disrupted_plan(TaskPhase::Retrying, Some(NOW + 5), 1, 3);
+        assert_eq!(
+            texts(&running, &lost, &plan, None),
+            [(
+                reasons::TASK_DISRUPTED,
+                Some(1),
+                "task extract: attempt 1 was disrupted (Lost: earlier: Lost); attempt 2 starts in 5s at 1970-01-01T02:46:45Z, disruption 1 of the 3 retries.disruptions allows, without spending retries.limit".to_string()
+            )]
+        );
+        // Its next attempt counts the disruption among the attempts allowed.
+        let next = status(
+            TaskPhase::Running,
+            vec![mk_attempt(1, Failed, Some(Lost)), mk_attempt(2, Running, None)],
+            None,
+        );
+        let events = texts(&lost, &next, &task_plan(TaskPhase::Running, None), Some(2));
+        assert_eq!(
+            events,
+            [(
+                reasons::TASK_STARTED,
+                Some(2),
+                "task extract: attempt 2 of 2 (1 of them after a disruption) started as Job etl-extract-2"
+                    .to_string()
+            )]
+        );
+        // Past the budget: the disruption, then the failure.
+        let failed = status(
+            TaskPhase::Failed,
+            vec![mk_attempt(1, Failed, Some(PodDeleted))],
+            None,
+        );
+        let plan = disrupted_plan(TaskPhase::Failed, None, 1, 0);
+        let events = texts(&running, &failed, &plan, None);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].0, reasons::TASK_DISRUPTED);
+        assert!(
+            events[0].2.ends_with(
+                "disruption 1 is past the 0 retries.disruptions allows: it counts as an ordinary failure"
+            ),
+            "{events:?}"
+        );
+        assert_eq!(events[1].0, reasons::TASK_FAILED);
+
+        // A succeeded attempt whose pod was replaced before Weir could stop it.
+        let mut done = mk_attempt(1, Succeeded, None);
+        done.pod_replacements = Some(PodReplacements {
+            count: 1,
+            reason: PodDeleted,
+            message: Some("pod a was deleted while it ran; its Job replaced it with pod b".into()),
+        });
+        let succeeded = status(TaskPhase::Succeeded, vec![done], None);
+        let events = texts(&running, &succeeded, &task_plan(TaskPhase::Succeeded, None), None);
+        assert_eq!(
+            events[0],
+            (
+                reasons::TASK_POD_REPLACED,
+                Some(1),
+                "task extract: attempt 1: pod a was deleted while it ran; its Job replaced it with pod b"
+                    .to_string()
+            )
+        );
+        assert_eq!(events[1].0, reasons::TASK_SUCCEEDED);
+        assert_eq!(
+            texts(
+                &succeeded,
+                &succeeded,
+                &task_plan(TaskPhase::Succeeded, None),
+                None
+            ),
+            [],
+            "told once"
+        );
+    }
+
     #[test]
     fn times_once_set_are_kept() {
         let old = TaskRunStatus {
@@ -1087,7 +1615,7 @@ mod tests {
         let pods = [mk_pod(1, 100, PodIs::Exited(1, "boom"))];
         let pass = |old: &TaskRunStatus, now: i64| {
             let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, ts(now));
-            let plan = plan(&tr.spec, &recorded.attempts, ts(now));
+            let plan = plan(&tr.spec, &recorded.attempts, 0, ts(now));
             build_status(&tr, old, recorded.attempts, recorded.outputs, &plan, ts(now))
         };
         let first = pass(&TaskRunStatus::default(), NOW);
@@ -1228,5 +1756,49 @@ mod tests {
         );
         assert_eq!(failure_message(&with("Unknown")), None);
         assert_eq!(failure_message(&task_run()), None);
+    }
+
+    /// A rerun request the status has not taken in starts a new round: the earlier attempts
+    /// stay, the next one is numbered on from them with a fresh retry budget, and the old
+    /// outputs and finish no longer count.
+    #[test]
+    fn a_rerun_request_starts_a_new_round_numbered_on() {
+        let mut spec = spec(false, &[]);
+        spec.retries = Some(crate::api::RetryPolicy {
+            limit: 1,
+            ..Default::default()
+        });
+        let old = TaskRunStatus {
+            phase: Some(TaskPhase::Failed),
+            completion_time: Some(Time(ts(FINISHED))),
+            outputs: BTreeMap::from([("rows".into(), "1".into())]),
+            attempts: vec![
+                mk_attempt(1, AttemptPhase::Failed, Some(FailureReason::Error)),
+                mk_attempt(2, AttemptPhase::Failed, Some(FailureReason::Error)),
+            ],
+            ..Default::default()
+        };
+        // No request: the budget (1 retry) is spent, the task stays failed.
+        let same = take_rerun(&spec, &old);
+        assert_eq!(same, old);
+        let attempts: BTreeMap<u32, Attempt> = old.attempts.iter().map(|a| (a.number, a.clone())).collect();
+        assert_eq!(plan(&spec, &attempts, 0, ts(NOW)).action, AttemptAction::None);
+
+        spec.rerun = Some("r1".into());
+        let round = take_rerun(&spec, &old);
+        assert_eq!(round.rerun.as_deref(), Some("r1"));
+        assert_eq!(round.round_start, Some(2));
+        assert!(round.outputs.is_empty() && round.completion_time.is_none());
+        assert_eq!(round.attempts.len(), 2, "the history stays");
+        let first = plan(&spec, &attempts, 2, ts(NOW));
+        assert_eq!(first.action, AttemptAction::Create(3));
+        // Attempt 3 fails: one retry left in this round, as 4.
+        let mut attempts = attempts;
+        attempts.insert(3, mk_attempt(3, AttemptPhase::Failed, Some(FailureReason::Error)));
+        let retry = plan(&spec, &attempts, 2, ts(FINISHED + 3600));
+        assert_eq!(retry.action, AttemptAction::Create(4));
+        // Taken in: the same request does not start another round.
+        let again = take_rerun(&spec, &round);
+        assert_eq!(again, round);
     }
 }

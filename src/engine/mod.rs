@@ -9,6 +9,7 @@ pub mod names;
 pub mod outputs;
 pub mod params;
 pub mod plan;
+pub mod rerun;
 pub mod resolve;
 pub mod retry;
 pub mod schedule;
@@ -18,8 +19,8 @@ pub mod template;
 pub mod validate;
 
 pub use plan::{
-    AttemptAction, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, RunPlan, StopReason,
-    TaskInput, TaskPlan, always_run, plan_run, plan_task,
+    AttemptAction, Disruption, ObservedAttempt, ObservedTask, Prepared, RunInput, RunOutcome, RunPlan,
+    StopReason, TaskInput, TaskPlan, always_run, plan_run, plan_task,
 };
 pub use step::{Child, RunStep, RunSummary, Start, StepInput, run_timeout, step_run};
 pub use validate::{ValidPipeline, ValidationError, ValidationErrors, validate};

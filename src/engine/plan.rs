@@ -529,6 +529,25 @@ pub struct TaskPlan {
     pub next_retry_at: Option<Timestamp>,
     /// The last attempt failed and another one is (or will be) made.
     pub retrying: bool,
+    /// Set when the last attempt failed with a disruption reason.
+    pub disruption: Option<Disruption>,
+}
+
+/// How a task's last attempt, ended by a disruption, counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disruption {
+    /// Disruptions so far, this one included.
+    pub count: u32,
+    /// How many disruptions the task retries without spending `retries.limit`.
+    pub budget: u32,
+}
+
+impl Disruption {
+    /// Within the budget: retried after [`retry::DISRUPTION_DELAY`] without spending the
+    /// limit. Otherwise it counted as an ordinary failure.
+    pub fn spared(&self) -> bool {
+        self.count <= self.budget
+    }
 }
 
 /// Plans the next step of one task.
@@ -538,6 +557,7 @@ pub fn plan_task(input: &TaskInput<'_>) -> TaskPlan {
         action,
         next_retry_at: None,
         retrying: false,
+        disruption: None,
     };
     let Some(last) = input.attempts.last() else {
         return if input.cancel_requested {
@@ -553,45 +573,54 @@ pub fn plan_task(input: &TaskInput<'_>) -> TaskPlan {
         AttemptPhase::Running => plan(TaskPhase::Running, AttemptAction::None),
         AttemptPhase::Succeeded => plan(TaskPhase::Succeeded, AttemptAction::None),
         AttemptPhase::Failed if input.cancel_requested => plan(TaskPhase::Cancelled, AttemptAction::None),
-        AttemptPhase::Failed => {
-            let reason = last.reason.unwrap_or(FailureReason::Unknown);
-            let Some(policy) = input.retries else {
-                return plan(TaskPhase::Failed, AttemptAction::None);
-            };
-            let retries_used = last.number.saturating_sub(1);
-            if retries_used >= policy.limit || !retry::is_retryable(policy, reason, last.exit_code) {
-                return plan(TaskPhase::Failed, AttemptAction::None);
-            }
-            let wait = retry::delay(policy, last.number);
-            // Without a finish time there is nothing to count the delay from; waiting from
-            // `now` would wait forever (every pass moves the target), so retry at once.
-            let Some(finished) = last.finished_at else {
-                return TaskPlan {
-                    phase: TaskPhase::Running,
-                    action: AttemptAction::Create(last.number + 1),
-                    next_retry_at: None,
-                    retrying: true,
-                };
-            };
-            let at = jiff::SignedDuration::try_from(wait)
-                .ok()
-                .and_then(|w| finished.checked_add(w).ok())
-                .unwrap_or(Timestamp::MAX);
-            if input.now >= at {
-                TaskPlan {
-                    phase: TaskPhase::Running,
-                    action: AttemptAction::Create(last.number + 1),
-                    next_retry_at: None,
-                    retrying: true,
-                }
-            } else {
-                TaskPlan {
-                    phase: TaskPhase::Retrying,
-                    action: AttemptAction::None,
-                    next_retry_at: Some(at),
-                    retrying: true,
-                }
-            }
+        AttemptPhase::Failed => plan_retry(input, last),
+    }
+}
+
+/// After a failed attempt: wait for the next one, start it, or fail. A disruption within
+/// the budget is retried after a short fixed delay and spends nothing; any other failure
+/// spends one of `retries.limit`, and its delay grows with the failures so far.
+fn plan_retry(input: &TaskInput<'_>, last: &ObservedAttempt) -> TaskPlan {
+    let reason = last.reason.unwrap_or(FailureReason::Unknown);
+    let budget = retry::disruption_budget(input.retries);
+    let failed = input.attempts.iter().filter(|a| a.phase == AttemptPhase::Failed);
+    let tally = retry::tally(failed.map(|a| a.reason), budget);
+    let disruption = retry::is_disruption(reason).then_some(Disruption {
+        count: tally.disruptions,
+        budget,
+    });
+    let plan = |phase, action, next_retry_at, retrying| TaskPlan {
+        phase,
+        action,
+        next_retry_at,
+        retrying,
+        disruption,
+    };
+    let wait = if tally.last_spared {
+        retry::DISRUPTION_DELAY
+    } else {
+        let Some(policy) = input.retries else {
+            return plan(TaskPhase::Failed, AttemptAction::None, None, false);
+        };
+        let retries_used = tally.failures.saturating_sub(1);
+        if retries_used >= policy.limit || !retry::is_retryable(policy, reason, last.exit_code) {
+            return plan(TaskPhase::Failed, AttemptAction::None, None, false);
         }
+        retry::delay(policy, tally.failures)
+    };
+    let next = AttemptAction::Create(last.number + 1);
+    // Without a finish time there is nothing to count the delay from; waiting from `now`
+    // would wait forever (every pass moves the target), so retry at once.
+    let Some(finished) = last.finished_at else {
+        return plan(TaskPhase::Running, next, None, true);
+    };
+    let at = jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|w| finished.checked_add(w).ok())
+        .unwrap_or(Timestamp::MAX);
+    if input.now >= at {
+        plan(TaskPhase::Running, next, None, true)
+    } else {
+        plan(TaskPhase::Retrying, AttemptAction::None, Some(at), true)
     }
 }

@@ -1,5 +1,8 @@
 //! Airflow-style retries: a limit, a delay, exponential backoff with a cap, and a choice of
-//! which failures deserve another attempt.
+//! which failures deserve another attempt. And disruptions: attempts ended from outside the
+//! task, retried after a short delay without spending the limit, up to a budget of their own
+//! (what Kubernetes' pod failure policy does when it ignores `DisruptionTarget`, and Argo's
+//! `OnTransientError`).
 
 use super::duration;
 use crate::api::{FailureReason, RetryPolicy};
@@ -7,6 +10,61 @@ use std::time::Duration;
 
 /// Delay before the first retry when a policy names none.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(10);
+/// Disruptions a task may have retried without spending `retries.limit`, when it sets no
+/// `retries.disruptions` (or no `retries` at all).
+pub const DEFAULT_DISRUPTIONS: u32 = 3;
+/// Wait before the attempt that follows a disruption: nothing was wrong with the task, so
+/// only long enough for what disrupted it (an API server restart, a drained node) to pass.
+pub const DISRUPTION_DELAY: Duration = Duration::from_secs(5);
+
+/// Whether an attempt that failed with `reason` was ended from outside the task: its Job
+/// vanished, its pod was evicted, deleted or preempted, its node went away. Never a reason
+/// `weir run` records, so the rule leaves local runs as they are.
+pub fn is_disruption(reason: FailureReason) -> bool {
+    matches!(
+        reason,
+        FailureReason::Lost
+            | FailureReason::Evicted
+            | FailureReason::PodDeleted
+            | FailureReason::NodeLost
+            | FailureReason::Preempted
+    )
+}
+
+/// How many disruptions a task with `policy` retries without spending its limit.
+pub fn disruption_budget(policy: Option<&RetryPolicy>) -> u32 {
+    policy.and_then(|p| p.disruptions).unwrap_or(DEFAULT_DISRUPTIONS)
+}
+
+/// How a task's failed attempts count, oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Attempts that failed with a disruption reason, those past the budget included.
+    pub disruptions: u32,
+    /// Failures that spend `retries.limit`: every other failure, and disruptions past the
+    /// budget.
+    pub failures: u32,
+    /// The last failure was a disruption within the budget: retried without spending the
+    /// limit.
+    pub last_spared: bool,
+}
+
+/// Counts failed attempts (their reasons, oldest first; `None` is a failure without a
+/// reason) against a disruption budget.
+pub fn tally(reasons: impl IntoIterator<Item = Option<FailureReason>>, budget: u32) -> Tally {
+    let mut t = Tally::default();
+    for reason in reasons {
+        let disrupted = reason.is_some_and(is_disruption);
+        if disrupted {
+            t.disruptions += 1;
+        }
+        t.last_spared = disrupted && t.disruptions <= budget;
+        if !t.last_spared {
+            t.failures += 1;
+        }
+    }
+    t
+}
 
 /// The wait before retry number `retry` (1 for the first retry):
 /// `delay * backoffFactor^(retry-1)`, capped at `maxDelay`.
@@ -75,6 +133,7 @@ mod tests {
             backoff_factor: Some(factor),
             max_delay: max.map(Into::into),
             retry_on: None,
+            disruptions: None,
         }
     }
 
@@ -120,6 +179,58 @@ mod tests {
     }
 
     #[test]
+    fn disruptions_are_what_ends_an_attempt_from_outside() {
+        use FailureReason::*;
+        for reason in [Lost, Evicted, PodDeleted, NodeLost, Preempted] {
+            assert!(is_disruption(reason), "{reason:?}");
+        }
+        // Everything `weir run` can record, and every failure of the task's own making.
+        for reason in [
+            Error,
+            OOMKilled,
+            DeadlineExceeded,
+            ImagePullError,
+            ConfigError,
+            Cancelled,
+            OutputError,
+            Unknown,
+        ] {
+            assert!(!is_disruption(reason), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn the_budget_defaults_to_three_even_without_retries() {
+        assert_eq!(disruption_budget(None), DEFAULT_DISRUPTIONS);
+        let p = RetryPolicy::default();
+        assert_eq!(disruption_budget(Some(&p)), 3);
+        let p = RetryPolicy {
+            disruptions: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(disruption_budget(Some(&p)), 0);
+    }
+
+    #[test]
+    fn disruptions_past_the_budget_count_as_failures() {
+        use FailureReason::*;
+        let t = |reasons: &[FailureReason], budget| tally(reasons.iter().copied().map(Some), budget);
+        let tally_of = |disruptions, failures, last_spared| Tally {
+            disruptions,
+            failures,
+            last_spared,
+        };
+        assert_eq!(t(&[], 3), Tally::default());
+        assert_eq!(t(&[Lost], 3), tally_of(1, 0, true));
+        assert_eq!(t(&[Lost, Error], 3), tally_of(1, 1, false));
+        assert_eq!(t(&[Error, Evicted, PodDeleted], 3), tally_of(2, 1, true));
+        assert_eq!(t(&[Lost, Lost, Lost], 2), tally_of(3, 1, false));
+        assert_eq!(t(&[Lost, Lost, Lost, Error], 2), tally_of(3, 2, false));
+        assert_eq!(t(&[Preempted], 0), tally_of(1, 1, false));
+        assert_eq!(tally([None, Some(Lost)], 1), tally_of(1, 1, true));
+    }
+
+    #[test]
     fn a_zero_delay_stays_zero_whatever_the_backoff() {
         // 0 * 100^99 is 0, but 0 * inf is NaN: neither may turn into a year.
         let p = policy("0s", 100.0, None);
@@ -146,6 +257,7 @@ mod tests {
             backoff_factor: Some(f64::NAN),
             max_delay: Some("later".into()),
             retry_on: None,
+            disruptions: None,
         };
         assert_eq!(delay(&p, 1), DEFAULT_DELAY);
         assert_eq!(delay(&p, 5), DEFAULT_DELAY);

@@ -15,7 +15,7 @@ use super::names;
 use super::plan::{Prepared, RunInput, RunOutcome, RunPlan, StopReason, plan_run};
 use super::resolve::{self, Resolved, RunContext, TaskValues};
 use super::validate::ValidPipeline;
-use crate::api::{RunPhase, TaskCounts, TaskPhase, TaskRunSpec, TaskSummary};
+use crate::api::{RefusedTaskRun, RunPhase, TaskCounts, TaskPhase, TaskRunSpec, TaskSummary};
 use jiff::Timestamp;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -45,6 +45,12 @@ pub struct Child<'a> {
     pub attempts: Option<u32>,
     /// Why it failed, for the summary.
     pub message: Option<&'a str>,
+    /// The rerun request it was selected for (see `engine::rerun`), if any.
+    pub rerun: Option<&'a str>,
+    /// Selected for a rerun and waiting for its turn: the step treats the task (or
+    /// instance) as not started, and starts it again, through [`Start::resume`], once its
+    /// trigger rule holds, with its spec resolved afresh.
+    pub held: bool,
 }
 
 /// Everything [`step_run`] needs.
@@ -58,6 +64,8 @@ pub struct StepInput<'a> {
     /// The run's timeout (see [`run_timeout`]).
     pub timeout: Option<Duration>,
     pub now: Timestamp,
+    /// TaskRuns the API server refused to create: their tasks fail with its message.
+    pub refused: &'a [RefusedTaskRun],
 }
 
 /// A TaskRun to create.
@@ -68,6 +76,9 @@ pub struct Start {
     /// Its deterministic name: the same pass, or a second driver, never makes two.
     pub name: String,
     pub spec: TaskRunSpec,
+    /// The held child (index into the children) this start runs again, instead of a new
+    /// TaskRun.
+    pub resume: Option<usize>,
 }
 
 /// What a driver has to do now for a run.
@@ -132,6 +143,8 @@ pub fn run_timeout(pipeline: &ValidPipeline, own: Option<&str>) -> Result<Option
 struct Children {
     single: Vec<Option<usize>>,
     instances: Vec<Vec<Option<usize>>>,
+    /// Children held for a rerun, by task and instance.
+    held: BTreeMap<(usize, Option<u32>), usize>,
     strays: Vec<usize>,
 }
 
@@ -141,10 +154,17 @@ impl Children {
         let mut sorted = Children {
             single: vec![None; n],
             instances: vec![Vec::new(); n],
+            held: BTreeMap::new(),
             strays: Vec::new(),
         };
         for (c, child) in children.iter().enumerate() {
             let task = pipeline.index.get(child.task).copied();
+            if child.held
+                && let Some(t) = task
+            {
+                sorted.held.insert((t, child.instance), c);
+                continue;
+            }
             match (task, child.instance) {
                 (Some(t), None) if !pipeline.fans_out(t) => sorted.single[t] = Some(c),
                 (Some(t), Some(k)) if pipeline.fans_out(t) => {
@@ -193,7 +213,7 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
     // Tasks found unable to start while resolving what a plan starts. Each round adds at
     // least one, so this ends; in practice a second round is never needed, since a task is
     // resolved in full (every instance) before anything of it starts.
-    let mut unable: BTreeMap<usize, String> = BTreeMap::new();
+    let mut unable: BTreeMap<usize, String> = refusals(input);
     loop {
         let prepare = |task: usize| match unable.get(&task) {
             Some(reason) => Prepared::Fail(reason.clone()),
@@ -216,6 +236,24 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
     }
 }
 
+/// Tasks whose TaskRun (or one instance's) the API server refused to create.
+fn refusals(input: &StepInput<'_>) -> BTreeMap<usize, String> {
+    let mut out = BTreeMap::new();
+    for r in input.refused {
+        if let Some(&t) = input.pipeline.index.get(&r.task) {
+            let message = match r.instance {
+                Some(k) => format!(
+                    "forEach instance {k}: the API server refused its TaskRun: {}",
+                    r.message
+                ),
+                None => format!("the API server refused its TaskRun: {}", r.message),
+            };
+            out.entry(t).or_insert(message);
+        }
+    }
+    out
+}
+
 /// The TaskRuns a plan starts, resolved; or the tasks that turned out unable to start.
 fn starts(plan: &RunPlan, resolver: &Resolver<'_>) -> Result<Vec<Start>, BTreeMap<usize, String>> {
     let input = resolver.input;
@@ -236,6 +274,7 @@ fn starts(plan: &RunPlan, resolver: &Resolver<'_>) -> Result<Vec<Start>, BTreeMa
                 instance,
                 name: child_name(&input.context.name, input.pipeline.name(task), instance),
                 spec,
+                resume: resolver.children.held.get(&(task, instance)).copied(),
             }),
             Err(reason) => {
                 failed.insert(task, reason);

@@ -410,6 +410,14 @@ fn check_retries(r: &RetryPolicy, field: &str, task: Option<&str>, errors: &mut 
             format!("{} retries is more than the limit of 100", r.limit),
         );
     }
+    if let Some(d) = r.disruptions
+        && d > 100
+    {
+        report(
+            format!("{field}.disruptions"),
+            format!("{d} disruptions is more than the limit of 100"),
+        );
+    }
     if let Some(f) = r.backoff_factor
         && (!f.is_finite() || !(1.0..=100.0).contains(&f))
     {

@@ -109,6 +109,8 @@ impl Unit {
             outputs: &self.outputs,
             attempts: Some(self.attempts.len() as u32),
             message: self.attempts.last().and_then(|a| a.message.as_deref()),
+            rerun: None,
+            held: false,
         }
     }
 }
@@ -250,6 +252,7 @@ impl Runner {
                 started_at: self.started_at,
                 timeout: self.run.timeout,
                 now,
+                refused: &[],
             })
         };
         let RunStep {
@@ -325,6 +328,7 @@ impl Runner {
             instance,
             name: task_run,
             spec,
+            ..
         } = start;
         let name = self.run.pipeline.name(task);
         let (label, stem) = match instance {

@@ -26,6 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("resolve", 4),
     // The run step both drivers take.
     ("step", 5),
+    // What a rerun request runs again.
+    ("rerun", 6),
     // Test builders, compiled only for tests: may use anything.
     ("fixture", 9),
 ];

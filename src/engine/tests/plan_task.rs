@@ -2,7 +2,7 @@
 
 use super::support::at;
 use crate::api::{AttemptPhase, FailureReason, RetryOn, RetryPolicy, TaskPhase};
-use crate::engine::{AttemptAction, ObservedAttempt, TaskInput, TaskPlan, plan_task};
+use crate::engine::{AttemptAction, Disruption, ObservedAttempt, TaskInput, TaskPlan, plan_task};
 use jiff::{SignedDuration, Timestamp};
 
 fn running(number: u32) -> ObservedAttempt {
@@ -76,6 +76,7 @@ fn settled(phase: TaskPhase) -> TaskPlan {
         action: AttemptAction::None,
         next_retry_at: None,
         retrying: false,
+        disruption: None,
     }
 }
 
@@ -87,7 +88,8 @@ fn first_attempt_is_created() {
             phase: TaskPhase::Running,
             action: AttemptAction::Create(1),
             next_retry_at: None,
-            retrying: false
+            retrying: false,
+            disruption: None,
         }
     );
 }
@@ -153,6 +155,7 @@ fn a_retry_waits_for_its_delay() {
         action: AttemptAction::None,
         next_retry_at: Some(at(130)),
         retrying: true,
+        disruption: None,
     };
     assert_eq!(plan(Some(&p), &attempts, at(100)), waiting);
     assert_eq!(
@@ -164,6 +167,7 @@ fn a_retry_waits_for_its_delay() {
         action: AttemptAction::Create(2),
         next_retry_at: None,
         retrying: true,
+        disruption: None,
     };
     assert_eq!(plan(Some(&p), &attempts, at(130)), retry);
     assert_eq!(
@@ -193,6 +197,7 @@ fn exponential_backoff_is_capped_exactly() {
         backoff_factor: Some(2.0),
         max_delay: Some("1m".into()),
         retry_on: None,
+        disruptions: None,
     };
     let mut attempts = vec![];
     let mut waits = vec![];
@@ -319,7 +324,8 @@ fn cancel_while_running_stops_the_attempt() {
             phase: TaskPhase::Cancelled,
             action: AttemptAction::Stop(2),
             next_retry_at: None,
-            retrying: false
+            retrying: false,
+            disruption: None,
         }
     );
 }
@@ -349,5 +355,141 @@ fn cancel_before_the_first_attempt_or_after_the_end() {
         cancelled_plan(None, &[succeeded(1, at(0))], at(1)),
         settled(TaskPhase::Succeeded),
         "a finished task keeps its outcome"
+    );
+}
+
+fn disrupted(number: u32, reason: FailureReason, finished: Timestamp) -> ObservedAttempt {
+    failed(number, reason, None, finished)
+}
+
+fn waiting(until: Timestamp, disruption: Option<Disruption>) -> TaskPlan {
+    TaskPlan {
+        phase: TaskPhase::Retrying,
+        action: AttemptAction::None,
+        next_retry_at: Some(until),
+        retrying: true,
+        disruption,
+    }
+}
+
+fn disruption(count: u32, budget: u32) -> Option<Disruption> {
+    Some(Disruption { count, budget })
+}
+
+#[test]
+fn a_disruption_is_retried_shortly_even_without_retries() {
+    use FailureReason::*;
+    for reason in [Lost, Evicted, PodDeleted, NodeLost, Preempted] {
+        let attempts = [disrupted(1, reason, at(10))];
+        assert_eq!(
+            plan(None, &attempts, at(10)),
+            waiting(at(15), disruption(1, 3)),
+            "{reason:?}"
+        );
+        let retry = plan(None, &attempts, at(15));
+        assert_eq!(retry.action, AttemptAction::Create(2), "{reason:?}");
+        assert_eq!((retry.phase, retry.retrying), (TaskPhase::Running, true));
+    }
+    assert_eq!(
+        plan(None, &[error(1, at(10))], at(10)).disruption,
+        None,
+        "an ordinary failure is no disruption"
+    );
+}
+
+#[test]
+fn disruptions_spend_nothing_of_the_limit_or_the_backoff() {
+    use FailureReason::{Evicted, Lost};
+    let p = RetryPolicy {
+        limit: 1,
+        delay: Some("30s".into()),
+        backoff_factor: Some(2.0),
+        ..Default::default()
+    };
+    let mut attempts = vec![disrupted(1, Lost, at(0))];
+    assert_eq!(plan(Some(&p), &attempts, at(0)), waiting(at(5), disruption(1, 3)));
+    attempts.push(error(2, at(100)));
+    assert_eq!(
+        plan(Some(&p), &attempts, at(100)),
+        waiting(at(130), None),
+        "the first failure waits the first delay, not the second"
+    );
+    attempts.push(disrupted(3, Evicted, at(200)));
+    assert_eq!(
+        plan(Some(&p), &attempts, at(200)),
+        waiting(at(205), disruption(2, 3))
+    );
+    attempts.push(error(4, at(300)));
+    assert_eq!(
+        plan(Some(&p), &attempts, at(300)),
+        settled(TaskPhase::Failed),
+        "two failures: the one retry is spent"
+    );
+}
+
+#[test]
+fn past_the_budget_a_disruption_is_an_ordinary_failure() {
+    use FailureReason::{Error, Lost};
+    // No retries: the default budget of three, then the task fails.
+    let lost = |n: u32| disrupted(n, Lost, at(i64::from(n) * 100));
+    let three: Vec<_> = (1..=3).map(lost).collect();
+    assert_eq!(plan(None, &three, at(300)), waiting(at(305), disruption(3, 3)));
+    let four: Vec<_> = (1..=4).map(lost).collect();
+    assert_eq!(
+        plan(None, &four, at(400)),
+        TaskPlan {
+            disruption: disruption(4, 3),
+            ..settled(TaskPhase::Failed)
+        }
+    );
+    // A budget of one, then the disruption spends a retry (with its delay), then fails.
+    let p = RetryPolicy {
+        limit: 1,
+        delay: Some("1m".into()),
+        disruptions: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(
+        plan(Some(&p), &[lost(1)], at(100)),
+        waiting(at(105), disruption(1, 1))
+    );
+    assert_eq!(
+        plan(Some(&p), &[lost(1), lost(2)], at(200)),
+        waiting(at(260), disruption(2, 1))
+    );
+    assert_eq!(
+        plan(Some(&p), &[lost(1), lost(2), lost(3)], at(300)),
+        TaskPlan {
+            disruption: disruption(3, 1),
+            ..settled(TaskPhase::Failed)
+        }
+    );
+    // A budget of none, and `retryOn` decides as for any failure.
+    let only_errors = RetryPolicy {
+        limit: 3,
+        disruptions: Some(0),
+        retry_on: Some(RetryOn {
+            reasons: vec![Error],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        plan(Some(&only_errors), &[lost(1)], at(100)).phase,
+        TaskPhase::Failed
+    );
+}
+
+#[test]
+fn cancel_after_a_disruption_ends_the_task() {
+    let attempts = [disrupted(1, FailureReason::PodDeleted, at(0))];
+    assert_eq!(
+        cancelled_plan(None, &attempts, at(1)),
+        settled(TaskPhase::Cancelled)
+    );
+    assert_eq!(
+        cancelled_plan(None, &attempts, at(60)),
+        settled(TaskPhase::Cancelled),
+        "also once the disruption's delay is over"
     );
 }

@@ -1,7 +1,7 @@
 //! Property tests: random pipelines run to the end by a simulated controller that drives
 //! `step_run` (the run step the operator and `weir run` both take) and `plan_task` the way
 //! the operator does (TaskRuns created Pending, attempts
-//! that finish one at a time in random order, a clock that jumps to retry times, a cancel or
+//! that finish one at a time in random order, some of them ended by disruptions, a clock that jumps to retry times, a cancel or
 //! a run timeout now and then), checking the engine's promises at every step. And random
 //! graphs with a cycle added: validation always finds a real one.
 
@@ -10,8 +10,8 @@ use crate::api::{AttemptPhase, FailureReason, PipelineSpec, RetryOn, RetryPolicy
 use crate::engine::fixture::pipeline;
 use crate::engine::resolve::RunContext;
 use crate::engine::{
-    AttemptAction, Child, ObservedAttempt, ObservedTask, RunOutcome, RunPlan, StepInput, StopReason,
-    TaskInput, ValidPipeline, plan_task, step_run, validate,
+    AttemptAction, Child, Disruption, ObservedAttempt, ObservedTask, RunOutcome, RunPlan, StepInput,
+    StopReason, TaskInput, ValidPipeline, plan_task, step_run, validate,
 };
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
@@ -28,6 +28,8 @@ struct RetryGen {
     cap_extra_secs: Option<u64>,
     /// `retryOn.exceptExitCodes: [2]`.
     except_code_2: bool,
+    /// `disruptions`; `None` leaves the default budget.
+    disruptions: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +42,10 @@ struct TaskGen {
     failures: u32,
     reason: FailureReason,
     exit_code: i32,
+    /// Failure `k` (from 0) is a disruption when bit `k % 8` is set...
+    disrupted: u8,
+    /// ...with this reason.
+    disruption: FailureReason,
 }
 
 #[derive(Clone, Debug)]
@@ -66,15 +72,24 @@ fn rules() -> impl Strategy<Value = TriggerRule> {
 }
 
 fn retry_gen() -> impl Strategy<Value = RetryGen> {
-    (0u32..4, 0u64..20, 1u32..4, option::of(0u64..40), any::<bool>()).prop_map(
-        |(limit, delay_secs, factor, cap_extra_secs, except_code_2)| RetryGen {
-            limit,
-            delay_secs,
-            factor,
-            cap_extra_secs,
-            except_code_2,
-        },
+    (
+        0u32..4,
+        0u64..20,
+        1u32..4,
+        option::of(0u64..40),
+        any::<bool>(),
+        option::of(0u32..4),
     )
+        .prop_map(
+            |(limit, delay_secs, factor, cap_extra_secs, except_code_2, disruptions)| RetryGen {
+                limit,
+                delay_secs,
+                factor,
+                cap_extra_secs,
+                except_code_2,
+                disruptions,
+            },
+        )
 }
 
 fn task_gen() -> impl Strategy<Value = TaskGen> {
@@ -83,18 +98,24 @@ fn task_gen() -> impl Strategy<Value = TaskGen> {
         vec(any::<usize>(), 0..4),
         rules(),
         option::weighted(0.6, retry_gen()),
-        prop_oneof![3 => Just(0u32), 2 => 1u32..5],
-        select(vec![Error, Error, OOMKilled, Evicted, DeadlineExceeded, Unknown]),
+        prop_oneof![3 => Just(0u32), 2 => 1u32..8],
+        select(vec![Error, Error, OOMKilled, DeadlineExceeded, Unknown]),
         select(vec![1, 2]),
+        prop_oneof![2 => Just(0u8), 1 => any::<u8>()],
+        select(vec![Lost, Evicted, PodDeleted, NodeLost, Preempted]),
     )
-        .prop_map(|(deps, rule, retries, failures, reason, exit_code)| TaskGen {
-            deps,
-            rule,
-            retries,
-            failures,
-            reason,
-            exit_code,
-        })
+        .prop_map(
+            |(deps, rule, retries, failures, reason, exit_code, disrupted, disruption)| TaskGen {
+                deps,
+                rule,
+                retries,
+                failures,
+                reason,
+                exit_code,
+                disrupted,
+                disruption,
+            },
+        )
 }
 
 fn run_gen() -> impl Strategy<Value = RunGen> {
@@ -155,6 +176,7 @@ fn policy_of(r: &RetryGen) -> RetryPolicy {
             except_exit_codes: vec![2],
             ..Default::default()
         }),
+        disruptions: r.disruptions,
     }
 }
 
@@ -166,6 +188,16 @@ fn expected_delay(r: &RetryGen, retry: u32) -> SignedDuration {
     }
     SignedDuration::from_millis(ms as i64)
 }
+
+/// The reasons that end an attempt from outside the task, listed independently of
+/// `retry::is_disruption`.
+fn is_disruption(reason: Option<FailureReason>) -> bool {
+    use FailureReason::*;
+    matches!(reason, Some(Lost | Evicted | PodDeleted | NodeLost | Preempted))
+}
+
+/// How long after a disruption the next attempt starts.
+const DISRUPTION_DELAY: SignedDuration = SignedDuration::from_secs(5);
 
 fn is_retryable(r: &RetryGen, attempt: &ObservedAttempt) -> bool {
     let reason = attempt.reason.unwrap_or(FailureReason::Unknown);
@@ -315,6 +347,49 @@ impl<'a> Sim<'a> {
         self.task_gens[t].retries.as_ref().map_or(0, |r| r.limit)
     }
 
+    /// Disruptions retried without spending the limit: 3 unless the task says otherwise,
+    /// also without `retries`.
+    fn budget(&self, t: usize) -> u32 {
+        self.task_gens[t]
+            .retries
+            .as_ref()
+            .and_then(|r| r.disruptions)
+            .unwrap_or(3)
+    }
+
+    /// The most attempts a task may make.
+    fn most_attempts(&self, t: usize) -> u32 {
+        self.limit(t) + 1 + self.budget(t)
+    }
+
+    /// When the attempt after the last (failed) one of task `t` is due, or `None` if the
+    /// task has failed for good; and the disruptions so far if the last was one. Worked
+    /// out from the rules, independently of the engine: the first `budget` disruptions are
+    /// retried after a fixed delay; every other failure spends one of `limit`, with the
+    /// backoff of the failures so far.
+    fn next_due(&self, t: usize) -> (Option<Timestamp>, Option<u32>) {
+        let attempts = &self.attempts[t];
+        let last = attempts.last().unwrap();
+        let (mut disruptions, mut failures, mut spared) = (0, 0, false);
+        for a in attempts.iter().filter(|a| a.phase == AttemptPhase::Failed) {
+            let disrupted = is_disruption(a.reason);
+            disruptions += u32::from(disrupted);
+            spared = disrupted && disruptions <= self.budget(t);
+            failures += u32::from(!spared);
+        }
+        let count = is_disruption(last.reason).then_some(disruptions);
+        let finished = last.finished_at.unwrap();
+        if spared {
+            return (Some(finished + DISRUPTION_DELAY), count);
+        }
+        let due = self.task_gens[t]
+            .retries
+            .as_ref()
+            .filter(|r| failures <= r.limit && is_retryable(r, last))
+            .map(|r| finished + expected_delay(r, failures));
+        (due, count)
+    }
+
     fn upstream_states(&self, t: usize, states: &[TaskPhase]) -> Vec<TaskPhase> {
         self.pipeline.dag.upstream(t).iter().map(|&u| states[u]).collect()
     }
@@ -337,6 +412,8 @@ impl<'a> Sim<'a> {
                     outputs: &none,
                     attempts: Some(self.attempts[t].len() as u32),
                     message: None,
+                    rerun: None,
+                    held: false,
                 })
             })
             .collect();
@@ -348,6 +425,7 @@ impl<'a> Sim<'a> {
             started_at: t0(),
             timeout: self.rg.timeout_secs.map(Duration::from_secs),
             now: self.now,
+            refused: &[],
         });
         for s in &step.start {
             assert_eq!(
@@ -395,8 +473,22 @@ impl<'a> Sim<'a> {
                 prop_assert_eq!(plan.action, AttemptAction::None);
                 continue;
             }
-            let limit = self.limit(t);
-            let retries = self.task_gens[t].retries.as_ref();
+            let most = self.most_attempts(t);
+            let last_failed = self.attempts[t]
+                .last()
+                .is_some_and(|a| a.phase == AttemptPhase::Failed);
+            let (due, disruptions) = if last_failed {
+                self.next_due(t)
+            } else {
+                (None, None)
+            };
+            if last_failed && !observed.cancel_requested {
+                let want = disruptions.map(|count| Disruption {
+                    count,
+                    budget: self.budget(t),
+                });
+                prop_assert_eq!(plan.disruption, want, "{} disruptions", name);
+            }
             let attempts = &mut self.attempts[t];
             match plan.action {
                 AttemptAction::Create(k) => {
@@ -406,12 +498,14 @@ impl<'a> Sim<'a> {
                         "{} skipped an attempt number",
                         name
                     );
-                    prop_assert!(k <= limit + 1, "{} attempt {} is past the retry limit", name, k);
+                    prop_assert!(k <= most, "{} attempt {} is past the retry limit", name, k);
                     if let Some(last) = attempts.last() {
-                        let r = retries.unwrap();
                         prop_assert_eq!(last.phase, AttemptPhase::Failed);
-                        prop_assert!(is_retryable(r, last), "{} retried a failure it should not", name);
-                        let due = last.finished_at.unwrap() + expected_delay(r, last.number);
+                        let Some(due) = due else {
+                            return Err(TestCaseError::fail(format!(
+                                "{name} retried a failure it should not"
+                            )));
+                        };
                         prop_assert!(self.now >= due, "{} retried at {} before {}", name, self.now, due);
                         prop_assert!(plan.retrying);
                     }
@@ -435,17 +529,11 @@ impl<'a> Sim<'a> {
             }
             match plan.phase {
                 TaskPhase::Retrying => {
-                    let last = attempts.last().unwrap();
-                    let r = retries.unwrap();
-                    let due = last.finished_at.unwrap() + expected_delay(r, last.number);
-                    prop_assert_eq!(plan.next_retry_at, Some(due), "{} retry time", name);
-                    prop_assert!(self.now < due);
+                    prop_assert_eq!(plan.next_retry_at, due, "{} retry time", name);
+                    prop_assert!(due.is_some_and(|due| self.now < due));
                 }
                 TaskPhase::Failed => {
-                    let last = attempts.last().unwrap();
-                    let retries_left =
-                        retries.is_some_and(|r| last.number <= r.limit && is_retryable(r, last));
-                    prop_assert!(!retries_left, "{} failed with retries left", name);
+                    prop_assert_eq!(due, None, "{} failed with retries left", name);
                 }
                 TaskPhase::Succeeded => {
                     prop_assert_eq!(attempts.last().map(|a| a.phase), Some(AttemptPhase::Succeeded));
@@ -596,11 +684,7 @@ impl<'a> Sim<'a> {
             .collect();
         let retry_times: Vec<Timestamp> = (0..self.n())
             .filter(|&t| self.observed[t].is_some_and(|o| o.phase == TaskPhase::Retrying))
-            .map(|t| {
-                let last = self.attempts[t].last().unwrap();
-                last.finished_at.unwrap()
-                    + expected_delay(self.task_gens[t].retries.as_ref().unwrap(), last.number)
-            })
+            .filter_map(|t| self.next_due(t).0)
             .collect();
         if !running.is_empty() && (retry_times.is_empty() || self.rng.below(3) > 0) {
             self.now += SignedDuration::from_secs(self.rng.below(21) as i64);
@@ -608,9 +692,11 @@ impl<'a> Sim<'a> {
             let g = self.task_gens[t];
             let attempt = self.attempts[t].last_mut().unwrap();
             if attempt.number <= g.failures {
+                let disrupted = g.disrupted & (1 << ((attempt.number - 1) % 8)) != 0;
+                let reason = if disrupted { g.disruption } else { g.reason };
                 attempt.phase = AttemptPhase::Failed;
-                attempt.reason = Some(g.reason);
-                attempt.exit_code = Some(if g.reason == FailureReason::Error {
+                attempt.reason = Some(reason);
+                attempt.exit_code = Some(if reason == FailureReason::Error {
                     g.exit_code
                 } else {
                     137
@@ -645,7 +731,7 @@ impl<'a> Sim<'a> {
             let name = self.pipeline.name(t);
             let state = states[t];
             prop_assert!(state.is_terminal(), "{} ended {:?}", name, state);
-            prop_assert!(self.attempts[t].len() as u32 <= self.limit(t) + 1);
+            prop_assert!(self.attempts[t].len() as u32 <= self.most_attempts(t));
             let upstream = self.upstream_states(t, states);
             let rule = self.task_gens[t].rule;
             let finally = self.pipeline.is_finally(t);
@@ -732,7 +818,7 @@ impl<'a> Sim<'a> {
     }
 
     fn run(&mut self) -> Result<(), TestCaseError> {
-        let most_attempts: usize = (0..self.n()).map(|t| self.limit(t) as usize + 1).sum();
+        let most_attempts: usize = (0..self.n()).map(|t| self.most_attempts(t) as usize).sum();
         // Each step ends an attempt, starts or stops tasks, or moves the clock to a retry or
         // the deadline; every one of those is bounded. Lagging at most doubles the count.
         let bound = 3 * (4 * most_attempts + 4 * self.n() + 10);

@@ -62,6 +62,8 @@ impl World {
                 outputs: &k.outputs,
                 attempts: Some(1),
                 message: None,
+                rerun: None,
+                held: false,
             })
             .collect();
         step_run(&StepInput {
@@ -72,6 +74,7 @@ impl World {
             started_at: t0(),
             timeout: None,
             now: at(1),
+            refused: &[],
         })
     }
 
@@ -355,4 +358,236 @@ fn the_summary_is_capped_and_ranks_failures_first() {
     assert_eq!(step.summary.tasks[0].name, format!("t{:03}", n - 1));
     assert_eq!(step.summary.tasks[0].phase, TaskPhase::Failed);
     assert_eq!(step.summary.progress, format!("{n}/{n}"));
+}
+
+mod rerun {
+    use super::*;
+    use crate::api::RerunRequest;
+    use crate::engine::rerun::plan_rerun;
+
+    fn request(tasks: &[&str], downstream: bool, failed_instances_only: bool) -> RerunRequest {
+        RerunRequest {
+            request: "r1".into(),
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            downstream,
+            failed_instances_only,
+        }
+    }
+
+    fn children(world: &World) -> Vec<Child<'_>> {
+        world
+            .kids
+            .iter()
+            .map(|k| Child {
+                name: &k.name,
+                task: &k.task,
+                instance: k.instance,
+                phase: k.phase,
+                cancel_requested: false,
+                outputs: &k.outputs,
+                attempts: Some(1),
+                message: None,
+                rerun: None,
+                held: false,
+            })
+            .collect()
+    }
+
+    /// extract → transform(fails) → load (upstream-failed); report (finally).
+    fn failed_run() -> World {
+        let mut spec = pipeline()
+            .task("extract")
+            .task("transform")
+            .after(["extract"])
+            .task("load")
+            .after(["transform"])
+            .task("audit")
+            .after(["extract"])
+            .finally("report")
+            .build();
+        spec.tasks[0].outputs = vec![OutputSpec {
+            name: "n".into(),
+            description: None,
+        }];
+        spec.tasks[1].args = vec!["{{ tasks.extract.outputs.n }}".into()];
+        let mut world = World::new(spec, json!({}));
+        world.advance();
+        world.finish("extract", None, TaskPhase::Succeeded, &[("n", "1")]);
+        world.advance();
+        world.finish("transform", None, TaskPhase::Failed, &[]);
+        world.finish("audit", None, TaskPhase::Succeeded, &[]);
+        world.advance();
+        world.finish("report", None, TaskPhase::Succeeded, &[]);
+        let end = world.advance();
+        assert!(matches!(end.outcome, Some(RunOutcome::Failed { .. })));
+        world
+    }
+
+    fn names(world: &World, tasks: &[usize]) -> Vec<String> {
+        tasks
+            .iter()
+            .map(|&t| world.pipeline.name(t).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn by_default_what_did_not_succeed_runs_again_with_every_finally_task() {
+        let world = failed_run();
+        let states = world.step().states;
+        let kids = children(&world);
+        let rerun = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, false)).unwrap();
+        assert_eq!(names(&world, &rerun.tasks), ["transform", "load", "report"]);
+        let held: Vec<&str> = rerun
+            .children
+            .iter()
+            .map(|&c| world.kids[c].task.as_str())
+            .collect();
+        assert_eq!(
+            held,
+            ["transform", "report"],
+            "load has no TaskRun: it is worked out again"
+        );
+    }
+
+    #[test]
+    fn named_tasks_and_downstream() {
+        let world = failed_run();
+        let states = world.step().states;
+        let kids = children(&world);
+        let only = plan_rerun(
+            &world.pipeline,
+            &states,
+            &kids,
+            &request(&["extract"], false, false),
+        )
+        .unwrap();
+        assert_eq!(names(&world, &only.tasks), ["extract", "report"]);
+        let down = plan_rerun(
+            &world.pipeline,
+            &states,
+            &kids,
+            &request(&["extract"], true, false),
+        )
+        .unwrap();
+        assert_eq!(
+            names(&world, &down.tasks),
+            ["extract", "transform", "audit", "load", "report"]
+        );
+        let e = plan_rerun(
+            &world.pipeline,
+            &states,
+            &kids,
+            &request(&["extrakt"], false, false),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("unknown task(s) extrakt") && e.contains("extract"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_succeeded_needs_named_tasks() {
+        let spec = pipeline().task("a").build();
+        let mut world = World::new(spec, json!({}));
+        world.advance();
+        world.finish("a", None, TaskPhase::Succeeded, &[]);
+        let states = world.advance().states;
+        let kids = children(&world);
+        let e = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, false)).unwrap_err();
+        assert!(e.contains("nothing to rerun"), "{e}");
+    }
+
+    #[test]
+    fn failed_instances_only_keeps_the_instances_that_succeeded() {
+        let mut world = World::new(fan_out_repeating_item(1), json!({ "items": ["a", "b", "c"] }));
+        world.advance();
+        world.finish("prep", None, TaskPhase::Succeeded, &[]);
+        world.advance();
+        world.finish("shard", Some(0), TaskPhase::Succeeded, &[]);
+        world.finish("shard", Some(1), TaskPhase::Failed, &[]);
+        world.finish("shard", Some(2), TaskPhase::Succeeded, &[]);
+        let states = world.advance().states;
+        let kids = children(&world);
+        let some = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, true)).unwrap();
+        let picked: Vec<Option<u32>> = some.children.iter().map(|&c| world.kids[c].instance).collect();
+        assert_eq!(picked, [Some(1)]);
+        let all = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, false)).unwrap();
+        assert_eq!(all.children.len(), 3);
+    }
+
+    /// A step over the world's children, `selected` ones picked by request r1 and `held`
+    /// ones still waiting for their turn.
+    fn step_holding(world: &World, selected: &[usize], held: &[usize], now: jiff::Timestamp) -> RunStep {
+        let kids: Vec<Child<'_>> = world
+            .kids
+            .iter()
+            .enumerate()
+            .map(|(c, k)| Child {
+                name: &k.name,
+                task: &k.task,
+                instance: k.instance,
+                phase: k.phase,
+                cancel_requested: false,
+                outputs: &k.outputs,
+                attempts: Some(1),
+                message: None,
+                rerun: selected.contains(&c).then_some("r1"),
+                held: held.contains(&c),
+            })
+            .collect();
+        step_run(&StepInput {
+            pipeline: &world.pipeline,
+            context: &world.context,
+            children: &kids,
+            cancel_requested: false,
+            started_at: t0(),
+            timeout: None,
+            now,
+            refused: &[],
+        })
+    }
+
+    #[test]
+    fn held_children_start_again_in_dag_order_with_specs_resolved_afresh() {
+        let mut world = failed_run();
+        let states = world.step().states;
+        let kids = children(&world);
+        let rerun = plan_rerun(
+            &world.pipeline,
+            &states,
+            &kids,
+            &request(&["extract"], true, false),
+        )
+        .unwrap();
+        drop(kids);
+        let held: Vec<usize> = rerun.children.clone();
+        let step = step_holding(&world, &held, &held, at(100));
+        assert_eq!(step.outcome, None, "the run goes on");
+        let started: Vec<(&str, Option<usize>)> = step
+            .start
+            .iter()
+            .map(|s| (world.pipeline.name(s.task), s.resume))
+            .collect();
+        let extract = world.kids.iter().position(|k| k.task == "extract").unwrap();
+        assert_eq!(
+            started,
+            [("extract", Some(extract))],
+            "only the root starts again"
+        );
+        assert_eq!(world.state(&step, "transform"), TaskPhase::Pending);
+        assert_eq!(world.state(&step, "report"), TaskPhase::Pending);
+        // Once extract ran again with a new output, transform starts with it.
+        world.finish("extract", None, TaskPhase::Succeeded, &[("n", "2")]);
+        world.kids[extract].phase = TaskPhase::Succeeded;
+        let still_held: Vec<usize> = held.iter().copied().filter(|&c| c != extract).collect();
+        let step = step_holding(&world, &held, &still_held, at(200));
+        let transform = step
+            .start
+            .iter()
+            .find(|s| world.pipeline.name(s.task) == "transform")
+            .unwrap();
+        assert_eq!(transform.spec.args, vec!["2"]);
+        assert!(transform.resume.is_some());
+    }
 }

@@ -507,6 +507,7 @@ fn retry_policies_are_checked() {
         backoff_factor: factor,
         max_delay: max.map(Into::into),
         retry_on: None,
+        disruptions: None,
     };
     let check = |p: RetryPolicy| {
         let mut spec = pipeline().task("a").build();
@@ -523,6 +524,15 @@ fn retry_policies_are_checked() {
     assert_eq!(
         check(policy(101, None, None, None)).unwrap(),
         "task \"a\" (tasks[0].retries.limit): 101 retries is more than the limit of 100"
+    );
+    let disruptions = |d| RetryPolicy {
+        disruptions: Some(d),
+        ..policy(0, None, None, None)
+    };
+    assert_eq!(check(disruptions(100)), None);
+    assert_eq!(
+        check(disruptions(101)).unwrap(),
+        "task \"a\" (tasks[0].retries.disruptions): 101 disruptions is more than the limit of 100"
     );
     for factor in [0.99, 100.5, f64::NAN, f64::INFINITY, -2.0] {
         let e = check(policy(1, None, Some(factor), None)).unwrap();
