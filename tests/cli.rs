@@ -740,3 +740,112 @@ async fn kubectl_runs_it_as_a_plugin_and_completions_cover_the_commands() {
         }
     }
 }
+
+#[tokio::test]
+async fn rerun_wait_follows_the_run_to_its_new_outcome() {
+    let (ns, _op) = setup("cli-rerun-wait").await;
+    let gate = std::env::temp_dir().join(format!("{}.gate", weir_testenv::unique_marker("weir-cli")));
+    ns.apply(&format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: gated}}
+spec:
+  defaults: {{image: busybox}}
+  tasks:
+    - {{name: extract, command: [sh, -c, 'echo extracted']}}
+    - name: shard
+      dependsOn: [extract]
+      forEach: {{items: [a, b, c]}}
+      command: [sh, -c, 'echo "shard $1"; test "$1" != b || test -e {gate} || exit 4', sh, "{{{{ item }}}}"]
+    - {{name: load, dependsOn: [shard], command: [sh, -c, 'echo loaded']}}
+  finally:
+    - {{name: report, command: [sh, -c, 'echo report']}}
+"#,
+        gate = gate.display()
+    ));
+    expect_code(
+        &weir(&ns, &["trigger", "gated", "--name", "gated-1", "--wait"]),
+        1,
+    );
+    let out = weir(&ns, &["rerun", "gated-1", "--task", "report"]);
+    assert!(expect_error(&out).contains("--task report: finally tasks only"));
+
+    std::fs::write(&gate, "open").unwrap();
+    let out = weir(
+        &ns,
+        &[
+            "rerun",
+            "gated-1",
+            "--task",
+            "shard",
+            "--failed-instances-only",
+            "--downstream",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    let _ = std::fs::remove_file(&gate);
+    let stdout = expect_code(&out, 0);
+    assert!(stdout.contains("run gated-1 succeeded in"), "{stdout}");
+
+    // The history: shard[1] failed, then succeeded; shard[0] and shard[2] kept their one
+    // attempt; load and the finally task ran again.
+    let json = expect_code(&weir(&ns, &["get", "gated-1", "-o", "json"]), 0);
+    let view: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(view["phase"], "Succeeded");
+    assert_eq!(view["rerun"]["requestedBy"], "weir");
+    assert_eq!(view["rerun"]["count"], 1);
+    let attempts = |task: &serde_json::Value| -> Vec<String> {
+        task["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{}:{}", a["number"], a["phase"].as_str().unwrap()))
+            .collect()
+    };
+    let shard = &view["tasks"][1];
+    assert_eq!(attempts(&shard["instances"][0]), ["1:Succeeded"]);
+    assert_eq!(attempts(&shard["instances"][1]), ["1:Failed", "2:Succeeded"]);
+    assert_eq!(attempts(&shard["instances"][2]), ["1:Succeeded"]);
+    assert_eq!(view["tasks"][2]["phase"], "Succeeded");
+    assert_eq!(attempts(&view["tasks"][3]), ["1:Succeeded", "2:Succeeded"]);
+    let tree = expect_code(&weir(&ns, &["get", "gated-1"]), 0);
+    let reruns = tree
+        .lines()
+        .find(|l| l.starts_with("Reruns:"))
+        .unwrap_or_default();
+    assert!(
+        reruns.contains("1 time(s)") && reruns.contains("by weir"),
+        "{tree}"
+    );
+    let logs = expect_code(&weir(&ns, &["logs", "gated-1", "shard[1]"]), 0);
+    assert_eq!(logs, "shard[1]   | shard b\nshard[1]#2 | shard b\n");
+}
+
+#[tokio::test]
+async fn rerun_wait_says_why_the_operator_refused_a_request() {
+    let (ns, _op) = setup("cli-rerun-refused").await;
+    // Only the finally task fails: nothing of spec.tasks is left to rerun.
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: tail}
+spec:
+  tasks: [{name: work, image: busybox, command: [sh, -c, 'true']}]
+  finally: [{name: notify, image: busybox, command: [sh, -c, 'exit 1']}]
+"#,
+    );
+    expect_code(&weir(&ns, &["trigger", "tail", "--name", "tail-1", "--wait"]), 1);
+    let out = weir(&ns, &["rerun", "tail-1", "--wait", "--timeout", "1m"]);
+    let stderr = expect_error(&out);
+    assert!(
+        stderr.contains("the operator did not apply rerun request")
+            && stderr.contains("nothing to rerun: every task succeeded"),
+        "{stderr}"
+    );
+    let tree = expect_code(&weir(&ns, &["get", "tail-1"]), 0);
+    assert!(tree.contains("not applied"), "{tree}");
+}

@@ -168,7 +168,9 @@ fn header(view: &RunView, now: Timestamp) -> Vec<String> {
         if let Some(by) = &r.requested_by {
             text.push_str(&format!(" by {by}"));
         }
-        if !r.tasks.is_empty() {
+        if r.tasks.is_empty() {
+            text.push_str(", not applied (why: kubectl describe pipelinerun)");
+        } else {
             text.push_str(&format!(", tasks {}", r.tasks.join(", ")));
             if let Some(n) = r.tasks_omitted {
                 text.push_str(&format!(" and {n} more"));

@@ -95,6 +95,13 @@ fn check_tasks(run: &str, spec: &PipelineSpec, tasks: &[String]) -> anyhow::Resu
         .chain(&spec.finally)
         .map(|t| t.name.as_str())
         .collect();
+    let finally: Vec<&str> = spec.finally.iter().map(|t| t.name.as_str()).collect();
+    if !tasks.is_empty() && tasks.iter().all(|t| finally.contains(&t.as_str())) {
+        bail!(
+            "--task {}: finally tasks only; they run again at the end of every rerun anyway, so name tasks of the pipeline's spec.tasks",
+            tasks.join(",")
+        );
+    }
     for task in tasks {
         if known.contains(&task.as_str()) {
             continue;
@@ -209,6 +216,10 @@ mod tests {
         }))
         .unwrap();
         assert!(check_tasks("r", &spec, &["load".into(), "report".into()]).is_ok());
+        let e = check_tasks("r", &spec, &["report".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--task report: finally tasks only"), "{e}");
         let e = check_tasks("r", &spec, &["extrakt".into()])
             .unwrap_err()
             .to_string();

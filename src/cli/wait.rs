@@ -63,6 +63,17 @@ pub async fn follow(
             ));
         }
         let rows = view.rows(now);
+        // The operator records a request it refuses, with no task, and leaves the run as
+        // it was: there is nothing to follow.
+        let refused = until.rerun_request.is_some()
+            && !waiting_for_rerun
+            && view.rerun.as_ref().is_some_and(|r| r.tasks.is_empty());
+        if refused && view.is_finished() {
+            display.finish();
+            let request = until.rerun_request.as_deref().unwrap_or_default();
+            let why = refusal(cluster, name, request).await;
+            anyhow::bail!("the operator did not apply rerun request {request} of {name}: {why}");
+        }
         if view.is_finished() && !waiting_for_rerun {
             display.update(&rows, &footer(&view, &rows, now));
             display.finish();
@@ -91,6 +102,29 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Why the operator refused a rerun request, from its `RerunRefused` Event (best effort:
+/// reading Events needs its own permission).
+async fn refusal(cluster: &Cluster, run: &str, request: &str) -> String {
+    use k8s_openapi::api::core::v1::Event;
+    let params = kube::api::ListParams::default().fields(&format!(
+        "involvedObject.name={run},reason={}",
+        crate::api::reasons::RERUN_REFUSED
+    ));
+    let found = cluster
+        .api::<Event>()
+        .list(&params)
+        .await
+        .ok()
+        .and_then(|events| {
+            events
+                .items
+                .into_iter()
+                .filter_map(|e| e.message)
+                .rfind(|m| m.contains(request))
+        });
+    found.unwrap_or_else(|| format!("see its Events (kubectl describe pipelinerun {run})"))
 }
 
 fn footer(view: &RunView, rows: &[Row], now: Timestamp) -> String {
