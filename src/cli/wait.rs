@@ -79,7 +79,16 @@ pub async fn follow(
             display.finish();
             return Ok(outcome(&view, &rows, now));
         }
-        display.update(&rows, &footer(&view, &rows, now));
+        if waiting_for_rerun {
+            // The run's state from before the request is not the rerun's: show none yet.
+            let request = until.rerun_request.as_deref().unwrap_or_default();
+            display.update(
+                &[],
+                &format!("waiting for the operator to apply rerun request {request}"),
+            );
+        } else {
+            display.update(&rows, &footer(&view, &rows, now));
+        }
         if tokio::time::Instant::now() >= deadline {
             display.finish();
             anyhow::bail!(
