@@ -490,10 +490,17 @@ async fn follow(
     printer: &mut Printer,
 ) -> anyhow::Result<ExitCode> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    // Attempts streamed or given up on, and those whose stream has not ended yet.
-    let mut handled: HashSet<(String, u32)> = HashSet::new();
-    let mut open: HashSet<(String, u32)> = HashSet::new();
-    let mut noted_waiting: BTreeMap<(String, u32), String> = BTreeMap::new();
+    let mut following = Following {
+        cluster,
+        args,
+        filter,
+        run_uid,
+        params,
+        tx,
+        handled: HashSet::new(),
+        open: HashSet::new(),
+        noted_waiting: BTreeMap::new(),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -501,58 +508,99 @@ async fn follow(
                 Some(Message::Line(prefix, line)) => printer.line(&prefix, &line),
                 Some(Message::Note(prefix, text)) => printer.note(&prefix, &text),
                 Some(Message::Ended(unit)) => {
-                    open.remove(&(unit.task_run_uid, unit.attempt));
+                    following.open.remove(&(unit.task_run_uid, unit.attempt));
                 }
                 Some(Message::Failed(e)) => return Err(e),
                 None => {}
             },
             _ = tick.tick() => {
-                let snapshot = runs::fetch(cluster, &args.run, true).await?;
-                let view = runs::view(&snapshot);
-                printer.widen(&view, filter);
-                let uids = uids_of(&snapshot);
-                let wanted = units(&view, filter, args.attempt, &uids);
-                let pods = pods_by_attempt(list_pods(cluster, run_uid, true).await?);
-                for unit in &wanted {
-                    let key = (unit.task_run_uid.clone(), unit.attempt);
-                    if handled.contains(&key) {
-                        continue;
-                    }
-                    match pods.get(&key) {
-                        // Past the cap, the attempt waits for a later tick.
-                        Some(_) if open.len() >= MAX_STREAMS => {}
-                        Some(pod) if started(pod) => {
-                            handled.insert(key.clone());
-                            open.insert(key);
-                            tokio::spawn(stream(cluster.clone(), unit.clone(), pod.name_any(), params.clone(), tx.clone()));
-                        }
-                        Some(pod) if unit.finished => {
-                            handled.insert(key);
-                            printer.note(&unit.prefix, &format!("no logs: attempt {} never started ({})", unit.attempt, waiting_reason(pod)));
-                        }
-                        None if unit.finished => {
-                            handled.insert(key);
-                            printer.note(&unit.prefix, &gone(unit));
-                        }
-                        Some(pod) => {
-                            // Said once per reason, so a long image pull does not flood.
-                            if let Some(reason) = waiting_problem(pod)
-                                && noted_waiting.get(&key) != Some(&reason)
-                            {
-                                printer.note(&unit.prefix, &format!("waiting for attempt {} to start: {reason}", unit.attempt));
-                                noted_waiting.insert(key, reason);
-                            }
-                        }
-                        None => {}
-                    }
-                }
-                let pending = wanted.iter().any(|u| !handled.contains(&(u.task_run_uid.clone(), u.attempt)));
-                if open.is_empty() && !pending && finished(&view, filter) {
+                if following.look(printer).await? {
                     // Lines sent before the last streams ended are printed already: each
                     // stream sends `Ended` after its last line, on the same channel.
                     return Ok(ExitCode::SUCCESS);
                 }
             }
+        }
+    }
+}
+
+/// The state of `-f`: which attempts are streamed or given up on.
+struct Following<'a> {
+    cluster: &'a Cluster,
+    args: &'a Args,
+    filter: Option<&'a TaskFilter>,
+    run_uid: &'a str,
+    params: &'a LogParams,
+    tx: mpsc::UnboundedSender<Message>,
+    /// Attempts streamed or given up on.
+    handled: HashSet<(String, u32)>,
+    /// Attempts whose stream has not ended yet.
+    open: HashSet<(String, u32)>,
+    /// The waiting reason last told for an attempt, so a long image pull is told once.
+    noted_waiting: BTreeMap<(String, u32), String>,
+}
+
+impl Following<'_> {
+    /// One look at the run and its pods: streams every wanted attempt whose container
+    /// started, says which will never have logs. Returns whether all is done: nothing more
+    /// will run, and every stream ended.
+    async fn look(&mut self, printer: &mut Printer) -> anyhow::Result<bool> {
+        let snapshot = runs::fetch(self.cluster, &self.args.run, true).await?;
+        let view = runs::view(&snapshot);
+        printer.widen(&view, self.filter);
+        let uids = uids_of(&snapshot);
+        let wanted = units(&view, self.filter, self.args.attempt, &uids);
+        let pods = pods_by_attempt(list_pods(self.cluster, self.run_uid, true).await?);
+        for unit in &wanted {
+            let key = (unit.task_run_uid.clone(), unit.attempt);
+            if !self.handled.contains(&key) {
+                let pod = pods.get(&key);
+                self.look_at(unit, key.clone(), pod, printer);
+            }
+        }
+        let pending = wanted
+            .iter()
+            .any(|u| !self.handled.contains(&(u.task_run_uid.clone(), u.attempt)));
+        Ok(self.open.is_empty() && !pending && finished(&view, self.filter))
+    }
+
+    fn look_at(&mut self, unit: &Unit, key: (String, u32), pod: Option<&Pod>, printer: &mut Printer) {
+        match pod {
+            // Past the cap, the attempt waits for a later look.
+            Some(_) if self.open.len() >= MAX_STREAMS => {}
+            Some(pod) if started(pod) => {
+                self.handled.insert(key.clone());
+                self.open.insert(key);
+                tokio::spawn(stream(
+                    self.cluster.clone(),
+                    unit.clone(),
+                    pod.name_any(),
+                    self.params.clone(),
+                    self.tx.clone(),
+                ));
+            }
+            Some(pod) if unit.finished => {
+                self.handled.insert(key);
+                let why = waiting_reason(pod);
+                printer.note(
+                    &unit.prefix,
+                    &format!("no logs: attempt {} never started ({why})", unit.attempt),
+                );
+            }
+            None if unit.finished => {
+                self.handled.insert(key);
+                printer.note(&unit.prefix, &gone(unit));
+            }
+            Some(pod) => {
+                if let Some(reason) = waiting_problem(pod)
+                    && self.noted_waiting.get(&key) != Some(&reason)
+                {
+                    let text = format!("waiting for attempt {} to start: {reason}", unit.attempt);
+                    printer.note(&unit.prefix, &text);
+                    self.noted_waiting.insert(key, reason);
+                }
+            }
+            None => {}
         }
     }
 }
