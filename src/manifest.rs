@@ -7,6 +7,7 @@ pub mod schema;
 pub mod yaml;
 
 use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+use crate::engine::quote::{cut, q};
 use crate::engine::{ValidationError, duration, validate};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use std::fmt;
@@ -113,7 +114,7 @@ impl fmt::Display for Problem {
             write!(f, "{path}: ")?;
         }
         if let Some(task) = &self.task {
-            write!(f, "task {task:?}: ")?;
+            write!(f, "task {}: ", q(task))?;
         }
         f.write_str(&self.message)
     }
@@ -145,7 +146,7 @@ pub struct ObjectId {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        write!(f, "{} {}", cut(&self.kind), cut(&self.name))
     }
 }
 
@@ -245,8 +246,9 @@ impl FileReport {
                 return of_run(r);
             }
             return Err(format!(
-                "{} has no Pipeline or PipelineRun named {wanted:?} (it has: {})",
+                "{} has no Pipeline or PipelineRun named {} (it has: {})",
                 self.file,
+                q(wanted),
                 choices()
             ));
         }
@@ -411,7 +413,8 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
     if version != crate::api::VERSION {
         let loc = doc.get("apiVersion").map_or(doc.loc, |n| n.loc);
         let message = format!(
-            "unknown apiVersion {api_version:?}: Weir serves {}/{}",
+            "unknown apiVersion {}: Weir serves {}/{}",
+            q(api_version),
             crate::api::GROUP,
             crate::api::VERSION
         );
@@ -433,7 +436,8 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
                 .unwrap_or_default();
             let kinds: Vec<&str> = schemas.kind_names().collect();
             format!(
-                "unknown kind {kind:?}{hint}: Weir's kinds are {}",
+                "unknown kind {}{hint}: Weir's kinds are {}",
+                q(kind),
                 kinds.join(", ")
             )
         };
@@ -582,7 +586,8 @@ fn check_object_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            "{} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            q(name)
         ))
     }
 }
@@ -594,7 +599,7 @@ fn locate_engine_error(doc: &Node, path: &str, error: &ValidationError) -> Loc {
         && let yaml::Value::Seq(items) = &list.value
         && let Some(item) = items.iter().find(|i| {
             i.as_str()
-                .is_some_and(|s| error.message.contains(&format!("{s:?}")))
+                .is_some_and(|s| error.message.contains(&q(s).to_string()))
         })
     {
         return item.loc;

@@ -4,6 +4,7 @@
 
 use super::params::effective_params;
 pub use super::plan::Prepared;
+use super::quote::{self, q};
 use super::template::{self, Reference, RunField, Values};
 use super::validate::ValidPipeline;
 use crate::api::params::DEFAULT_MAX_INSTANCES;
@@ -141,7 +142,11 @@ impl Values for TaskValues<'_> {
             Reference::Output { task, key } => match self.outputs.output(task, key) {
                 Some(v) => Ok(v),
                 None if self.lenient => Ok(Value::String(String::new())),
-                None => Err(format!("task {task:?} has no output {key:?} (did it succeed?)")),
+                None => Err(format!(
+                    "task {} has no output {} (did it succeed?)",
+                    q(task),
+                    q(key)
+                )),
             },
             Reference::Item(None) => self
                 .item
@@ -222,9 +227,12 @@ fn check_when(task: &TaskSpec, values: &TaskValues<'_>) -> Result<(), Resolved> 
             rendered.push(v);
         }
         if !template::holds(cond.operator, &input, &rendered) {
+            let rendered: Vec<String> = rendered.iter().map(|v| q(v).to_string()).collect();
             return Err(Resolved::Skip(format!(
-                "when[{i}] is false: {input:?} {:?} {:?}",
-                cond.operator, rendered
+                "when[{i}] is false: {} {:?} [{}]",
+                q(&input),
+                cond.operator,
+                rendered.join(", ")
             )));
         }
     }
@@ -244,7 +252,7 @@ fn as_list(field: &str, value: &Value, values: &TaskValues<'_>) -> Result<Vec<Va
                 other => Value::String(other.to_string()),
             })
             .collect()),
-        other => Err(format!("{field} must be a list, got {other}")),
+        other => Err(format!("{field} must be a list, got {}", quote::json(&other))),
     }
 }
 

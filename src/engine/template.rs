@@ -3,6 +3,7 @@
 //! `{{ item.region }}`. Parsed once for validation (every reference checked before anything
 //! runs) and rendered when a task starts, with the values known by then.
 
+use super::quote::q;
 use serde_json::Value;
 use std::fmt;
 
@@ -87,7 +88,7 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
             .map(|(_, f)| Reference::Run(*f))
             .ok_or_else(|| {
                 let known: Vec<&str> = RunField::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown run field {field:?} (known: {})", known.join(", "))
+                format!("unknown run field {} (known: {})", q(field), known.join(", "))
             }),
         ["tasks", task, "outputs", key] if is_ident(task) && is_ident(key) => Ok(Reference::Output {
             task: task.to_string(),
@@ -96,7 +97,8 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
         ["item"] => Ok(Reference::Item(None)),
         ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
         _ => Err(format!(
-            "{expr:?} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)"
+            "{} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)",
+            q(expr)
         )),
     }
 }
@@ -113,10 +115,10 @@ impl Template {
             let after = &rest[open + 2..];
             let close = after
                 .find("}}")
-                .ok_or_else(|| format!("unclosed \"{{{{\" in {text:?}"))?;
+                .ok_or_else(|| format!("unclosed \"{{{{\" in {}", q(text)))?;
             let expr = after[..close].trim();
             if expr.is_empty() {
-                return Err(format!("empty \"{{{{ }}}}\" in {text:?}"));
+                return Err(format!("empty \"{{{{ }}}}\" in {}", q(text)));
             }
             segments.push(Segment::Ref(parse_reference(expr)?));
             rest = &after[close + 2..];
