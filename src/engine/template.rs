@@ -7,6 +7,12 @@ use super::quote::q;
 use serde_json::Value;
 use std::fmt;
 
+/// Most bytes one template may render to. A short template can repeat a large value many
+/// times (`{{ params.big }}` a thousand times over), so rendering stops with an error as soon
+/// as the text would pass this, before it is built. (A task's whole resolved spec is held to
+/// less; this bounds the memory spent finding that out.)
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
 /// What a `{{ ... }}` refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reference {
@@ -146,18 +152,29 @@ impl Template {
         }
     }
 
-    /// Renders the template; a list or object value is written as JSON.
+    /// Renders the template; a list or object value is written as JSON. Text that would
+    /// pass [`MAX_RENDERED_BYTES`] is an error.
     pub fn render(&self, values: &dyn Values) -> Result<String, String> {
         let mut out = String::new();
         for segment in &self.0 {
-            match segment {
-                Segment::Text(t) => out.push_str(t),
-                Segment::Ref(r) => match values.get(r)? {
-                    Value::String(s) => out.push_str(&s),
-                    Value::Null => {}
-                    other => out.push_str(&other.to_string()),
-                },
+            let value;
+            let piece = match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Ref(r) => {
+                    value = match values.get(r)? {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    value.as_str()
+                }
+            };
+            if out.len() + piece.len() > MAX_RENDERED_BYTES {
+                return Err(format!(
+                    "renders to more than {MAX_RENDERED_BYTES} bytes (1 MiB), the limit for one field: pass large values by reference, for example a storage path"
+                ));
             }
+            out.push_str(piece);
         }
         Ok(out)
     }
@@ -318,6 +335,21 @@ mod tests {
                 .unwrap_err()
                 .contains("params.missing")
         );
+    }
+
+    #[test]
+    fn rendering_stops_at_the_limit() {
+        struct Big;
+        impl Values for Big {
+            fn get(&self, _: &Reference) -> Result<Value, String> {
+                Ok(Value::String("x".repeat(100_000)))
+            }
+        }
+        let ten = "{{ params.p }}".repeat(10);
+        assert_eq!(render(&ten, &Big).unwrap().len(), 1_000_000);
+        let eleven = "{{ params.p }}".repeat(11);
+        let err = render(&eleven, &Big).unwrap_err();
+        assert!(err.contains("more than 1048576 bytes"), "{err}");
     }
 
     #[test]
