@@ -176,7 +176,9 @@ fn phase_of(run: &PipelineRun) -> String {
         .and_then(|s| crate::api::condition::find(&s.conditions, crate::api::condition_types::SUCCEEDED))
         .map(|c| c.reason.as_str());
     match (status.and_then(|s| s.phase), reason) {
-        (Some(RunPhase::Pending), Some(crate::api::reasons::QUEUED)) => crate::api::reasons::QUEUED.to_string(),
+        (Some(RunPhase::Pending), Some(crate::api::reasons::QUEUED)) => {
+            crate::api::reasons::QUEUED.to_string()
+        }
         (Some(phase), _) => format!("{phase:?}"),
         (None, _) => "New".to_string(),
     }
@@ -204,7 +206,12 @@ pub(crate) async fn wait_for_runs(
                         if phase != Some(RunPhase::Succeeded) {
                             let status = run.status.as_ref();
                             let message = status
-                                .and_then(|s| crate::api::condition::find(&s.conditions, crate::api::condition_types::SUCCEEDED))
+                                .and_then(|s| {
+                                    crate::api::condition::find(
+                                        &s.conditions,
+                                        crate::api::condition_types::SUCCEEDED,
+                                    )
+                                })
                                 .map(|c| c.message.clone())
                                 .unwrap_or_default();
                             failures.push(format!("{name}: {} ({message})", phase_of(&run)));
