@@ -217,12 +217,37 @@ fn fuzz_mutated_corpus() {
 /// documents by the thousand, and odd encodings, each placed in a real manifest.
 #[derive(Clone, Debug)]
 pub enum Stress {
-    AliasBomb { levels: u8, fanout: u8, flow: bool },
-    Nesting { depth: u16, flow: bool, maps: bool },
-    Scalar { bytes: u32, field: u8, quoted: bool },
-    Documents { count: u16 },
-    WideList { items: u32 },
-    Encoding { kind: u8 },
+    AliasBomb {
+        levels: u8,
+        fanout: u8,
+        flow: bool,
+    },
+    Nesting {
+        depth: u16,
+        flow: bool,
+        maps: bool,
+    },
+    Scalar {
+        bytes: u32,
+        field: u8,
+        quoted: bool,
+    },
+    Documents {
+        count: u16,
+    },
+    WideList {
+        items: u32,
+    },
+    Encoding {
+        kind: u8,
+    },
+    /// A `forEach.matrix` over lists of long strings from a param: each instance holds
+    /// one element of every list.
+    FanOut {
+        items: u16,
+        bytes: u32,
+        keys: u8,
+    },
 }
 
 fn stress() -> impl Strategy<Value = Stress> {
@@ -246,6 +271,11 @@ fn stress() -> impl Strategy<Value = Stress> {
         (1u16..1_500).prop_map(|count| Stress::Documents { count }),
         (1u32..300_000).prop_map(|items| Stress::WideList { items }),
         any::<u8>().prop_map(|kind| Stress::Encoding { kind }),
+        (1u16..120, 1u32..20_000, 1u8..4).prop_map(|(items, bytes, keys)| Stress::FanOut {
+            items,
+            bytes,
+            keys
+        }),
     ]
 }
 
@@ -324,6 +354,19 @@ pub fn stress_text(s: &Stress) -> String {
             }
             out.push_str("]\n");
             out
+        }
+        Stress::FanOut { items, bytes, keys } => {
+            let list: Vec<String> = (0..items)
+                .map(|i| format!("{i}{}", "x".repeat(bytes as usize)))
+                .collect();
+            let matrix: Vec<String> = (0..keys)
+                .map(|k| format!("k{k}: \"{{{{ params.l }}}}\""))
+                .collect();
+            format!(
+                "{HEAD}  params:\n    - name: l\n      type: List\n      default: [{}]\n  tasks:\n    - name: a\n      image: busybox\n      args: [\"{{{{ item.k0 }}}}\"]\n      forEach:\n        maxInstances: 10000\n        matrix: {{{}}}\n",
+                list.join(", "),
+                matrix.join(", ")
+            )
         }
         Stress::Encoding { kind } => {
             let base = format!("{HEAD}  tasks:\n    - name: a\n      image: busybox\n");

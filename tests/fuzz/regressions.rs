@@ -173,3 +173,23 @@ fn odd_encodings_are_read_or_named() {
         }
     }
 }
+
+/// Found: a valid pipeline of 1 MB, a `forEach.matrix` of two keys over a param of 100
+/// strings of 10 KB, held 310 MiB while its first step was worked out (every one of the
+/// 10,000 instances copies its values, then its resolved spec); with 3 keys and longer
+/// strings, gigabytes, in the operator as in `weir run`. Fixed: a fan-out's values and
+/// resolved specs may hold at most 32 MiB (`resolve::MAX_FAN_OUT_BYTES`), checked before
+/// they are built; past it the task fails saying so.
+#[test]
+fn a_wide_matrix_of_long_values_fails_the_task_within_bounds() {
+    ok(&stress_text(&Stress::FanOut {
+        items: 100,
+        bytes: 10_000,
+        keys: 2,
+    }));
+    ok(&stress_text(&Stress::FanOut {
+        items: 21,
+        bytes: 190_000,
+        keys: 3,
+    }));
+}
