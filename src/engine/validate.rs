@@ -15,6 +15,10 @@ use std::time::Duration;
 /// Most tasks (`finally` included) one pipeline may have.
 pub const MAX_TASKS: usize = 10_000;
 
+/// Unknown dependencies that get a "did you mean": each looks through every task name, so
+/// thousands of them would take minutes, and nobody reads that many suggestions.
+pub const MAX_SUGGESTIONS: usize = 20;
+
 /// One problem in a pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationError {
@@ -198,6 +202,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     // cycles so that one round of fixes is enough. So are edges to or from a duplicated
     // name: which task they mean is unclear, and every cycle reported must be a real one.
     let mut upstream: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+    let mut suggestions = MAX_SUGGESTIONS;
     for (i, (task, path)) in all.iter().enumerate() {
         let is_finally = i >= main_count;
         let mut seen = HashSet::new();
@@ -230,7 +235,14 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
                         .iter()
                         .map(|(t, _)| t.name.as_str())
                         .filter(|name| *name != task.name);
-                    let hint = super::suggest::closest(dep, candidates)
+                    let suggestion = match suggestions.checked_sub(1) {
+                        Some(left) => {
+                            suggestions = left;
+                            super::suggest::closest(dep, candidates)
+                        }
+                        None => None,
+                    };
+                    let hint = suggestion
                         .map(|s| format!(" (did you mean {}?)", q(s)))
                         .unwrap_or_default();
                     errors.task(

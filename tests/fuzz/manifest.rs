@@ -248,6 +248,16 @@ pub enum Stress {
         bytes: u32,
         keys: u8,
     },
+    /// Many tasks, each depending on a name near one of theirs (a typo to suggest a fix
+    /// for), or with a long name.
+    ManyTasks {
+        tasks: u16,
+        name_len: u16,
+    },
+    /// Many misspelt fields in one task.
+    UnknownFields {
+        fields: u32,
+    },
 }
 
 fn stress() -> impl Strategy<Value = Stress> {
@@ -269,13 +279,16 @@ fn stress() -> impl Strategy<Value = Stress> {
         )
             .prop_map(|(bytes, field, quoted)| Stress::Scalar { bytes, field, quoted }),
         (1u16..1_500).prop_map(|count| Stress::Documents { count }),
-        (1u32..300_000).prop_map(|items| Stress::WideList { items }),
+        (1u32..200_000).prop_map(|items| Stress::WideList { items }),
         any::<u8>().prop_map(|kind| Stress::Encoding { kind }),
         (1u16..120, 1u32..20_000, 1u8..4).prop_map(|(items, bytes, keys)| Stress::FanOut {
             items,
             bytes,
             keys
         }),
+        (1u16..2_500, prop_oneof![Just(8u16), 1u16..300, Just(20_000)])
+            .prop_map(|(tasks, name_len)| Stress::ManyTasks { tasks, name_len }),
+        (1u32..20_000).prop_map(|fields| Stress::UnknownFields { fields }),
     ]
 }
 
@@ -367,6 +380,25 @@ pub fn stress_text(s: &Stress) -> String {
                 list.join(", "),
                 matrix.join(", ")
             )
+        }
+        Stress::ManyTasks { tasks, name_len } => {
+            let pad = "n".repeat(name_len as usize);
+            // Within the file limit, where the cost is.
+            let tasks = (tasks as usize).min((4 << 20) / (2 * name_len as usize + 64));
+            let mut out = format!("{HEAD}  tasks:\n");
+            for i in 0..tasks {
+                out.push_str(&format!(
+                    "    - {{name: t{pad}-{i:05}, image: busybox, dependsOn: [t{pad}x{i:05}]}}\n"
+                ));
+            }
+            out
+        }
+        Stress::UnknownFields { fields } => {
+            let mut out = format!("{HEAD}  tasks:\n    - name: a\n      image: busybox\n");
+            for i in 0..fields {
+                out.push_str(&format!("      imag{i}: x\n"));
+            }
+            out
         }
         Stress::Encoding { kind } => {
             let base = format!("{HEAD}  tasks:\n    - name: a\n      image: busybox\n");
