@@ -6,7 +6,7 @@
 #     kube-controller-manager and kube-scheduler 1.20 built from Debian's source package,
 #     cached in ~/.cache/weir), and the tools the checks use;
 #  2. checks formatting, clippy and that generated files (CRDs, manifests) are up to date;
-#  3. fuzzes every reader of user input (a fixed number of cases, about 35 s of CPU);
+#  3. fuzzes every reader of user input (a fixed number of cases, about 45 s of CPU);
 #  4. starts the test environment (or reuses a running one) and runs every test:
 #     engine unit and property tests, and integration tests against the real control plane.
 #
