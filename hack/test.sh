@@ -6,7 +6,8 @@
 #     kube-controller-manager and kube-scheduler 1.20 built from Debian's source package,
 #     cached in ~/.cache/weir), and the tools the checks use;
 #  2. checks formatting, clippy and that generated files (CRDs, manifests) are up to date;
-#  3. starts the test environment (or reuses a running one) and runs every test:
+#  3. fuzzes every reader of user input (a fixed number of cases, about 45 s of CPU);
+#  4. starts the test environment (or reuses a running one) and runs every test:
 #     engine unit and property tests, and integration tests against the real control plane.
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/weir/target), WEIR_KEEP_ENV=1 to leave the
@@ -47,6 +48,9 @@ hack/check-packaging.sh
 step "building"
 cargo build --workspace --all-targets
 
+step "fuzzing every reader of user input (fixed cases and seeds; docs/contributing.md#fuzzing)"
+cargo test --test fuzz -- fuzz_ --nocapture --test-threads 2
+
 step "starting the test environment"
 started_here=0
 ENV_DIR=${WEIR_ENV_DIR:-$HOME/.cache/weir/env}
@@ -65,4 +69,5 @@ trap cleanup EXIT
 
 step "cargo test"
 # Integration tests mostly wait on the control plane, so run more of them at once than cores.
-cargo test --workspace --no-fail-fast -- --test-threads "${WEIR_TEST_THREADS:-4}"
+# The fuzz targets (`fuzz_*`) ran in their own step above.
+cargo test --workspace --no-fail-fast -- --skip fuzz_ --test-threads "${WEIR_TEST_THREADS:-4}"

@@ -7,6 +7,7 @@ pub mod schema;
 pub mod yaml;
 
 use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+use crate::engine::quote::{cut, q};
 use crate::engine::{ValidationError, duration, validate};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use std::fmt;
@@ -22,40 +23,6 @@ pub enum Manifest {
     Other {
         kind: String,
     },
-}
-
-/// Parses every document of a YAML text. A document that is not a Weir kind is returned as
-/// `Other`; a Weir kind that does not match its schema is an error naming the document.
-/// (Plain and quick; [`check_text`] reports every problem with its position.)
-pub fn parse(text: &str) -> Result<Vec<Manifest>, String> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for (i, doc) in docs.into_iter().enumerate() {
-        if doc.is_null() {
-            continue;
-        }
-        let kind = doc
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let api_version = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
-        let is_weir = api_version.starts_with(&format!("{}/", crate::api::GROUP));
-        let name = doc
-            .pointer("/metadata/name")
-            .and_then(|n| n.as_str())
-            .unwrap_or("<unnamed>")
-            .to_string();
-        let context = |e: serde_json::Error| format!("document {} ({kind} {name}): {e}", i + 1);
-        out.push(match (is_weir, kind.as_str()) {
-            (true, "Pipeline") => Manifest::Pipeline(Box::new(serde_json::from_value(doc).map_err(context)?)),
-            (true, "PipelineRun") => {
-                Manifest::PipelineRun(Box::new(serde_json::from_value(doc).map_err(context)?))
-            }
-            _ => Manifest::Other { kind },
-        });
-    }
-    Ok(out)
 }
 
 /// Which check found a problem.
@@ -113,7 +80,7 @@ impl fmt::Display for Problem {
             write!(f, "{path}: ")?;
         }
         if let Some(task) = &self.task {
-            write!(f, "task {task:?}: ")?;
+            write!(f, "task {}: ", q(task))?;
         }
         f.write_str(&self.message)
     }
@@ -145,7 +112,7 @@ pub struct ObjectId {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        write!(f, "{} {}", cut(&self.kind), cut(&self.name))
     }
 }
 
@@ -245,8 +212,9 @@ impl FileReport {
                 return of_run(r);
             }
             return Err(format!(
-                "{} has no Pipeline or PipelineRun named {wanted:?} (it has: {})",
+                "{} has no Pipeline or PipelineRun named {} (it has: {})",
                 self.file,
+                q(wanted),
                 choices()
             ));
         }
@@ -328,9 +296,9 @@ impl Schemas {
 /// Reads and checks one file.
 pub fn check_file(path: &Path, schemas: &Schemas) -> FileReport {
     let shown = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read(path) {
         Ok(text) => check_text(&text, &shown, schemas),
-        Err(e) => FileReport {
+        Err(message) => FileReport {
             file: shown.clone(),
             problems: vec![Problem {
                 file: shown,
@@ -339,12 +307,51 @@ pub fn check_file(path: &Path, schemas: &Schemas) -> FileReport {
                 object: None,
                 path: None,
                 task: None,
-                message: format!("cannot read: {e}"),
+                message,
                 source: Source::Io,
             }],
             ..Default::default()
         },
     }
+}
+
+/// Reads a manifest file: no more than [`yaml::limits::FILE_BYTES`] of it, as UTF-8, or as
+/// UTF-16 when it starts with a byte-order mark (what Windows editors and PowerShell's `>`
+/// write; YAML allows both).
+fn read(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let limit = yaml::limits::FILE_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "the file is more than {limit} bytes (4 MiB), the limit for a manifest file: split it"
+        ));
+    }
+    let utf16 = match bytes.get(..2) {
+        Some([0xff, 0xfe]) => Some(u16::from_le_bytes as fn([u8; 2]) -> u16),
+        Some([0xfe, 0xff]) => Some(u16::from_be_bytes as fn([u8; 2]) -> u16),
+        _ => None,
+    };
+    if let Some(unit) = utf16 {
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .map(|c| unit([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        return String::from_utf16(&units).map_err(|_| {
+            "the file starts with a UTF-16 byte-order mark but is not UTF-16 text: save it as UTF-8"
+                .to_string()
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        format!(
+            "the file is not UTF-8 text (byte {at}, on line {line}, is not valid UTF-8): save it as UTF-8"
+        )
+    })
 }
 
 /// Checks every document of a YAML text (`file` is how the file is named in problems).
@@ -363,7 +370,10 @@ pub fn check_text(text: &str, file: &str, schemas: &Schemas) -> FileReport {
                 object: None,
                 path: None,
                 task: None,
-                message: format!("invalid YAML: {}", e.message),
+                message: match e.limit {
+                    Some(_) => e.message,
+                    None => format!("invalid YAML: {}", e.message),
+                },
                 source: Source::Yaml,
             });
             return report;
@@ -411,7 +421,8 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
     if version != crate::api::VERSION {
         let loc = doc.get("apiVersion").map_or(doc.loc, |n| n.loc);
         let message = format!(
-            "unknown apiVersion {api_version:?}: Weir serves {}/{}",
+            "unknown apiVersion {}: Weir serves {}/{}",
+            q(api_version),
             crate::api::GROUP,
             crate::api::VERSION
         );
@@ -433,7 +444,8 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
                 .unwrap_or_default();
             let kinds: Vec<&str> = schemas.kind_names().collect();
             format!(
-                "unknown kind {kind:?}{hint}: Weir's kinds are {}",
+                "unknown kind {}{hint}: Weir's kinds are {}",
+                q(kind),
                 kinds.join(", ")
             )
         };
@@ -582,7 +594,8 @@ fn check_object_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            "{} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            q(name)
         ))
     }
 }
@@ -594,7 +607,7 @@ fn locate_engine_error(doc: &Node, path: &str, error: &ValidationError) -> Loc {
         && let yaml::Value::Seq(items) = &list.value
         && let Some(item) = items.iter().find(|i| {
             i.as_str()
-                .is_some_and(|s| error.message.contains(&format!("{s:?}")))
+                .is_some_and(|s| error.message.contains(&q(s).to_string()))
         })
     {
         return item.loc;
@@ -799,6 +812,72 @@ spec: {timeout: 1d}
                 "p.yaml:12:17: PipelineRun Run_1: spec.timeout: \"1d\" is not a duration: unknown unit \"d\" (use ms, s, m or h)",
             ]
         );
+    }
+
+    fn read_bytes(name: &str, bytes: &[u8]) -> FileReport {
+        let dir = std::env::temp_dir().join(format!("weir-manifest-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.yaml");
+        std::fs::write(&path, bytes).unwrap();
+        let report = check_file(&path, &Schemas::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+        report
+    }
+
+    const VALID: &str = "apiVersion: weir.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  tasks: [{name: a, image: busybox}]\n";
+
+    #[test]
+    fn utf16_files_with_a_byte_order_mark_are_read() {
+        for big_endian in [false, true] {
+            let mut bytes = if big_endian {
+                vec![0xfe, 0xff]
+            } else {
+                vec![0xff, 0xfe]
+            };
+            for unit in VALID.encode_utf16() {
+                bytes.extend(if big_endian {
+                    unit.to_be_bytes()
+                } else {
+                    unit.to_le_bytes()
+                });
+            }
+            let report = read_bytes(&format!("utf16-{big_endian}"), &bytes);
+            assert!(report.ok(), "{:?}", report.problems);
+            assert_eq!(report.objects.len(), 1);
+        }
+    }
+
+    #[test]
+    fn files_that_are_not_text_or_too_large_are_refused_before_parsing() {
+        let mut bytes = VALID.as_bytes().to_vec();
+        bytes.insert(VALID.find("busybox").unwrap(), 0xff);
+        let report = read_bytes("latin1", &bytes);
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].source, Source::Io);
+        assert_eq!(
+            report.problems[0].message,
+            "the file is not UTF-8 text (byte 98, on line 5, is not valid UTF-8): save it as UTF-8"
+        );
+        let report = read_bytes("huge", &vec![b'#'; yaml::limits::FILE_BYTES + 1]);
+        assert_eq!(
+            report.problems[0].message,
+            "the file is more than 4194304 bytes (4 MiB), the limit for a manifest file: split it"
+        );
+        assert!(read_bytes("at-limit", &vec![b'#'; yaml::limits::FILE_BYTES]).ok());
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let long = "x".repeat(100_000);
+        let yaml = format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: p}}\nspec:\n  tasks:\n    - name: a\n      image: busybox\n      timeout: {long}\n      dependsOn: [{long}]\n"
+        );
+        let problems = check(&yaml);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for p in &problems {
+            assert!(p.len() < 400, "{p}");
+            assert!(p.contains("(100000 characters)"), "{p}");
+        }
     }
 
     #[test]

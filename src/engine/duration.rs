@@ -1,6 +1,7 @@
 //! Durations as users write them (`30s`, `5m`, `1h30m`, `250ms`: Go's syntax, which
 //! Kubernetes users know from other resources) and as Weir prints them.
 
+use super::quote::q;
 use std::time::Duration;
 
 /// Parses `1h30m`, `45s`, `1.5h`, `250ms`. Units: `ms`, `s`, `m`, `h`. No sign, no spaces.
@@ -18,13 +19,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         }
         if start == i {
             return Err(format!(
-                "{text:?} is not a duration: expected a number at {:?}",
-                &text[start..]
+                "{} is not a duration: expected a number at {}",
+                q(text),
+                q(&text[start..])
             ));
         }
         let number: f64 = text[start..i]
             .parse()
-            .map_err(|_| format!("{text:?} is not a duration: bad number {:?}", &text[start..i]))?;
+            .map_err(|_| format!("{} is not a duration: bad number {}", q(text), q(&text[start..i])))?;
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -36,19 +38,22 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000.0,
             "" => {
                 return Err(format!(
-                    "{text:?} is not a duration: missing unit (ms, s, m or h) after {number}"
+                    "{} is not a duration: missing unit (ms, s, m or h) after {number}",
+                    q(text)
                 ));
             }
             other => {
                 return Err(format!(
-                    "{text:?} is not a duration: unknown unit {other:?} (use ms, s, m or h)"
+                    "{} is not a duration: unknown unit {} (use ms, s, m or h)",
+                    q(text),
+                    q(other)
                 ));
             }
         };
         total_ms += number * factor_ms;
     }
     if !total_ms.is_finite() || total_ms > 1e15 {
-        return Err(format!("{text:?} is too long a duration"));
+        return Err(format!("{} is too long a duration", q(text)));
     }
     Ok(Duration::from_millis(total_ms.round() as u64))
 }

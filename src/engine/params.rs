@@ -1,6 +1,7 @@
 //! Parameters of a run: the values it is given, checked against the pipeline's declared
 //! parameters, with defaults for the rest.
 
+use super::quote::{json, q};
 use crate::api::PipelineSpec;
 use crate::api::params::ParamType;
 use serde_json::Value;
@@ -18,7 +19,8 @@ pub fn effective_params(
         if !spec.params.iter().any(|p| &p.name == name) {
             let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
             errors.push(format!(
-                "unknown parameter {name:?} (the pipeline declares: {})",
+                "unknown parameter {} (the pipeline declares: {})",
+                q(name),
                 known.join(", ")
             ));
         }
@@ -28,8 +30,8 @@ pub fn effective_params(
             Some(v) => v.clone(),
             None => {
                 errors.push(format!(
-                    "parameter {:?} is required (it has no default)",
-                    param.name
+                    "parameter {} is required (it has no default)",
+                    q(&param.name)
                 ));
                 continue;
             }
@@ -38,7 +40,7 @@ pub fn effective_params(
             Ok(v) => {
                 out.insert(param.name.clone(), v);
             }
-            Err(e) => errors.push(format!("parameter {:?}: {e}", param.name)),
+            Err(e) => errors.push(format!("parameter {}: {e}", q(&param.name))),
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
@@ -61,8 +63,8 @@ pub fn coerce(type_: ParamType, value: Value) -> Result<Value, String> {
                     .collect(),
             )),
         },
-        (ParamType::String, other) => Err(format!("expected a string, got {other}")),
-        (ParamType::List, other) => Err(format!("expected a list of strings, got {other}")),
+        (ParamType::String, other) => Err(format!("expected a string, got {}", json(&other))),
+        (ParamType::List, other) => Err(format!("expected a list of strings, got {}", json(&other))),
     }
 }
 
@@ -72,7 +74,7 @@ fn list_of_strings(items: Vec<Value>) -> Result<Value, String> {
         match item {
             Value::String(s) => out.push(Value::String(s)),
             Value::Number(n) => out.push(Value::String(n.to_string())),
-            other => return Err(format!("list items must be strings, got {other}")),
+            other => return Err(format!("list items must be strings, got {}", json(&other))),
         }
     }
     Ok(Value::Array(out))

@@ -4,6 +4,7 @@
 
 use super::params::effective_params;
 pub use super::plan::Prepared;
+use super::quote::{self, q};
 use super::template::{self, Reference, RunField, Values};
 use super::validate::ValidPipeline;
 use crate::api::params::DEFAULT_MAX_INSTANCES;
@@ -142,7 +143,11 @@ impl Values for TaskValues<'_> {
             Reference::Output { task, key } => match self.outputs.output(task, key) {
                 Some(v) => Ok(v),
                 None if self.lenient => Ok(Value::String(String::new())),
-                None => Err(format!("task {task:?} has no output {key:?} (did it succeed?)")),
+                None => Err(format!(
+                    "task {} has no output {} (did it succeed?)",
+                    q(task),
+                    q(key)
+                )),
             },
             Reference::Item(None) => self
                 .item
@@ -187,13 +192,23 @@ pub fn resolve_ready(pipeline: &ValidPipeline, index: usize, values: &TaskValues
         Err(e) => return Resolved::Fail(e),
     };
     let mut specs = Vec::with_capacity(items.len());
+    let mut total = 0;
     for (k, item) in items.iter().enumerate() {
         let values = TaskValues {
             item: Some(item),
             ..*values
         };
-        match resolve_task(pipeline, index, Some(k as u32), &values) {
-            Ok(spec) => specs.push(spec),
+        match resolve_sized(pipeline, index, Some(k as u32), &values) {
+            Ok((spec, size)) => {
+                total += size;
+                if total > MAX_FAN_OUT_BYTES {
+                    return Resolved::Fail(format!(
+                        "the first {} forEach instances' resolved specs are {total} bytes, more than the {MAX_FAN_OUT_BYTES} (32 MiB) one fan-out may hold: pass large values by reference, for example a storage path",
+                        k + 1
+                    ));
+                }
+                specs.push(spec);
+            }
             Err(e) => return Resolved::Fail(format!("forEach instance {k}: {e}")),
         }
     }
@@ -223,9 +238,12 @@ fn check_when(task: &TaskSpec, values: &TaskValues<'_>) -> Result<(), Resolved> 
             rendered.push(v);
         }
         if !template::holds(cond.operator, &input, &rendered) {
+            let rendered: Vec<String> = rendered.iter().map(|v| q(v).to_string()).collect();
             return Err(Resolved::Skip(format!(
-                "when[{i}] is false: {input:?} {:?} {:?}",
-                cond.operator, rendered
+                "when[{i}] is false: {} {:?} [{}]",
+                q(&input),
+                cond.operator,
+                rendered.join(", ")
             )));
         }
     }
@@ -245,7 +263,7 @@ fn as_list(field: &str, value: &Value, values: &TaskValues<'_>) -> Result<Vec<Va
                 other => Value::String(other.to_string()),
             })
             .collect()),
-        other => Err(format!("{field} must be a list, got {other}")),
+        other => Err(format!("{field} must be a list, got {}", quote::json(&other))),
     }
 }
 
@@ -270,11 +288,25 @@ pub fn items(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) ->
         return Ok(list);
     }
     let mut combos: Vec<serde_json::Map<String, Value>> = vec![serde_json::Map::new()];
+    // What the combinations hold: each value is copied into every combination it is in.
+    let mut bytes: usize = 0;
     for (name, value) in &for_each.matrix {
         let list = as_list(&format!("forEach.matrix.{name}"), value, values)?;
         let total = combos.len().saturating_mul(list.len());
         if total > limit {
             return Err(too_many(total));
+        }
+        let list_bytes: usize = list
+            .iter()
+            .map(|v| v.as_str().map_or(0, str::len) + name.len())
+            .sum();
+        bytes = bytes
+            .saturating_mul(list.len())
+            .saturating_add(combos.len().saturating_mul(list_bytes));
+        if bytes > MAX_FAN_OUT_BYTES {
+            return Err(format!(
+                "forEach.matrix gives {total} combinations holding {bytes} bytes of values, more than the {MAX_FAN_OUT_BYTES} (32 MiB) one fan-out may hold: pass large values by reference, for example a storage path"
+            ));
         }
         combos = combos
             .into_iter()
@@ -297,6 +329,16 @@ pub fn resolve_task(
     instance: Option<u32>,
     values: &TaskValues<'_>,
 ) -> Result<TaskRunSpec, String> {
+    resolve_sized(pipeline, index, instance, values).map(|(spec, _)| spec)
+}
+
+/// [`resolve_task`], with the size of the spec as JSON.
+fn resolve_sized(
+    pipeline: &ValidPipeline,
+    index: usize,
+    instance: Option<u32>,
+    values: &TaskValues<'_>,
+) -> Result<(TaskRunSpec, usize), String> {
     let mut spec = task_run_spec(pipeline, index);
     spec.instance = instance;
     let render =
@@ -318,8 +360,13 @@ pub fn resolve_task(
             "the task's resolved spec is {size} bytes, more than the {MAX_RESOLVED_BYTES} Weir allows (Kubernetes refuses objects over about 1.5 MiB): pass large values by reference, for example a storage path as an output"
         ));
     }
-    Ok(spec)
+    Ok((spec, size))
 }
+
+/// Most bytes the instances of one fan-out may hold, resolved (or their matrix values,
+/// before): each instance copies what it reads, so 10,000 instances of a matrix over long
+/// strings would otherwise hold gigabytes while a step of the run is worked out.
+pub const MAX_FAN_OUT_BYTES: usize = 32 << 20;
 
 /// Largest resolved TaskRun spec: well under the API server's ~1.5 MiB object limit, since a
 /// fan-in of thousands of outputs can grow a spec quickly.

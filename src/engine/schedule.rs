@@ -9,6 +9,7 @@
 //! whatever handles an interval twice (a restart, a second replica, a backfill over a range
 //! the schedule already covered) finds the run already there.
 
+use super::quote::q;
 use super::{duration, names};
 use crate::api::{ConcurrencyPolicy, Schedule};
 use croner::Cron;
@@ -66,9 +67,10 @@ impl CronSchedule {
                 errors.push((
                     "cron".to_string(),
                     format!(
-                        "{expression:?} is not a cron expression ({e}); expected minute hour \
+                        "{} is not a cron expression ({e}); expected minute hour \
                          day-of-month month day-of-week, six fields with seconds first, or a macro \
-                         such as @daily"
+                         such as @daily",
+                        q(expression)
                     ),
                 ))
             })
@@ -79,7 +81,10 @@ impl CronSchedule {
                 .map_err(|_| {
                     errors.push((
                         "timezone".to_string(),
-                        format!("unknown time zone {name:?}: use an IANA name such as \"Europe/Berlin\""),
+                        format!(
+                            "unknown time zone {}: use an IANA name such as \"Europe/Berlin\"",
+                            q(name)
+                        ),
                     ))
                 })
                 .ok(),
@@ -92,7 +97,7 @@ impl CronSchedule {
         if schedule.next_after(Timestamp::UNIX_EPOCH).is_none() {
             return Err(vec![(
                 "cron".to_string(),
-                format!("{expression:?} never fires (no date matches it)"),
+                format!("{} never fires (no date matches it)", q(expression)),
             )]);
         }
         Ok(schedule)
@@ -582,12 +587,15 @@ pub fn parse_instant(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
     }
     // A date alone reads as its midnight.
     let civil: DateTime = text.parse().map_err(|_| {
-        format!("{text:?} is not a date: use 2024-03-01, 2024-03-01T06:00 or 2024-03-01T06:00:00Z")
+        format!(
+            "{} is not a date: use 2024-03-01, 2024-03-01T06:00 or 2024-03-01T06:00:00Z",
+            q(text)
+        )
     })?;
     tz.to_ambiguous_zoned(civil)
         .compatible()
         .map(|z| z.timestamp())
-        .map_err(|e| format!("{text:?}: {e}"))
+        .map_err(|e| format!("{}: {e}", q(text)))
 }
 
 /// Reads the end of a range of logical dates, included: like [`parse_instant`], except that
@@ -602,11 +610,11 @@ pub fn parse_range_end(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
         .to_zoned(tz.clone())
         .tomorrow()
         .and_then(|z| z.start_of_day())
-        .map_err(|e| format!("{text:?}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", q(text)))?;
     next_midnight
         .timestamp()
         .checked_sub(SignedDuration::from_nanos(1))
-        .map_err(|e| format!("{text:?}: {e}"))
+        .map_err(|e| format!("{}: {e}", q(text)))
 }
 
 #[cfg(test)]

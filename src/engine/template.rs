@@ -3,8 +3,15 @@
 //! `{{ item.region }}`. Parsed once for validation (every reference checked before anything
 //! runs) and rendered when a task starts, with the values known by then.
 
+use super::quote::q;
 use serde_json::Value;
 use std::fmt;
+
+/// Most bytes one template may render to. A short template can repeat a large value many
+/// times (`{{ params.big }}` a thousand times over), so rendering stops with an error as soon
+/// as the text would pass this, before it is built. (A task's whole resolved spec is held to
+/// less; this bounds the memory spent finding that out.)
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
 
 /// What a `{{ ... }}` refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -87,7 +94,7 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
             .map(|(_, f)| Reference::Run(*f))
             .ok_or_else(|| {
                 let known: Vec<&str> = RunField::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown run field {field:?} (known: {})", known.join(", "))
+                format!("unknown run field {} (known: {})", q(field), known.join(", "))
             }),
         ["tasks", task, "outputs", key] if is_ident(task) && is_ident(key) => Ok(Reference::Output {
             task: task.to_string(),
@@ -96,7 +103,8 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
         ["item"] => Ok(Reference::Item(None)),
         ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
         _ => Err(format!(
-            "{expr:?} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)"
+            "{} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)",
+            q(expr)
         )),
     }
 }
@@ -113,10 +121,10 @@ impl Template {
             let after = &rest[open + 2..];
             let close = after
                 .find("}}")
-                .ok_or_else(|| format!("unclosed \"{{{{\" in {text:?}"))?;
+                .ok_or_else(|| format!("unclosed \"{{{{\" in {}", q(text)))?;
             let expr = after[..close].trim();
             if expr.is_empty() {
-                return Err(format!("empty \"{{{{ }}}}\" in {text:?}"));
+                return Err(format!("empty \"{{{{ }}}}\" in {}", q(text)));
             }
             segments.push(Segment::Ref(parse_reference(expr)?));
             rest = &after[close + 2..];
@@ -144,18 +152,29 @@ impl Template {
         }
     }
 
-    /// Renders the template; a list or object value is written as JSON.
+    /// Renders the template; a list or object value is written as JSON. Text that would
+    /// pass [`MAX_RENDERED_BYTES`] is an error.
     pub fn render(&self, values: &dyn Values) -> Result<String, String> {
         let mut out = String::new();
         for segment in &self.0 {
-            match segment {
-                Segment::Text(t) => out.push_str(t),
-                Segment::Ref(r) => match values.get(r)? {
-                    Value::String(s) => out.push_str(&s),
-                    Value::Null => {}
-                    other => out.push_str(&other.to_string()),
-                },
+            let value;
+            let piece = match segment {
+                Segment::Text(t) => t.as_str(),
+                Segment::Ref(r) => {
+                    value = match values.get(r)? {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    value.as_str()
+                }
+            };
+            if out.len() + piece.len() > MAX_RENDERED_BYTES {
+                return Err(format!(
+                    "renders to more than {MAX_RENDERED_BYTES} bytes (1 MiB), the limit for one field: pass large values by reference, for example a storage path"
+                ));
             }
+            out.push_str(piece);
         }
         Ok(out)
     }
@@ -316,6 +335,21 @@ mod tests {
                 .unwrap_err()
                 .contains("params.missing")
         );
+    }
+
+    #[test]
+    fn rendering_stops_at_the_limit() {
+        struct Big;
+        impl Values for Big {
+            fn get(&self, _: &Reference) -> Result<Value, String> {
+                Ok(Value::String("x".repeat(100_000)))
+            }
+        }
+        let ten = "{{ params.p }}".repeat(10);
+        assert_eq!(render(&ten, &Big).unwrap().len(), 1_000_000);
+        let eleven = "{{ params.p }}".repeat(11);
+        let err = render(&eleven, &Big).unwrap_err();
+        assert!(err.contains("more than 1048576 bytes"), "{err}");
     }
 
     #[test]

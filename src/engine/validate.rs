@@ -5,6 +5,7 @@
 use super::dag::Dag;
 use super::duration;
 use super::names::{self, MAX_NAME};
+use super::quote::{cut, q};
 use crate::api::{PipelineSpec, RetryPolicy, TaskSpec, TriggerRule};
 use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::{HashMap, HashSet};
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 /// Most tasks (`finally` included) one pipeline may have.
 pub const MAX_TASKS: usize = 10_000;
+
+/// Unknown dependencies that get a "did you mean": each looks through every task name, so
+/// thousands of them would take minutes, and nobody reads that many suggestions.
+pub const MAX_SUGGESTIONS: usize = 20;
 
 /// One problem in a pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub struct ValidationError {
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.task {
-            Some(task) => write!(f, "task {task:?} ({}): {}", self.field, self.message),
+            Some(task) => write!(f, "task {} ({}): {}", q(task), self.field, self.message),
             None => write!(f, "{}: {}", self.field, self.message),
         }
     }
@@ -197,6 +202,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     // cycles so that one round of fixes is enough. So are edges to or from a duplicated
     // name: which task they mean is unclear, and every cycle reported must be a real one.
     let mut upstream: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+    let mut suggestions = MAX_SUGGESTIONS;
     for (i, (task, path)) in all.iter().enumerate() {
         let is_finally = i >= main_count;
         let mut seen = HashSet::new();
@@ -205,7 +211,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
                 errors.task(
                     &task.name,
                     format!("{path}.dependsOn"),
-                    format!("{dep:?} is listed twice"),
+                    format!("{} is listed twice", q(dep)),
                 );
                 continue;
             }
@@ -229,27 +235,37 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
                         .iter()
                         .map(|(t, _)| t.name.as_str())
                         .filter(|name| *name != task.name);
-                    let hint = super::suggest::closest(dep, candidates)
-                        .map(|s| format!(" (did you mean {s:?}?)"))
+                    let suggestion = match suggestions.checked_sub(1) {
+                        Some(left) => {
+                            suggestions = left;
+                            super::suggest::closest(dep, candidates)
+                        }
+                        None => None,
+                    };
+                    let hint = suggestion
+                        .map(|s| format!(" (did you mean {}?)", q(s)))
                         .unwrap_or_default();
                     errors.task(
                         &task.name,
                         format!("{path}.dependsOn"),
-                        format!("unknown task {dep:?}{hint}"),
+                        format!("unknown task {}{hint}", q(dep)),
                     );
                 }
                 Some(&d) if is_finally && d < main_count => {
                     errors.task(
                         &task.name,
                         format!("{path}.dependsOn"),
-                        format!("finally task cannot depend on {dep:?} from tasks: finally tasks run after all of them anyway"),
+                        format!("finally task cannot depend on {} from tasks: finally tasks run after all of them anyway", q(dep)),
                     );
                 }
                 Some(&d) if !is_finally && d >= main_count => {
                     errors.task(
                         &task.name,
                         format!("{path}.dependsOn"),
-                        format!("{dep:?} is a finally task; tasks cannot depend on finally tasks"),
+                        format!(
+                            "{} is a finally task; tasks cannot depend on finally tasks",
+                            q(dep)
+                        ),
                     );
                 }
                 Some(&d) => {
@@ -339,7 +355,7 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
         Some(image) if image.trim().is_empty() || image.chars().any(char::is_whitespace) => errors.task(
             name,
             format!("{path}.image"),
-            format!("{image:?} is not a valid image reference"),
+            format!("{} is not a valid image reference", q(image)),
         ),
         Some(_) => {}
     }
@@ -362,7 +378,7 @@ fn check_env(env: &[EnvVar], path: &str, task: Option<&str>, errors: &mut Collec
         let message = if var.name.is_empty() {
             "environment variable name is empty".to_string()
         } else if !env_names.insert(var.name.as_str()) {
-            format!("environment variable {:?} is set twice", var.name)
+            format!("environment variable {} is set twice", q(&var.name))
         } else {
             continue;
         };
@@ -382,7 +398,7 @@ fn check_duration(
     let text = text?;
     let result = duration::parse(text).and_then(|d| {
         if d.is_zero() {
-            Err(format!("{text:?} must be longer than zero"))
+            Err(format!("{} must be longer than zero", q(text)))
         } else {
             Ok(d)
         }
@@ -461,7 +477,7 @@ fn check_params(spec: &PipelineSpec, errors: &mut Collector) {
         if !seen.insert(param.name.as_str()) {
             errors.spec(
                 format!("{field}.name"),
-                format!("parameter {:?} is declared twice", param.name),
+                format!("parameter {} is declared twice", q(&param.name)),
             );
         }
         if let Some(default) = &param.default
@@ -469,7 +485,7 @@ fn check_params(spec: &PipelineSpec, errors: &mut Collector) {
         {
             errors.spec(
                 format!("{field}.default"),
-                format!("parameter {:?}: {e}", param.name),
+                format!("parameter {}: {e}", q(&param.name)),
             );
         }
     }
@@ -496,7 +512,7 @@ fn check_data_flow(
                 errors.task(
                     name,
                     format!("{path}.outputs[{j}]"),
-                    format!("output {:?} is declared twice", out.name),
+                    format!("output {} is declared twice", q(&out.name)),
                 );
             }
         }
@@ -577,7 +593,7 @@ fn check_data_flow(
                             errors.task(
                                 name,
                                 &field,
-                                format!("{{{{ params.{p} }}}}: no parameter {p:?} is declared"),
+                                format!("{{{{ params.{} }}}}: no parameter {} is declared", cut(p), q(p)),
                             );
                         }
                     }
@@ -586,25 +602,37 @@ fn check_data_flow(
                         (None, _) => errors.task(
                             name,
                             &field,
-                            format!("{{{{ {reference} }}}} is only available in a task with forEach"),
+                            format!(
+                                "{{{{ {} }}}} is only available in a task with forEach",
+                                cut(&reference.to_string())
+                            ),
                         ),
                         (Some(fe), Some(k)) if !fe.matrix.contains_key(k) => errors.task(
                             name,
                             &field,
-                            format!("{{{{ item.{k} }}}}: forEach.matrix has no {k:?}"),
+                            format!("{{{{ item.{} }}}}: forEach.matrix has no {}", cut(k), q(k)),
                         ),
                         _ => {}
                     },
                     Reference::Output { task: up, key } => {
                         let Some(&u) = index.get(up.as_str()) else {
-                            errors.task(name, &field, format!("{{{{ {reference} }}}}: no task {up:?}"));
+                            errors.task(
+                                name,
+                                &field,
+                                format!("{{{{ {} }}}}: no task {}", cut(&reference.to_string()), q(up)),
+                            );
                             continue;
                         };
                         if !all[u].0.outputs.iter().any(|o| &o.name == key) {
                             errors.task(
                                 name,
                                 &field,
-                                format!("{{{{ {reference} }}}}: task {up:?} declares no output {key:?}"),
+                                format!(
+                                    "{{{{ {} }}}}: task {} declares no output {}",
+                                    cut(&reference.to_string()),
+                                    q(up),
+                                    q(key)
+                                ),
                             );
                             continue;
                         }
@@ -617,7 +645,12 @@ fn check_data_flow(
                             errors.task(
                                 name,
                                 &field,
-                                format!("{{{{ {reference} }}}}: task {up:?} is not upstream of {name:?} (add it to dependsOn)"),
+                                format!(
+                                    "{{{{ {} }}}}: task {} is not upstream of {} (add it to dependsOn)",
+                                    cut(&reference.to_string()),
+                                    q(up),
+                                    q(name)
+                                ),
                             );
                         }
                     }

@@ -8,6 +8,7 @@
 //! `weir validate` reports every problem.
 
 use super::yaml::{Loc, Node, Value};
+use crate::engine::quote::{cut, q};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
@@ -345,7 +346,7 @@ impl Checker {
                 if min == 1 && len == 0 {
                     "must not be empty".to_string()
                 } else {
-                    format!("{s:?} is {len} characters; at least {min} needed")
+                    format!("{} is {len} characters; at least {min} needed", q(s))
                 },
                 Rule::Length,
             );
@@ -354,7 +355,7 @@ impl Checker {
             && len > max
         {
             problem(
-                format!("{s:?} is {len} characters; at most {max} allowed"),
+                format!("{} is {len} characters; at most {max} allowed", q(s)),
                 Rule::Length,
             );
         }
@@ -367,7 +368,7 @@ impl Checker {
                 && !regex.is_match(s)
             {
                 problem(
-                    format!("{s:?} does not match the pattern {pattern}"),
+                    format!("{} does not match the pattern {pattern}", q(s)),
                     Rule::Pattern,
                 );
             }
@@ -385,9 +386,9 @@ fn string_schema() -> JSONSchemaProps {
 fn child_path(parent: &str, key: &str) -> String {
     let simple = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     match (parent.is_empty(), simple) {
-        (true, true) => key.to_string(),
-        (false, true) => format!("{parent}.{key}"),
-        (_, false) => format!("{parent}[{key:?}]"),
+        (true, true) => cut(key),
+        (false, true) => format!("{parent}.{}", cut(key)),
+        (_, false) => format!("{parent}[{}]", q(key)),
     }
 }
 
@@ -498,7 +499,7 @@ fn enum_problem(path: &str, node: &Node, allowed: &[&serde_json::Value]) -> Sche
         .map(|s| format!(" (did you mean {s:?}?)"))
         .unwrap_or_default();
     let shown = match &node.value {
-        Value::String(s) => format!("{s:?}"),
+        Value::String(s) => q(s).to_string(),
         _ => node.describe(),
     };
     SchemaProblem {
@@ -516,15 +517,15 @@ fn unknown_field<'a>(
     known: impl Iterator<Item = &'a str> + Clone,
 ) -> SchemaProblem {
     let message = match closest(name, known.clone()) {
-        Some(s) => format!("unknown field {name:?} (did you mean {s:?}?)"),
+        Some(s) => format!("unknown field {} (did you mean {s:?}?)", q(name)),
         None => {
             let known: Vec<&str> = known.collect();
             if known.is_empty() {
-                format!("unknown field {name:?}: no fields are allowed here")
+                format!("unknown field {}: no fields are allowed here", q(name))
             } else if known.len() <= 16 {
-                format!("unknown field {name:?}; known fields: {}", known.join(", "))
+                format!("unknown field {}; known fields: {}", q(name), known.join(", "))
             } else {
-                format!("unknown field {name:?}")
+                format!("unknown field {}", q(name))
             }
         }
     };

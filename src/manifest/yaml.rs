@@ -169,9 +169,55 @@ pub fn parse_path(path: &str) -> Vec<PathSegment> {
     out
 }
 
+/// What one manifest file may cost to read. YAML can ask for far more than its size
+/// (aliases repeat what an anchor holds, as in "billion laughs"; nesting costs stack), so
+/// each limit is checked while the file is read and a file over one is refused with a
+/// message naming it. They are far above what a manifest needs: the API server keeps no
+/// object over about 1.5 MiB, and Kubernetes objects nest about a dozen levels deep.
+pub mod limits {
+    /// Bytes in one file.
+    pub const FILE_BYTES: usize = 4 << 20;
+    /// Levels of lists and mappings inside each other.
+    pub const DEPTH: usize = 32;
+    /// Lists, mappings and scalars, every copy an alias makes counted.
+    pub const NODES: usize = 250_000;
+    /// Bytes of scalar text, every copy an alias makes counted.
+    pub const SCALAR_BYTES: usize = 8 << 20;
+    /// Documents in one file.
+    pub const DOCUMENTS: usize = 1_024;
+    /// Aliases (`*name`) in one file.
+    pub const ALIASES: usize = 10_000;
+}
+
+/// The reader's options: YAML 1.2 as `kubectl` reads it, within [`limits`].
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = limits::DEPTH;
+    budget.flow_nesting_limit = limits::DEPTH;
+    budget.max_nodes = limits::NODES;
+    budget.max_total_scalar_bytes = limits::SCALAR_BYTES;
+    budget.max_documents = limits::DOCUMENTS;
+    budget.max_aliases = limits::ALIASES;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Parses every document of a YAML text. Empty documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let docs: Vec<Spanned<Value>> = serde_saphyr::from_multiple(text).map_err(SyntaxError::from)?;
+    if text.len() > limits::FILE_BYTES {
+        return Err(SyntaxError {
+            loc: Loc::default(),
+            message: format!(
+                "the file is {} bytes, more than the limit of {} (4 MiB) for a manifest file: split it",
+                text.len(),
+                limits::FILE_BYTES
+            ),
+            limit: Some("file size"),
+        });
+    }
+    let docs: Vec<Spanned<Value>> =
+        serde_saphyr::from_multiple_with_options(text, options()).map_err(SyntaxError::from)?;
     Ok(docs
         .into_iter()
         .map(|d| Node {
@@ -181,16 +227,104 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
         .collect())
 }
 
-/// A YAML syntax error.
+/// A YAML syntax error, or a file over one of the [`limits`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyntaxError {
     pub loc: Loc,
     pub message: String,
+    /// The limit the file is over, if that is the problem.
+    pub limit: Option<&'static str>,
+}
+
+/// The inner error, without the wrappers that add a snippet or the alias it came through.
+fn original(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::WithSnippet { error, .. } | serde_saphyr::Error::AliasError { error, .. } =
+        err
+    {
+        err = error;
+    }
+    err
+}
+
+/// What a file over one of the [`limits`] is told: the limit and its value.
+fn over_limit(err: &serde_saphyr::Error) -> Option<(&'static str, String)> {
+    use serde_saphyr::budget::BudgetBreach;
+    let depth = || {
+        (
+            "nesting depth",
+            format!(
+                "lists and mappings nest more than {} levels deep, the limit for a manifest",
+                limits::DEPTH
+            ),
+        )
+    };
+    let breach = match original(err) {
+        // The scanner reads ahead of the nesting count and may reach its own limit first.
+        e if e
+            .without_snippet()
+            .to_string()
+            .starts_with("recursion limit exceeded") =>
+        {
+            return Some(depth());
+        }
+        serde_saphyr::Error::Budget { breach, .. } => breach,
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+        | serde_saphyr::Error::AliasExpansionLimitExceeded { .. } => {
+            return Some((
+                "aliases",
+                "aliases repeat more than a manifest file may hold: use fewer aliases".to_string(),
+            ));
+        }
+        _ => return None,
+    };
+    Some(match breach {
+        BudgetBreach::Depth { .. } => depth(),
+        BudgetBreach::Nodes { .. } => (
+            "nodes",
+            format!(
+                "more than {} values, lists and mappings (each copy an alias makes counted), the limit for a manifest file",
+                limits::NODES
+            ),
+        ),
+        BudgetBreach::ScalarBytes { .. } => (
+            "text size",
+            format!(
+                "more than {} bytes of text in values (each copy an alias makes counted), the limit for a manifest file",
+                limits::SCALAR_BYTES
+            ),
+        ),
+        BudgetBreach::Documents { .. } => (
+            "documents",
+            format!(
+                "more than {} documents, the limit for a manifest file: split it",
+                limits::DOCUMENTS
+            ),
+        ),
+        BudgetBreach::Aliases { .. } => (
+            "aliases",
+            format!(
+                "more than {} aliases, the limit for a manifest file",
+                limits::ALIASES
+            ),
+        ),
+        other => (
+            "aliases",
+            format!("the file asks too much of the YAML reader ({other:?}): use fewer anchors and aliases"),
+        ),
+    })
 }
 
 impl From<serde_saphyr::Error> for SyntaxError {
     fn from(err: serde_saphyr::Error) -> Self {
         let loc = err.location().map(|l| Loc::of(&l)).unwrap_or_default();
+        if let Some((limit, message)) = over_limit(&err) {
+            return SyntaxError {
+                loc,
+                message,
+                limit: Some(limit),
+            };
+        }
         let mut message = err.without_snippet().to_string();
         // The position is reported separately.
         if let Some(i) = message.rfind(" at line ") {
@@ -200,7 +334,11 @@ impl From<serde_saphyr::Error> for SyntaxError {
         if let Some(i) = message.find(", set DuplicateKeyPolicy") {
             message.truncate(i);
         }
-        SyntaxError { loc, message }
+        SyntaxError {
+            loc,
+            message,
+            limit: None,
+        }
     }
 }
 
@@ -337,6 +475,57 @@ mod tests {
         let err = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert_eq!(err.loc.line, 2);
         assert!(!err.message.contains("line"), "{}", err.message);
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("a: {}1{}\n", "[".repeat(depth - 1), "]".repeat(depth - 1))
+    }
+
+    #[test]
+    fn nesting_is_limited_and_the_limit_named() {
+        assert!(parse_documents(&nested(limits::DEPTH)).is_ok());
+        let err = parse_documents(&nested(limits::DEPTH + 1)).unwrap_err();
+        assert_eq!(err.limit, Some("nesting depth"));
+        assert_eq!(
+            err.message,
+            "lists and mappings nest more than 32 levels deep, the limit for a manifest"
+        );
+        assert_eq!(err.loc.line, 1);
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_node_limit() {
+        let mut text = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for l in 1..10 {
+            let refs = vec![format!("*l{}", l - 1); 9].join(", ");
+            text.push_str(&format!("l{l}: &l{l} [{refs}]\n"));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert_eq!(err.limit, Some("nodes"), "{}", err.message);
+        assert!(err.message.contains("more than 250000 values"), "{}", err.message);
+        assert!(
+            err.message.contains("each copy an alias makes"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn aliased_text_counts_against_the_text_limit() {
+        let big = "x".repeat(1 << 20);
+        let text = format!("a: &a {big}\nb: [*a, *a, *a, *a, *a, *a, *a, *a]\n");
+        let err = parse_documents(&text).unwrap_err();
+        assert_eq!(err.limit, Some("text size"), "{}", err.message);
+    }
+
+    #[test]
+    fn files_and_document_counts_are_limited() {
+        let err = parse_documents(&" ".repeat(limits::FILE_BYTES + 1)).unwrap_err();
+        assert_eq!(err.limit, Some("file size"));
+        assert!(err.message.contains("4194305 bytes"), "{}", err.message);
+        let err = parse_documents(&"---\na: 1\n".repeat(limits::DOCUMENTS + 1)).unwrap_err();
+        assert_eq!(err.limit, Some("documents"), "{}", err.message);
+        assert!(parse_documents(&"---\na: 1\n".repeat(limits::DOCUMENTS)).is_ok());
     }
 
     #[test]

@@ -250,6 +250,71 @@ fn too_many_instances_fail_with_a_clear_message() {
     assert!(matches!(resolve::prepare(&valid, 0, &values), Prepared::Skip(_)));
 }
 
+/// A fan-out copies what each instance reads: 10,000 instances of a matrix over long strings
+/// (or of specs that repeat a long value) would hold gigabytes while a step is worked out.
+/// Both stop at `MAX_FAN_OUT_BYTES`, before they are built, and fail the task saying so.
+#[test]
+fn a_fan_out_holding_too_much_fails_before_it_is_built() {
+    let mut spec = pipeline().task("wide").build();
+    spec.params = vec![ParamSpec {
+        name: "xs".into(),
+        type_: ParamType::List,
+        default: Some(json!([])),
+        ..Default::default()
+    }];
+    task_mut(&mut spec, "wide").for_each = Some(ForEach {
+        matrix: BTreeMap::from([
+            ("a".to_string(), json!("{{ params.xs }}")),
+            ("b".to_string(), json!("{{ params.xs }}")),
+        ]),
+        max_instances: Some(10_000),
+        ..Default::default()
+    });
+    task_mut(&mut spec, "wide").args = vec!["{{ item.a }}".into()];
+    let valid = valid(&spec);
+    let mut ctx = context();
+    let none = |_: &str, _: &str| None;
+    let long = |n: usize, len: usize| json!((0..n).map(|i| format!("{i:0len$}")).collect::<Vec<_>>());
+    // 100 x 100 combinations of 20 KB: 200 MB of values.
+    ctx.params.insert("xs".into(), long(100, 10_000));
+    let values = TaskValues {
+        run: &ctx,
+        outputs: &none,
+        item: None,
+        lenient: false,
+    };
+    let Prepared::Fail(m) = resolve::prepare(&valid, 0, &values) else {
+        panic!("a matrix of 200 MB is refused");
+    };
+    assert!(
+        m.contains("10000 combinations holding 200020000 bytes of values, more than the 33554432 (32 MiB)"),
+        "{m}"
+    );
+    // 100 x 100 combinations of 8 KB hold 80 MB: refused too. 40 x 40 of 8 KB: 12.8 MB and
+    // 1,600 specs of 4 KB: under the limit.
+    ctx.params.insert("xs".into(), long(40, 4_000));
+    let values = TaskValues {
+        run: &ctx,
+        outputs: &none,
+        item: None,
+        lenient: false,
+    };
+    assert_eq!(
+        resolve::prepare(&valid, 0, &values),
+        Prepared::Run { instances: 1_600 }
+    );
+    // Each spec repeats its item 10 times: 1,600 specs of 40 KB pass 32 MiB.
+    task_mut(&mut spec, "wide").args = vec!["{{ item.a }}".repeat(10)];
+    let valid = super::support::valid(&spec);
+    let Prepared::Fail(m) = resolve::prepare(&valid, 0, &values) else {
+        panic!("1,600 specs of 40 KB are refused");
+    };
+    assert!(
+        m.contains("forEach instances' resolved specs are") && m.contains("(32 MiB) one fan-out may hold"),
+        "{m}"
+    );
+}
+
 /// Drives a fan-out of 10,000 instances through the planner as the operator would, with
 /// parallelism 50: every instance starts exactly once, never more than 50 at a time, and
 /// the downstream task starts only after all of them.

@@ -8,26 +8,28 @@ use std::path::Path;
 
 /// Each module of `src/engine` and its layer. A new module gets a line here.
 const LAYERS: &[(&str, u8)] = &[
-    // Leaves: no other engine module.
-    ("dag", 0),
-    ("duration", 0),
-    ("names", 0),
-    ("outputs", 0),
-    ("params", 0),
-    ("suggest", 0),
-    ("template", 0),
+    // Below everything: how messages quote what users wrote.
+    ("quote", 0),
+    // Leaves: no other engine module but `quote`.
+    ("dag", 1),
+    ("duration", 1),
+    ("names", 1),
+    ("outputs", 1),
+    ("params", 1),
+    ("suggest", 1),
+    ("template", 1),
     // Arithmetic on the leaves.
-    ("retry", 1),
-    ("schedule", 1),
+    ("retry", 2),
+    ("schedule", 2),
     // A pipeline checked as a whole.
-    ("validate", 2),
+    ("validate", 3),
     // Decisions over a valid pipeline.
-    ("plan", 3),
-    ("resolve", 4),
+    ("plan", 4),
+    ("resolve", 5),
     // The run step both drivers take.
-    ("step", 5),
+    ("step", 6),
     // What a rerun request runs again.
-    ("rerun", 6),
+    ("rerun", 7),
     // Test builders, compiled only for tests: may use anything.
     ("fixture", 9),
 ];
