@@ -460,12 +460,7 @@ impl Runner {
             Ended::Exited { code: Some(0), .. } => {
                 // What the kubelet keeps of a termination message: its last 4 KiB, which
                 // `outputs::parse` refuses as cut when it is all there is room for.
-                let text = std::fs::read(&a.outputs_file)
-                    .map(|mut bytes| {
-                        bytes.drain(..bytes.len().saturating_sub(outputs::MAX_BYTES));
-                        String::from_utf8_lossy(&bytes).into_owned()
-                    })
-                    .unwrap_or_default();
+                let text = read_tail(&a.outputs_file, outputs::MAX_BYTES);
                 match outputs::parse(&text, &declared) {
                     Ok(parsed) => {
                         unit.outputs = parsed;
@@ -695,6 +690,22 @@ pub fn shown_path(path: &std::path::Path) -> String {
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The last `max` bytes of a file, read without holding the rest (a task may write far
+/// more to its outputs file than the 4 KiB a termination message keeps); empty when the
+/// file cannot be read.
+fn read_tail(path: &std::path::Path, max: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(max as u64)))?;
+        let mut bytes = Vec::with_capacity(max);
+        file.take(max as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    read().map_or_else(|_| String::new(), |b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// The last `n` lines of a file.
