@@ -9,7 +9,7 @@ pub mod manifests;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -272,6 +272,8 @@ pub fn summary_phase(run: &PipelineRun, task: &str) -> Option<weir::api::TaskPha
 pub enum JobEvent {
     Created {
         job: String,
+        /// Tells a Job apart from a later one of the same name (deleted and created again).
+        uid: String,
         task: String,
         attempt: u32,
         at: Instant,
@@ -304,7 +306,9 @@ impl JobRecorder {
         tokio::spawn(async move {
             let mut seen_created = std::collections::HashSet::new();
             let mut seen_finished = std::collections::HashSet::new();
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            // With backoff: while the API server is down (the chaos suite restarts it), a
+            // watcher without it retries in a busy loop.
+            let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
             while let Some(event) = stream.next().await {
                 let (jobs, deleted): (Vec<Job>, bool) = match event {
                     Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => (vec![job], false),
@@ -317,6 +321,7 @@ impl JobRecorder {
                 };
                 for job in jobs {
                     let name = job.name_any();
+                    let uid = job.uid().unwrap_or_default();
                     let task = job.labels().get("weir.dev/task").cloned().unwrap_or_default();
                     let attempt = job
                         .labels()
@@ -328,9 +333,12 @@ impl JobRecorder {
                         out.push(JobEvent::Deleted { job: name, task });
                         continue;
                     }
-                    if seen_created.insert(name.clone()) {
+                    // By uid, not name: a Job deleted and created again under its name is a
+                    // second Job for the attempt, and must show up as one.
+                    if seen_created.insert(uid.clone()) {
                         out.push(JobEvent::Created {
                             job: name.clone(),
+                            uid: uid.clone(),
                             task: task.clone(),
                             attempt,
                             at: Instant::now(),
@@ -345,7 +353,7 @@ impl JobRecorder {
                         .iter()
                         .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
                     if let Some(c) = done
-                        && seen_finished.insert(name.clone())
+                        && seen_finished.insert(uid)
                     {
                         out.push(JobEvent::Finished {
                             job: name,
