@@ -41,19 +41,29 @@ pub async fn install_crds(ns: &TestNamespace) {
                 "applying CRDs: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let out = Command::new(weir_testenv::kubectl_binary())
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args([
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/pipelines.weir.dev",
-                    "crd/pipelineruns.weir.dev",
-                    "crd/taskruns.weir.dev",
-                ])
-                .output()
-                .expect("running kubectl wait");
+            // Just after a fresh environment's first apply, a CRD may have no conditions at
+            // all yet, and kubectl wait then fails at once (".status.conditions accessor
+            // error: <nil>") instead of waiting: try again until the deadline.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let out = loop {
+                let out = Command::new(weir_testenv::kubectl_binary())
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=30s",
+                        "crd/pipelines.weir.dev",
+                        "crd/pipelineruns.weir.dev",
+                        "crd/taskruns.weir.dev",
+                    ])
+                    .output()
+                    .expect("running kubectl wait");
+                if out.status.success() || Instant::now() >= deadline {
+                    break out;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            };
             assert!(
                 out.status.success(),
                 "waiting for CRDs: {}",
