@@ -112,11 +112,11 @@ serving() {
       curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$(flag --log-port)/" 2>/dev/null ;;
   esac
 }
-deadline=$(( $(date +%s) + 90 ))
+deadline=$(( $(date +%s) + 180 ))
 until serving; do
   if (( $(date +%s) >= deadline )); then
     tail -n 20 "$LOGS/$NAME.log" >&2
-    die "$NAME does not serve 90s after its restart"
+    die "$NAME does not serve 180s after its restart"
   fi
   sleep 0.2
 done
