@@ -61,7 +61,8 @@ pub async fn crash_and_restart(component: Component, down: Duration) {
         .expect("restart panicked")
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "  fault: {} SIGKILLed, serving again {:.1}s later",
+        "  fault at {}: {} SIGKILLed, serving again {:.1}s later",
+        jiff::Timestamp::now(),
         component.name(),
         started.elapsed().as_secs_f64()
     );

@@ -66,7 +66,11 @@ impl Soak {
                 };
                 // Back at once, as a Deployment would bring it back: it becomes the standby.
                 self.replicas[i].restart();
-                eprintln!("  fault: leader {} SIGKILLed and restarted", REPLICAS[i]);
+                eprintln!(
+                    "  fault at {}: leader {} SIGKILLed and restarted",
+                    jiff::Timestamp::now(),
+                    REPLICAS[i]
+                );
                 *self.faults.entry("leader".into()).or_default() += 1;
             }
             Fault::Restart(component) => {
@@ -110,8 +114,14 @@ impl Soak {
             if self.checked.insert(name.clone()) {
                 self.tally.runs += 1;
                 let w = workload(&pipeline);
+                let known = self.tally.problems.len();
                 let mine = check_run(&self.ns, &name, w, &jobs, self.baseline, &mut self.tally).await;
                 self.attributed.extend(mine);
+                // Said at once, with the time: an hour later nobody remembers which fault
+                // came just before.
+                for problem in &self.tally.problems[known..] {
+                    eprintln!("soak: PROBLEM at {}: {problem}", jiff::Timestamp::now());
+                }
             }
         }
         unfinished
