@@ -8,7 +8,9 @@
 #  2. checks formatting, clippy and that generated files (CRDs, manifests) are up to date;
 #  3. fuzzes every reader of user input (a fixed number of cases, about 45 s of CPU);
 #  4. starts the test environment (or reuses a running one) and runs every test:
-#     engine unit and property tests, and integration tests against the real control plane.
+#     engine unit and property tests, and integration tests against the real control plane;
+#  5. runs the chaos suite (hack/chaos.sh) on a control plane of its own, which it kills
+#     parts of and stops at the end.
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/weir/target), WEIR_KEEP_ENV=1 to leave the
 # environment running afterwards (it is stopped at the end if this script started it).
@@ -69,5 +71,11 @@ trap cleanup EXIT
 
 step "cargo test"
 # Integration tests mostly wait on the control plane, so run more of them at once than cores.
-# The fuzz targets (`fuzz_*`) ran in their own step above.
-cargo test --workspace --no-fail-fast -- --skip fuzz_ --test-threads "${WEIR_TEST_THREADS:-4}"
+# The fuzz targets (`fuzz_*`) ran in their own step above; the chaos scenarios and the soak
+# (tests/chaos) are left to their own step and script: they must run one at a time, on their
+# own control plane.
+cargo test --workspace --no-fail-fast -- --test-threads "${WEIR_TEST_THREADS:-4}" \
+  --skip fuzz_ --skip chaos:: --skip soak::
+
+step "chaos suite (its own control plane, stopped at the end)"
+hack/chaos.sh

@@ -9,7 +9,9 @@
 #   WEIR_ENV_DIR      state dir (pids, logs, certs, kubeconfig); default ~/.cache/weir/env
 #   WEIR_NODE_AGENT   node agent binary to use instead of building it with cargo
 #   CARGO_TARGET_DIR  where cargo builds the agent; default ~/.cache/weir/target
-#   WEIR_ENV_PORT_OFFSET  added to every port below (default 0)
+#   WEIR_ENV_PORT_OFFSET  added to every port below (default 0); an environment with another
+#                     WEIR_ENV_DIR and offset runs beside the usual one (the chaos suite's
+#                     does: restarting its apiserver or etcd harms no other test)
 #   WEIR_OPERATOR_BINARY  what `$WEIR_ENV_DIR/bin/weir` links to when it does not exist yet
 #                     (default $CARGO_TARGET_DIR/debug/weir): the program the agent runs for
 #                     containers of the image `.../weir` that have no command (the Helm
@@ -136,10 +138,13 @@ control_plane_healthy() {
 }
 
 # Starts a detached process: its own session (so it outlives this shell and the test
-# process that ran us), no stdin, output to its log, and without our lock fd.
+# process that ran us), no stdin, output to its log, and without our lock fd. Its command
+# line is kept (NUL-separated) in pids/<name>.cmd, so that hack/testenv/restart.sh can
+# start the same component again with the same flags and data.
 launch() { # name binary args...
   local name=$1; shift
   : >"$LOGS/$name.log"
+  printf '%s\0' "$@" >"$PIDS/$name.cmd"
   setsid nohup "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
   echo $! >"$PIDS/$name.pid"
 }

@@ -81,9 +81,16 @@ fn start() -> TestEnv {
             state_dir: std::env::var_os("WEIR_ENV_DIR").map(PathBuf::from).or(beside),
         };
     }
+    up(&[])
+}
+
+/// Runs `hack/testenv/up.sh` with these environment variables set, and returns the
+/// environment it started or reused.
+fn up(vars: &[(&str, &std::ffi::OsStr)]) -> TestEnv {
     let script = repo_root().join("hack/testenv/up.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).stdin(Stdio::null()).stderr(Stdio::inherit());
+    cmd.envs(vars.iter().copied());
     // Build the node agent into the target dir this test binary came from, so the nested
     // cargo build finds everything already compiled.
     if std::env::var_os("CARGO_TARGET_DIR").is_none()
@@ -125,7 +132,85 @@ fn target_dir_of_current_exe() -> Option<PathBuf> {
     Some(deps.parent()?.parent()?.to_path_buf())
 }
 
+/// One component of the environment, for [`TestEnv::restart_component`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+    NodeAgent,
+}
+
+impl Component {
+    /// The name `hack/testenv/restart.sh` takes (and the component's log is named after).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::NodeAgent => "weir-node-agent",
+        }
+    }
+}
+
 impl TestEnv {
+    /// Starts (or reuses) an environment of its own in `dir`, with every port shifted by
+    /// `port_offset`: for tests that break the control plane on purpose (the chaos suite), so
+    /// that killing its apiserver or etcd harms no other test. `WEIR_KUBECONFIG` and
+    /// `WEIR_ENV_DIR` are ignored. Blocks while `up.sh` runs; call it from
+    /// `spawn_blocking` and keep the result in a `static` (namespaces need `&'static`).
+    pub fn start_own(dir: &Path, port_offset: u16) -> TestEnv {
+        let offset = port_offset.to_string();
+        up(&[
+            ("WEIR_ENV_DIR", dir.as_os_str()),
+            ("WEIR_ENV_PORT_OFFSET", offset.as_ref()),
+        ])
+    }
+
+    /// Sends `signal` (`"KILL"`, `"TERM"`) to one component, keeps it down for `down`, then
+    /// starts it again with the same flags and data (etcd keeps its data) and waits until it
+    /// serves again: `hack/testenv/restart.sh`. Blocks; returns its error output on failure.
+    /// Restarting the node agent loses the pods it was running (reported `Failed`, reason
+    /// `NodeAgentRestarted`).
+    pub fn restart_component(
+        &self,
+        component: Component,
+        signal: &str,
+        down: Duration,
+    ) -> Result<(), String> {
+        let dir = self
+            .state_dir
+            .as_deref()
+            .ok_or("the environment's state dir is unknown (WEIR_KUBECONFIG without WEIR_ENV_DIR)")?;
+        let script = repo_root().join("hack/testenv/restart.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args([
+                "--signal",
+                signal,
+                "--down",
+                &format!("{:.1}", down.as_secs_f64()),
+            ])
+            .arg(component.name())
+            .env("WEIR_ENV_DIR", dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed ({}): {}",
+                script.display(),
+                component.name(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }

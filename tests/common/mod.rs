@@ -9,7 +9,7 @@ pub mod manifests;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,19 +41,29 @@ pub async fn install_crds(ns: &TestNamespace) {
                 "applying CRDs: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let out = Command::new(weir_testenv::kubectl_binary())
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args([
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/pipelines.weir.dev",
-                    "crd/pipelineruns.weir.dev",
-                    "crd/taskruns.weir.dev",
-                ])
-                .output()
-                .expect("running kubectl wait");
+            // Just after a fresh environment's first apply, a CRD may have no conditions at
+            // all yet, and kubectl wait then fails at once (".status.conditions accessor
+            // error: <nil>") instead of waiting: try again until the deadline.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let out = loop {
+                let out = Command::new(weir_testenv::kubectl_binary())
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=30s",
+                        "crd/pipelines.weir.dev",
+                        "crd/pipelineruns.weir.dev",
+                        "crd/taskruns.weir.dev",
+                    ])
+                    .output()
+                    .expect("running kubectl wait");
+                if out.status.success() || Instant::now() >= deadline {
+                    break out;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            };
             assert!(
                 out.status.success(),
                 "waiting for CRDs: {}",
@@ -272,6 +282,8 @@ pub fn summary_phase(run: &PipelineRun, task: &str) -> Option<weir::api::TaskPha
 pub enum JobEvent {
     Created {
         job: String,
+        /// Tells a Job apart from a later one of the same name (deleted and created again).
+        uid: String,
         task: String,
         attempt: u32,
         at: Instant,
@@ -304,7 +316,9 @@ impl JobRecorder {
         tokio::spawn(async move {
             let mut seen_created = std::collections::HashSet::new();
             let mut seen_finished = std::collections::HashSet::new();
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            // With backoff: while the API server is down (the chaos suite restarts it), a
+            // watcher without it retries in a busy loop.
+            let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
             while let Some(event) = stream.next().await {
                 let (jobs, deleted): (Vec<Job>, bool) = match event {
                     Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => (vec![job], false),
@@ -317,6 +331,7 @@ impl JobRecorder {
                 };
                 for job in jobs {
                     let name = job.name_any();
+                    let uid = job.uid().unwrap_or_default();
                     let task = job.labels().get("weir.dev/task").cloned().unwrap_or_default();
                     let attempt = job
                         .labels()
@@ -328,9 +343,12 @@ impl JobRecorder {
                         out.push(JobEvent::Deleted { job: name, task });
                         continue;
                     }
-                    if seen_created.insert(name.clone()) {
+                    // By uid, not name: a Job deleted and created again under its name is a
+                    // second Job for the attempt, and must show up as one.
+                    if seen_created.insert(uid.clone()) {
                         out.push(JobEvent::Created {
                             job: name.clone(),
+                            uid: uid.clone(),
                             task: task.clone(),
                             attempt,
                             at: Instant::now(),
@@ -345,7 +363,7 @@ impl JobRecorder {
                         .iter()
                         .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
                     if let Some(c) = done
-                        && seen_finished.insert(name.clone())
+                        && seen_finished.insert(uid)
                     {
                         out.push(JobEvent::Finished {
                             job: name,

@@ -53,11 +53,17 @@ const FALLBACK_LOG_LINES: usize = 80;
 const FALLBACK_LOG_BYTES: usize = 2048;
 
 /// Why a container could not be started; becomes a `waiting` state
-/// (`CreateContainerConfigError`, retried like the kubelet does) or a `terminated` one
-/// (`StartError`, not retried).
+/// (`CreateContainerConfigError` or `ContainerCreating`, retried like the kubelet does) or a
+/// `terminated` one (`StartError`, not retried).
 #[derive(Debug)]
 pub enum PrepareError {
+    /// The container's environment refers to something missing (or unreadable):
+    /// `CreateContainerConfigError`.
     Config(String),
+    /// A volume cannot be set up (its Secret is missing, or the API server did not answer):
+    /// the kubelet reports `FailedMount` and leaves the container `ContainerCreating`, which
+    /// no controller takes for a final failure.
+    Mount(String),
     Start(String),
 }
 

@@ -419,7 +419,7 @@ impl PodRun {
                 return None;
             }
             let mut sources = Sources::new(self.ctx.client.clone(), self.api_namespace());
-            match container::prepare(
+            let prepared = container::prepare(
                 &self.pod,
                 c,
                 &self.dir,
@@ -427,25 +427,26 @@ impl PodRun {
                 &self.ctx.state_dir,
                 &self.ctx.settings,
             )
-            .await
-            {
+            .await;
+            // Like the kubelet: stay waiting and retry, the ConfigMap may appear, the API
+            // server come back.
+            let (reason, message) = match prepared {
                 Ok(p) => break p,
-                Err(PrepareError::Config(message)) => {
-                    // Like the kubelet: stay waiting and retry, the ConfigMap may appear.
-                    let state = CState::Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: Some(message),
-                    };
-                    self.set_state(init, i, state, None);
-                    self.report().await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(CONFIG_RETRY) => {}
-                        _ = stop_rx.changed() => {}
-                    }
-                }
+                Err(PrepareError::Config(message)) => ("CreateContainerConfigError", message),
+                Err(PrepareError::Mount(message)) => ("ContainerCreating", message),
                 Err(PrepareError::Start(message)) => {
                     return Some(self.start_failed(init, i, message).await);
                 }
+            };
+            let state = CState::Waiting {
+                reason: reason.into(),
+                message: Some(message),
+            };
+            self.set_state(init, i, state, None);
+            self.report().await;
+            tokio::select! {
+                _ = tokio::time::sleep(CONFIG_RETRY) => {}
+                _ = stop_rx.changed() => {}
             }
         };
         if self.stopped() {

@@ -38,9 +38,9 @@ pub struct Mount {
 
 /// Writes the files of the volume this container mounts at [`SERVICE_ACCOUNT_DIR`] and
 /// returns its mount; `None` when it mounts nothing there (for example
-/// `automountServiceAccountToken: false`). A missing Secret or ConfigMap is a
-/// [`PrepareError::Config`], retried like the kubelet retries (the token controller may not
-/// have created the token Secret yet).
+/// `automountServiceAccountToken: false`). A missing Secret or ConfigMap, or one that cannot
+/// be read (the API server or etcd is down), is a [`PrepareError::Mount`], retried like the
+/// kubelet retries (the token controller may not have created the token Secret yet).
 pub async fn service_account_mount(
     client: &kube::Client,
     pod: &Pod,
@@ -91,7 +91,7 @@ async fn volume_files(
         match secret_data(client, namespace, &name).await? {
             Some(data) => select(&mut files, data, secret.items.as_deref(), "Secret", &name)?,
             None if secret.optional == Some(true) => {}
-            None => return Err(PrepareError::Config(format!("secret \"{name}\" not found"))),
+            None => return Err(PrepareError::Mount(format!("secret \"{name}\" not found"))),
         }
     } else if let Some(projected) = &volume.projected {
         for source in projected.sources.iter().flatten() {
@@ -135,7 +135,7 @@ async fn project(
         let found = api
             .get_opt(&cm.name)
             .await
-            .map_err(|e| PrepareError::Config(format!("reading configmap {:?}: {e}", cm.name)))?;
+            .map_err(|e| PrepareError::Mount(format!("reading configmap {:?}: {e}", cm.name)))?;
         match found {
             Some(found) => {
                 let mut data: BTreeMap<String, Vec<u8>> = found
@@ -155,7 +155,7 @@ async fn project(
             }
             None if cm.optional == Some(true) => {}
             None => {
-                return Err(PrepareError::Config(format!(
+                return Err(PrepareError::Mount(format!(
                     "configmap \"{}\" not found",
                     cm.name
                 )));
@@ -167,7 +167,7 @@ async fn project(
             Some(data) => select(files, data, secret.items.as_deref(), "Secret", &secret.name)?,
             None if secret.optional == Some(true) => {}
             None => {
-                return Err(PrepareError::Config(format!(
+                return Err(PrepareError::Mount(format!(
                     "secret \"{}\" not found",
                     secret.name
                 )));
@@ -193,7 +193,7 @@ async fn secret_data(
     let secret = api
         .get_opt(name)
         .await
-        .map_err(|e| PrepareError::Config(format!("reading secret {name:?}: {e}")))?;
+        .map_err(|e| PrepareError::Mount(format!("reading secret {name:?}: {e}")))?;
     Ok(secret.map(|s| {
         let mut data: BTreeMap<String, Vec<u8>> = s
             .string_data
@@ -219,7 +219,7 @@ fn select(
         Some(items) => {
             for item in items {
                 let Some(value) = data.remove(&item.key) else {
-                    return Err(PrepareError::Config(format!(
+                    return Err(PrepareError::Mount(format!(
                         "couldn't find key {} in {kind} {name}",
                         item.key
                     )));
@@ -264,14 +264,14 @@ async fn request_token(
         .create_subresource("token", service_account, &PostParams::default(), &request)
         .await
         .map_err(|e| {
-            PrepareError::Config(format!(
+            PrepareError::Mount(format!(
                 "requesting a token for service account {service_account:?}: {e}"
             ))
         })?;
     response["status"]["token"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| PrepareError::Config("TokenRequest returned no token".into()))
+        .ok_or_else(|| PrepareError::Mount("TokenRequest returned no token".into()))
 }
 
 fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
