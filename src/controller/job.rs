@@ -382,11 +382,8 @@ fn disruption(pod: &Pod) -> Option<(FailureReason, Option<String>)> {
     let reason = match status.reason.as_deref() {
         Some("Evicted") => FailureReason::Evicted,
         Some("Preempting") => FailureReason::Preempted,
-        // A node that went away or shut down (`Shutdown` up to 1.20, `Terminated` after),
-        // and the test control plane's node agent restarted under a running pod.
-        Some("NodeLost" | "Shutdown" | "Terminated" | "NodeShutdown" | "NodeAgentRestarted") => {
-            FailureReason::NodeLost
-        }
+        // A node that went away or shut down (`Shutdown` up to 1.20, `Terminated` after).
+        Some("NodeLost" | "Shutdown" | "Terminated" | "NodeShutdown") => FailureReason::NodeLost,
         _ => return by_container,
     };
     Some((reason, status.message.clone()))
@@ -872,11 +869,6 @@ mod tests {
             (with(Some("Shutdown"), None, None), NodeLost, "said the node"),
             (with(Some("Terminated"), None, None), NodeLost, "said the node"),
             (with(Some("NodeLost"), None, None), NodeLost, "said the node"),
-            (
-                with(Some("NodeAgentRestarted"), None, None),
-                NodeLost,
-                "said the node",
-            ),
             (
                 with(None, Some("PreemptionByScheduler"), None),
                 Preempted,

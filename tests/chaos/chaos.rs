@@ -62,7 +62,8 @@ async fn etcd_sigkilled_mid_run_and_restarted_with_its_data() {
 }
 
 /// (c) The node agent (the kubelet stand-in) is restarted while pods run: it kills them and
-/// reports them Failed (`NodeAgentRestarted`), as pods lost with their node.
+/// reports them Failed (`NodeAgentRestarted`, containers `ContainerStatusUnknown` as a kubelet
+/// reports them), as pods lost with their node.
 #[tokio::test]
 async fn node_agent_restarted_mid_run_losing_its_pods() {
     let baseline = baseline().await;

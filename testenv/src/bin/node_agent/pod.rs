@@ -567,13 +567,13 @@ impl PodRun {
                                 .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
                                 .unwrap_or_else(|| now.clone()),
                         },
+                        // What a kubelet reports of a container it can no longer find
+                        // (its node restarted under it): the same reason and message.
                         None => CState::Terminated {
                             exit_code: 137,
                             signal: Some(libc::SIGKILL),
-                            reason: "Error".into(),
-                            message:
-                                "weir-node-agent restarted while this container ran; its process was killed"
-                                    .into(),
+                            reason: "ContainerStatusUnknown".into(),
+                            message: "The container could not be located when the pod was terminated".into(),
                             started_at: was_started.unwrap_or_else(|| now.clone()),
                             finished_at: now.clone(),
                         },
