@@ -39,10 +39,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(backfill(args))
+    super::block_on(backfill(args))
 }
 
 /// The Pipeline `name` in the cluster's namespace.

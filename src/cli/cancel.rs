@@ -22,10 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(cancel(args))
+    super::block_on(cancel(args))
 }
 
 async fn cancel(args: Args) -> anyhow::Result<ExitCode> {

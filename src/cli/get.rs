@@ -26,10 +26,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(get(args))
+    super::block_on(get(args))
 }
 
 async fn get(args: Args) -> anyhow::Result<ExitCode> {

@@ -71,10 +71,7 @@ struct Item {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(list(args))
+    super::block_on(list(args))
 }
 
 const PHASES: [&str; 6] = ["Pending", "Queued", "Running", "Succeeded", "Failed", "Cancelled"];

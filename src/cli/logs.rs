@@ -49,10 +49,7 @@ pub struct Args {
 const CONTAINER: &str = crate::controller::job::CONTAINER;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(logs(args))
+    super::block_on(logs(args))
 }
 
 /// `TASK` or `TASK[K]`.

@@ -108,3 +108,12 @@ impl Cli {
         }
     }
 }
+
+/// Runs a subcommand's async body on a runtime of one thread (a command talks to one API
+/// server; it needs no more).
+pub fn block_on<T>(body: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(body)
+}

@@ -35,10 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(rerun(args))
+    super::block_on(rerun(args))
 }
 
 async fn rerun(args: Args) -> anyhow::Result<ExitCode> {

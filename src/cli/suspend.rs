@@ -23,18 +23,11 @@ pub struct Args {
 }
 
 pub fn suspend(args: Args) -> anyhow::Result<ExitCode> {
-    block_on(set_suspend(args, true))
+    super::block_on(set_suspend(args, true))
 }
 
 pub fn resume(args: Args) -> anyhow::Result<ExitCode> {
-    block_on(set_suspend(args, false))
-}
-
-fn block_on(task: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(task)
+    super::block_on(set_suspend(args, false))
 }
 
 async fn set_suspend(args: Args, suspend: bool) -> anyhow::Result<ExitCode> {

@@ -41,10 +41,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(trigger(args))
+    super::block_on(trigger(args))
 }
 
 fn parse_params(given: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
