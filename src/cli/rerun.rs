@@ -5,6 +5,7 @@
 
 use super::cluster::{ClusterArgs, Explain as _, PIPELINE_RUNS, connect, patch_params};
 use crate::api::{PipelineRun, PipelineSpec, RunPhase};
+use crate::engine::rerun::{NameProblem, check_names, with_hint};
 use anyhow::bail;
 use kube::api::Patch;
 use std::process::ExitCode;
@@ -84,34 +85,21 @@ async fn rerun(args: Args) -> anyhow::Result<ExitCode> {
     super::wait::follow(&cluster, name, timeout, until).await
 }
 
-/// Every named task must be a task (or `finally` task) of the run's pipeline.
+/// Every named task must be a task (or `finally` task) of the run's pipeline, and not only
+/// `finally` ones: the operator's own check, told before the request is written.
 fn check_tasks(run: &str, spec: &PipelineSpec, tasks: &[String]) -> anyhow::Result<()> {
-    let known: Vec<&str> = spec
-        .tasks
-        .iter()
-        .chain(&spec.finally)
-        .map(|t| t.name.as_str())
-        .collect();
-    let finally: Vec<&str> = spec.finally.iter().map(|t| t.name.as_str()).collect();
-    if !tasks.is_empty() && tasks.iter().all(|t| finally.contains(&t.as_str())) {
-        bail!(
-            "--task {}: finally tasks only; they run again at the end of every rerun anyway, so name tasks of the pipeline's spec.tasks",
-            tasks.join(",")
-        );
-    }
-    for task in tasks {
-        if known.contains(&task.as_str()) {
-            continue;
+    match check_names(spec, tasks) {
+        Ok(()) => Ok(()),
+        Err(NameProblem::Unknown { names, known }) => {
+            let (name, hint) = &names[0];
+            bail!(
+                "pipelinerun {run} has no task {}; its tasks: {}",
+                with_hint(name, hint),
+                known.join(", ")
+            )
         }
-        let hint = crate::engine::suggest::closest(task, known.iter().copied())
-            .map(|s| format!(" (did you mean {s}?)"))
-            .unwrap_or_default();
-        bail!(
-            "pipelinerun {run} has no task {task}{hint}; its tasks: {}",
-            known.join(", ")
-        );
+        Err(problem) => bail!("--task {}: {problem}", tasks.join(",")),
     }
-    Ok(())
 }
 
 fn fans_out_any(spec: &PipelineSpec, tasks: &[String]) -> bool {

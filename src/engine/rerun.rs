@@ -5,8 +5,9 @@
 //! out afresh.
 
 use super::step::Child;
+use super::suggest;
 use super::validate::ValidPipeline;
-use crate::api::{RerunRequest, TaskPhase};
+use crate::api::{PipelineSpec, RerunRequest, TaskPhase};
 use std::collections::BTreeSet;
 
 /// What a rerun request runs again.
@@ -27,6 +28,78 @@ fn did_not_succeed(phase: TaskPhase) -> bool {
     )
 }
 
+/// What is wrong with the tasks a rerun request names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    /// Names that are no task of the pipeline, each with the closest task name if any.
+    Unknown {
+        names: Vec<(String, Option<String>)>,
+        known: Vec<String>,
+    },
+    /// Only `finally` tasks are named: they run again at the end of every rerun anyway.
+    FinallyOnly,
+}
+
+impl std::fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameProblem::Unknown { names, known } => {
+                let names: Vec<String> = names.iter().map(|(n, hint)| with_hint(n, hint)).collect();
+                write!(
+                    f,
+                    "unknown task(s) {} (the pipeline has: {})",
+                    names.join(", "),
+                    known.join(", ")
+                )
+            }
+            NameProblem::FinallyOnly => write!(
+                f,
+                "finally tasks only: they run again at the end of every rerun anyway, so name tasks of the pipeline's spec.tasks"
+            ),
+        }
+    }
+}
+
+/// `name`, with "(did you mean ...?)" when there is a closest known name.
+pub fn with_hint(name: &str, hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("{name} (did you mean {h}?)"),
+        None => name.to_string(),
+    }
+}
+
+/// Checks the tasks a rerun request names against the pipeline: the operator and
+/// `weir rerun` both ask this, so a request is refused for the same reasons in both.
+pub fn check_names(pipeline: &PipelineSpec, names: &[String]) -> Result<(), NameProblem> {
+    let known: Vec<&str> = pipeline
+        .tasks
+        .iter()
+        .chain(&pipeline.finally)
+        .map(|t| t.name.as_str())
+        .collect();
+    let unknown: Vec<(String, Option<String>)> = names
+        .iter()
+        .filter(|n| !known.contains(&n.as_str()))
+        .map(|n| {
+            (
+                n.clone(),
+                suggest::closest(n, known.iter().copied()).map(String::from),
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(NameProblem::Unknown {
+            names: unknown,
+            known: known.iter().map(|k| k.to_string()).collect(),
+        });
+    }
+    let finally = |n: &String| pipeline.finally.iter().any(|t| &t.name == n);
+    if !names.is_empty() && names.iter().all(finally) {
+        return Err(NameProblem::FinallyOnly);
+    }
+    Ok(())
+}
+
 /// Works out a rerun request against the run's current task states (`states`, from the
 /// run step) and children. Children already asked to run again for this same request count
 /// as selected, so that working a request out again after a crash half way through
@@ -37,24 +110,10 @@ pub fn plan_rerun(
     children: &[Child<'_>],
     request: &RerunRequest,
 ) -> Result<Rerun, String> {
-    let mut selected: BTreeSet<usize> = BTreeSet::new();
-    let mut unknown = Vec::new();
-    for name in &request.tasks {
-        match pipeline.index.get(name) {
-            Some(&t) => {
-                selected.insert(t);
-            }
-            None => unknown.push(name.as_str()),
-        }
+    if let Err(problem) = check_names(&pipeline.spec, &request.tasks) {
+        return Err(problem.to_string());
     }
-    if !unknown.is_empty() {
-        let known: Vec<&str> = (0..pipeline.len()).map(|t| pipeline.name(t)).collect();
-        return Err(format!(
-            "unknown task(s) {} (the pipeline has: {})",
-            unknown.join(", "),
-            known.join(", ")
-        ));
-    }
+    let mut selected: BTreeSet<usize> = request.tasks.iter().map(|name| pipeline.index[name]).collect();
     if request.tasks.is_empty() {
         selected.extend((0..pipeline.main_count).filter(|&t| did_not_succeed(states[t])));
     }

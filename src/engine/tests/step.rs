@@ -49,9 +49,9 @@ impl World {
         }
     }
 
-    fn step(&self) -> RunStep {
-        let children: Vec<Child<'_>> = self
-            .kids
+    /// The children as a driver would observe them.
+    fn children(&self) -> Vec<Child<'_>> {
+        self.kids
             .iter()
             .map(|k| Child {
                 name: &k.name,
@@ -65,15 +65,22 @@ impl World {
                 rerun: None,
                 held: false,
             })
-            .collect();
+            .collect()
+    }
+
+    fn step(&self) -> RunStep {
+        self.step_over(&self.children(), at(1))
+    }
+
+    fn step_over(&self, children: &[Child<'_>], now: jiff::Timestamp) -> RunStep {
         step_run(&StepInput {
             pipeline: &self.pipeline,
             context: &self.context,
-            children: &children,
+            children,
             cancel_requested: self.cancel_requested,
             started_at: t0(),
             timeout: None,
-            now: at(1),
+            now,
             refused: &[],
         })
     }
@@ -374,25 +381,6 @@ mod rerun {
         }
     }
 
-    fn children(world: &World) -> Vec<Child<'_>> {
-        world
-            .kids
-            .iter()
-            .map(|k| Child {
-                name: &k.name,
-                task: &k.task,
-                instance: k.instance,
-                phase: k.phase,
-                cancel_requested: false,
-                outputs: &k.outputs,
-                attempts: Some(1),
-                message: None,
-                rerun: None,
-                held: false,
-            })
-            .collect()
-    }
-
     /// extract → transform(fails) → load (upstream-failed); report (finally).
     fn failed_run() -> World {
         let mut spec = pipeline()
@@ -434,7 +422,7 @@ mod rerun {
     fn by_default_what_did_not_succeed_runs_again_with_every_finally_task() {
         let world = failed_run();
         let states = world.step().states;
-        let kids = children(&world);
+        let kids = world.children();
         let rerun = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, false)).unwrap();
         assert_eq!(names(&world, &rerun.tasks), ["transform", "load", "report"]);
         let held: Vec<&str> = rerun
@@ -453,7 +441,7 @@ mod rerun {
     fn named_tasks_and_downstream() {
         let world = failed_run();
         let states = world.step().states;
-        let kids = children(&world);
+        let kids = world.children();
         let only = plan_rerun(
             &world.pipeline,
             &states,
@@ -481,9 +469,17 @@ mod rerun {
         )
         .unwrap_err();
         assert!(
-            e.contains("unknown task(s) extrakt") && e.contains("extract"),
+            e.contains("unknown task(s) extrakt (did you mean extract?)"),
             "{e}"
         );
+        let e = plan_rerun(
+            &world.pipeline,
+            &states,
+            &kids,
+            &request(&["report"], false, false),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("finally tasks only"), "{e}");
     }
 
     #[test]
@@ -493,7 +489,7 @@ mod rerun {
         world.advance();
         world.finish("a", None, TaskPhase::Succeeded, &[]);
         let states = world.advance().states;
-        let kids = children(&world);
+        let kids = world.children();
         let e = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, false)).unwrap_err();
         assert!(e.contains("nothing to rerun"), "{e}");
     }
@@ -508,7 +504,7 @@ mod rerun {
         world.finish("shard", Some(1), TaskPhase::Failed, &[]);
         world.finish("shard", Some(2), TaskPhase::Succeeded, &[]);
         let states = world.advance().states;
-        let kids = children(&world);
+        let kids = world.children();
         let some = plan_rerun(&world.pipeline, &states, &kids, &request(&[], false, true)).unwrap();
         let picked: Vec<Option<u32>> = some.children.iter().map(|&c| world.kids[c].instance).collect();
         assert_eq!(picked, [Some(1)]);
@@ -519,40 +515,19 @@ mod rerun {
     /// A step over the world's children, `selected` ones picked by request r1 and `held`
     /// ones still waiting for their turn.
     fn step_holding(world: &World, selected: &[usize], held: &[usize], now: jiff::Timestamp) -> RunStep {
-        let kids: Vec<Child<'_>> = world
-            .kids
-            .iter()
-            .enumerate()
-            .map(|(c, k)| Child {
-                name: &k.name,
-                task: &k.task,
-                instance: k.instance,
-                phase: k.phase,
-                cancel_requested: false,
-                outputs: &k.outputs,
-                attempts: Some(1),
-                message: None,
-                rerun: selected.contains(&c).then_some("r1"),
-                held: held.contains(&c),
-            })
-            .collect();
-        step_run(&StepInput {
-            pipeline: &world.pipeline,
-            context: &world.context,
-            children: &kids,
-            cancel_requested: false,
-            started_at: t0(),
-            timeout: None,
-            now,
-            refused: &[],
-        })
+        let mut kids = world.children();
+        for (c, kid) in kids.iter_mut().enumerate() {
+            kid.rerun = selected.contains(&c).then_some("r1");
+            kid.held = held.contains(&c);
+        }
+        world.step_over(&kids, now)
     }
 
     #[test]
     fn held_children_start_again_in_dag_order_with_specs_resolved_afresh() {
         let mut world = failed_run();
         let states = world.step().states;
-        let kids = children(&world);
+        let kids = world.children();
         let rerun = plan_rerun(
             &world.pipeline,
             &states,
