@@ -139,7 +139,7 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
-pub use crate::engine::step::truncate;
+pub use crate::engine::quote::truncate;
 
 pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()

@@ -58,6 +58,19 @@ pub fn json(value: &Value) -> String {
     format!("{head}… ({chars} characters of JSON)")
 }
 
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut (for fields
+/// with a size limit, such as a status message).
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

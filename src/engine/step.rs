@@ -475,7 +475,7 @@ fn summarize(
                 message: note
                     .or(fan_out)
                     .or(failure)
-                    .map(|m| truncate(&m, MAX_SUMMARY_MESSAGE)),
+                    .map(|m| super::quote::truncate(&m, MAX_SUMMARY_MESSAGE)),
             }
         })
         .collect();
@@ -504,16 +504,4 @@ fn fan_out_message(all: &[Child<'_>], instances: &[Option<usize>]) -> Option<Str
 /// Tasks in a final state.
 pub fn done_count(c: &TaskCounts) -> u32 {
     c.succeeded + c.failed + c.skipped + c.cancelled
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
