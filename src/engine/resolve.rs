@@ -3,7 +3,6 @@
 //! producing the spec of its TaskRun. Also decides `when` conditions and fan-out width.
 
 use super::params::effective_params;
-pub use super::plan::Prepared;
 use super::quote::{self, q};
 use super::template::{self, Reference, RunField, Values};
 use super::validate::ValidPipeline;
@@ -213,17 +212,6 @@ pub fn resolve_ready(pipeline: &ValidPipeline, index: usize, values: &TaskValues
         }
     }
     Resolved::Run(specs)
-}
-
-/// [`resolve_ready`] as the planner needs it: whether the task runs, and how wide.
-pub fn prepare(pipeline: &ValidPipeline, index: usize, values: &TaskValues<'_>) -> Prepared {
-    match resolve_ready(pipeline, index, values) {
-        Resolved::Run(specs) => Prepared::Run {
-            instances: specs.len() as u32,
-        },
-        Resolved::Skip(note) => Prepared::Skip(note),
-        Resolved::Fail(note) => Prepared::Fail(note),
-    }
 }
 
 /// `Ok` when every `when` condition of the task holds.

@@ -5,8 +5,8 @@ use crate::api::{
     ForEach, OutputSpec, ParamSpec, ParamType, PipelineSpec, TaskPhase, WhenCondition, WhenOperator,
 };
 use crate::engine::fixture::pipeline;
-use crate::engine::resolve::{self, Prepared, RunContext, TaskValues};
-use crate::engine::{ObservedTask, RunInput, plan_run, validate};
+use crate::engine::resolve::{self, RunContext, TaskValues};
+use crate::engine::{ObservedTask, Prepared, RunInput, ValidPipeline, plan_run, validate};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -24,6 +24,17 @@ fn with_outputs(mut spec: PipelineSpec, task: &str, names: &[&str]) -> PipelineS
 
 fn task_mut<'a>(spec: &'a mut PipelineSpec, name: &str) -> &'a mut crate::api::TaskSpec {
     spec.tasks.iter_mut().find(|t| t.name == name).unwrap()
+}
+
+/// What the planner learns of a ready task from its resolution: whether it runs, how wide.
+fn prepare(valid: &ValidPipeline, task: usize, values: &TaskValues<'_>) -> Prepared {
+    match resolve::resolve_ready(valid, task, values) {
+        resolve::Resolved::Run(specs) => Prepared::Run {
+            instances: specs.len() as u32,
+        },
+        resolve::Resolved::Skip(note) => Prepared::Skip(note),
+        resolve::Resolved::Fail(note) => Prepared::Fail(note),
+    }
 }
 
 fn errors(spec: &PipelineSpec) -> String {
@@ -171,10 +182,7 @@ fn when_conditions_and_matrix_expansion() {
         item: None,
         lenient: false,
     };
-    assert_eq!(
-        resolve::prepare(&valid, i, &values),
-        Prepared::Run { instances: 6 }
-    );
+    assert_eq!(prepare(&valid, i, &values), Prepared::Run { instances: 6 });
     let items = resolve::items(&valid, i, &values).unwrap();
     assert_eq!(items[0], json!({"region": "eu", "size": "s"}));
     assert_eq!(items[5], json!({"region": "us", "size": "l"}));
@@ -198,9 +206,7 @@ fn when_conditions_and_matrix_expansion() {
         item: None,
         lenient: false,
     };
-    assert!(
-        matches!(resolve::prepare(&valid, i, &values), Prepared::Skip(m) if m.contains("when[0] is false"))
-    );
+    assert!(matches!(prepare(&valid, i, &values), Prepared::Skip(m) if m.contains("when[0] is false")));
     let none = |_: &str, _: &str| None;
     let values = TaskValues {
         run: &ctx,
@@ -209,7 +215,7 @@ fn when_conditions_and_matrix_expansion() {
         lenient: false,
     };
     assert!(
-        matches!(resolve::prepare(&valid, i, &values), Prepared::Fail(m) if m.contains(r#"task "check" has no output "status""#))
+        matches!(prepare(&valid, i, &values), Prepared::Fail(m) if m.contains(r#"task "check" has no output "status""#))
     );
 }
 
@@ -238,7 +244,7 @@ fn too_many_instances_fail_with_a_clear_message() {
         lenient: false,
     };
     assert!(
-        matches!(resolve::prepare(&valid, 0, &values), Prepared::Fail(m) if m.contains("4 instances, more than maxInstances 3"))
+        matches!(prepare(&valid, 0, &values), Prepared::Fail(m) if m.contains("4 instances, more than maxInstances 3"))
     );
     ctx.params.insert("xs".into(), json!([]));
     let values = TaskValues {
@@ -247,7 +253,7 @@ fn too_many_instances_fail_with_a_clear_message() {
         item: None,
         lenient: false,
     };
-    assert!(matches!(resolve::prepare(&valid, 0, &values), Prepared::Skip(_)));
+    assert!(matches!(prepare(&valid, 0, &values), Prepared::Skip(_)));
 }
 
 /// A fan-out copies what each instance reads: 10,000 instances of a matrix over long strings
@@ -283,7 +289,7 @@ fn a_fan_out_holding_too_much_fails_before_it_is_built() {
         item: None,
         lenient: false,
     };
-    let Prepared::Fail(m) = resolve::prepare(&valid, 0, &values) else {
+    let Prepared::Fail(m) = prepare(&valid, 0, &values) else {
         panic!("a matrix of 200 MB is refused");
     };
     assert!(
@@ -299,14 +305,11 @@ fn a_fan_out_holding_too_much_fails_before_it_is_built() {
         item: None,
         lenient: false,
     };
-    assert_eq!(
-        resolve::prepare(&valid, 0, &values),
-        Prepared::Run { instances: 1_600 }
-    );
+    assert_eq!(prepare(&valid, 0, &values), Prepared::Run { instances: 1_600 });
     // Each spec repeats its item 10 times: 1,600 specs of 40 KB pass 32 MiB.
     task_mut(&mut spec, "wide").args = vec!["{{ item.a }}".repeat(10)];
     let valid = super::support::valid(&spec);
-    let Prepared::Fail(m) = resolve::prepare(&valid, 0, &values) else {
+    let Prepared::Fail(m) = prepare(&valid, 0, &values) else {
         panic!("1,600 specs of 40 KB are refused");
     };
     assert!(
