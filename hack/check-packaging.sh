@@ -33,6 +33,8 @@ declare -A VALUES=(
     --set nodeSelector.kubernetes\.io/os=linux --set tolerations[0].key=dedicated --set tolerations[0].operator=Exists
     --set replicaCount=3 --set leaderElection.leaseName=weir-lease --set operator.extraArgs[0]=--log-level=debug"
   [single]="--set replicaCount=1 --set leaderElection.enabled=false --set podDisruptionBudget.enabled=false --set metrics.service.enabled=false"
+  [ui]="--set ui.enabled=true --set ui.namespace=etl --set ui.service.annotations.team=data"
+  [uireadonly]="--set ui.enabled=true --set ui.auth=readonly --set ui.serviceAccount.create=false --set ui.serviceAccount.name=viewer"
 )
 
 echo "helm lint" >&2
@@ -62,6 +64,14 @@ for name in "${!VALUES[@]}"; do
   validate "$work/$name.yaml" "the chart with $name values"
 done
 grep -q 'namespace: ml' "$work/namespaced.yaml" || fail "namespaced mode renders no Role in namespace ml"
+grep -q -- '--auth=token' "$work/ui.yaml" || fail "ui.enabled renders no UI Deployment in token mode"
+if grep -q 'ui-read' "$work/ui.yaml"; then
+  fail "the UI in token mode must have no RBAC of its own (every request is the user's)"
+fi
+grep -q 'ui-read' "$work/uireadonly.yaml" || fail "the readonly UI renders no read-only ClusterRole"
+if grep -q -- '--auth' "$work/default.yaml"; then
+  fail "the UI must be off by default"
+fi
 if grep -q 'kind: ClusterRole$' "$work/namespaced.yaml"; then
   fail "namespaced mode (without aggregateToDefaultRoles) must create nothing cluster-wide for the operator"
 fi
@@ -80,6 +90,7 @@ refused "a misspelt key" --set replicas=2
 refused "an unknown log format" --set operator.logFormat=xml
 refused "an invalid namespace name" --set 'watchNamespaces={Not_A_Namespace}'
 refused "a port out of range" --set metrics.port=70000
+refused "an unknown UI auth mode" --set ui.enabled=true --set ui.auth=local
 
 echo "manifests/ | kubernetes-validate --strict" >&2
 validate manifests/install.yaml manifests/install.yaml

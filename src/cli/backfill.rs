@@ -54,36 +54,18 @@ pub(crate) async fn get_pipeline(cluster: &Cluster, name: &str) -> anyhow::Resul
 async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
     let cluster = connect(&args.cluster).await?;
     let pipeline = get_pipeline(&cluster, &args.pipeline).await?;
-    let Some(spec) = pipeline.spec.schedule.as_ref() else {
-        bail!(
-            "Pipeline {} has no schedule: backfill cuts the range into the schedule's intervals",
-            args.pipeline
-        );
-    };
-    let cron = CronSchedule::parse(&spec.cron, spec.timezone.as_deref()).map_err(|problems| {
-        let text: Vec<String> = problems
-            .iter()
-            .map(|(f, m)| format!("schedule.{f}: {m}"))
-            .collect();
-        anyhow::anyhow!(
-            "Pipeline {} has an invalid schedule: {}",
-            args.pipeline,
-            text.join("; ")
-        )
-    })?;
-    let tz = cron.timezone().clone();
-    let from = schedule::parse_instant(&args.from, &tz).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
-    let to = schedule::parse_range_end(&args.to, &tz).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    if to < from {
-        bail!("--to ({to}) is before --from ({from})");
-    }
-    let intervals = cron.intervals(from, to, MAX_INTERVALS).map_err(|_| {
-        anyhow::anyhow!(
-            "more than {MAX_INTERVALS} intervals between {from} and {to}: backfill a shorter range at a time"
-        )
-    })?;
+    let (intervals, tz) = intervals_between(&pipeline, (&args.from, "--from"), (&args.to, "--to"))?;
     if intervals.is_empty() {
-        println!("no interval of {:?} starts between {from} and {to}", spec.cron);
+        let cron = pipeline
+            .spec
+            .schedule
+            .as_ref()
+            .map(|s| s.cron.as_str())
+            .unwrap_or_default();
+        println!(
+            "no interval of {cron:?} starts between {} and {}",
+            args.from, args.to
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -113,18 +95,7 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
                 None => "would be created".to_string(),
             }
         } else {
-            let run = new_run(
-                &pipeline,
-                &name,
-                Trigger::Backfill,
-                interval.start,
-                Some(*interval),
-            )?;
-            let made = match api.create(&post_params(), &run).await {
-                Ok(_) => true,
-                Err(e) if crate::controller::is_already_exists(&e) => false,
-                Err(e) => return Err(e).explain(&cluster, "create", PIPELINE_RUNS, Some(&name)),
-            };
+            let made = create_interval_run(&cluster, &pipeline, &name, interval).await?;
             if made {
                 created += 1;
                 "created".to_string()
@@ -170,6 +141,53 @@ async fn backfill(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The schedule intervals of `pipeline` whose logical date lies from `from` to `to` (each
+/// given as text, with the name to call it by in errors), and the schedule's time zone.
+pub fn intervals_between(
+    pipeline: &Pipeline,
+    (from, from_name): (&str, &str),
+    (to, to_name): (&str, &str),
+) -> anyhow::Result<(Vec<schedule::Interval>, jiff::tz::TimeZone)> {
+    let name = pipeline.metadata.name.as_deref().unwrap_or_default();
+    let Some(spec) = pipeline.spec.schedule.as_ref() else {
+        bail!("Pipeline {name} has no schedule: backfill cuts the range into the schedule's intervals");
+    };
+    let cron = CronSchedule::parse(&spec.cron, spec.timezone.as_deref()).map_err(|problems| {
+        let text: Vec<String> = problems
+            .iter()
+            .map(|(f, m)| format!("schedule.{f}: {m}"))
+            .collect();
+        anyhow::anyhow!("Pipeline {name} has an invalid schedule: {}", text.join("; "))
+    })?;
+    let tz = cron.timezone().clone();
+    let from = schedule::parse_instant(from, &tz).map_err(|e| anyhow::anyhow!("{from_name}: {e}"))?;
+    let to = schedule::parse_range_end(to, &tz).map_err(|e| anyhow::anyhow!("{to_name}: {e}"))?;
+    if to < from {
+        bail!("{to_name} ({to}) is before {from_name} ({from})");
+    }
+    let intervals = cron.intervals(from, to, MAX_INTERVALS).map_err(|_| {
+        anyhow::anyhow!(
+            "more than {MAX_INTERVALS} intervals between {from} and {to}: backfill a shorter range at a time"
+        )
+    })?;
+    Ok((intervals, tz))
+}
+
+/// Creates the backfill run `name` of one interval; false when it exists already.
+pub async fn create_interval_run(
+    cluster: &Cluster,
+    pipeline: &Pipeline,
+    name: &str,
+    interval: &schedule::Interval,
+) -> anyhow::Result<bool> {
+    let run = new_run(pipeline, name, Trigger::Backfill, interval.start, Some(*interval))?;
+    match cluster.api::<PipelineRun>().create(&post_params(), &run).await {
+        Ok(_) => Ok(true),
+        Err(e) if crate::controller::is_already_exists(&e) => Ok(false),
+        Err(e) => Err(e).explain(cluster, "create", PIPELINE_RUNS, Some(name)),
+    }
 }
 
 fn phase_of(run: &PipelineRun) -> String {

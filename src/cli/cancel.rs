@@ -27,25 +27,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn cancel(args: Args) -> anyhow::Result<ExitCode> {
     let cluster = connect(&args.cluster).await?;
-    let api = cluster.api::<PipelineRun>();
     let name = &args.run;
-    let run = api
-        .get(name)
-        .await
-        .explain(&cluster, "get", PIPELINE_RUNS, Some(name))?;
-    let phase = run.status.as_ref().and_then(|s| s.phase);
-    if let Some(done) = phase.filter(|p| p.is_terminal()) {
-        println!("pipelinerun {name} already finished ({done:?}): nothing to cancel");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if run.spec.cancelled {
-        println!("pipelinerun {name} is already being cancelled");
-    } else {
-        let patch = serde_json::json!({"spec": {"cancelled": true}});
-        api.patch(name, &patch_params(), &Patch::Merge(&patch))
-            .await
-            .explain(&cluster, "patch", PIPELINE_RUNS, Some(name))?;
-        println!("pipelinerun {name} cancelled: running tasks are stopped, finally tasks still run");
+    match request_cancel(&cluster, name).await? {
+        Cancel::AlreadyFinished(done) => {
+            println!("pipelinerun {name} already finished ({done}): nothing to cancel");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cancel::AlreadyRequested => println!("pipelinerun {name} is already being cancelled"),
+        Cancel::Requested => {
+            println!("pipelinerun {name} cancelled: running tasks are stopped, finally tasks still run")
+        }
     }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -59,4 +50,37 @@ async fn cancel(args: Args) -> anyhow::Result<ExitCode> {
         Some(RunPhase::Cancelled) => ExitCode::SUCCESS,
         _ => code,
     })
+}
+
+/// What asking to cancel a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The run had finished already (its phase): nothing was written.
+    AlreadyFinished(String),
+    /// `spec.cancelled` was set already.
+    AlreadyRequested,
+    /// `spec.cancelled` is now set.
+    Requested,
+}
+
+/// Sets the run's `spec.cancelled` (one field, merge patch) unless it finished or is
+/// already cancelled: `weir cancel` and the UI.
+pub async fn request_cancel(cluster: &super::cluster::Cluster, name: &str) -> anyhow::Result<Cancel> {
+    let api = cluster.api::<PipelineRun>();
+    let run = api
+        .get(name)
+        .await
+        .explain(cluster, "get", PIPELINE_RUNS, Some(name))?;
+    let phase = run.status.as_ref().and_then(|s| s.phase);
+    if let Some(done) = phase.filter(|p| p.is_terminal()) {
+        return Ok(Cancel::AlreadyFinished(format!("{done:?}")));
+    }
+    if run.spec.cancelled {
+        return Ok(Cancel::AlreadyRequested);
+    }
+    let patch = serde_json::json!({"spec": {"cancelled": true}});
+    api.patch(name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .explain(cluster, "patch", PIPELINE_RUNS, Some(name))?;
+    Ok(Cancel::Requested)
 }

@@ -64,6 +64,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// context named by `--context`, else the current one; the namespace named by `-n`, else
 /// the context's, else `default`.
 pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Cluster> {
+    let (config, context) = load_config(args).await?;
+    let server = config.cluster_url.to_string();
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("building a Kubernetes client")?;
+    Ok(Cluster {
+        client,
+        namespace,
+        context,
+        server: server.trim_end_matches('/').to_string(),
+    })
+}
+
+/// The client configuration [`connect`] uses, and the kubeconfig context it names (`None`
+/// in a pod): for those that make clients of their own from it (the UI, one per user).
+pub async fn load_config(args: &ClusterArgs) -> anyhow::Result<(kube::Config, Option<String>)> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         cluster: None,
@@ -113,18 +131,7 @@ pub async fn connect(args: &ClusterArgs) -> anyhow::Result<Cluster> {
         ),
     };
     config.connect_timeout = Some(CONNECT_TIMEOUT);
-    let server = config.cluster_url.to_string();
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).context("building a Kubernetes client")?;
-    Ok(Cluster {
-        client,
-        namespace,
-        context,
-        server: server.trim_end_matches('/').to_string(),
-    })
+    Ok((config, context))
 }
 
 /// A kind of object the CLI reads or writes, named as RBAC and people name it.
@@ -231,7 +238,7 @@ impl Cluster {
                 return anyhow!("{what} in namespace {ns}: {}", chain(&other));
             }
         };
-        match status.code {
+        let text = match status.code {
             404 => not_found(&status, resource, name, ns),
             403 => forbidden(&status, verb, resource, ns),
             401 => anyhow!(
@@ -250,9 +257,36 @@ impl Cluster {
                     status.reason
                 )
             }
-        }
+        };
+        anyhow::Error::new(Refused {
+            text: text.to_string(),
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        })
     }
 }
+
+/// A request the API server answered with an error status: what to tell a person (its
+/// `Display`), and the status itself, for those (the UI) that relay it as it was.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    text: String,
+    /// The HTTP status code: 403, 404, 409, 422, ...
+    pub code: u16,
+    /// The status reason: `Forbidden`, `NotFound`, `Invalid`, ...
+    pub reason: String,
+    /// The API server's own message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// `pipelinerun x not found in namespace y`, or, when the resource type itself is
 /// unknown, that Weir's CRDs are missing.

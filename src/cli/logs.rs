@@ -209,15 +209,18 @@ fn waiting_reason(pod: &Pod) -> String {
 }
 
 fn gone(unit: &Unit) -> String {
-    if unit.cancelled {
+    gone_note(unit.attempt, unit.cancelled)
+}
+
+/// Why an attempt has no logs any more: its pod is gone (`weir logs` and the UI).
+pub fn gone_note(attempt: u32, cancelled: bool) -> String {
+    if cancelled {
         return format!(
-            "no logs for attempt {}: it was cancelled, and cancelling deletes the attempt's Job and pod with their logs",
-            unit.attempt
+            "no logs for attempt {attempt}: it was cancelled, and cancelling deletes the attempt's Job and pod with their logs"
         );
     }
     format!(
-        "no logs for attempt {}: its pod no longer exists (deleted with its Job, by a Job TTL or by pod garbage collection), and its logs went with it",
-        unit.attempt
+        "no logs for attempt {attempt}: its pod no longer exists (deleted with its Job, by a Job TTL or by pod garbage collection), and its logs went with it"
     )
 }
 

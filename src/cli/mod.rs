@@ -19,6 +19,7 @@ pub mod run;
 pub mod runs;
 pub mod suspend;
 pub mod trigger;
+pub mod ui;
 pub mod validate;
 pub mod wait;
 
@@ -58,6 +59,8 @@ enum Command {
     Suspend(suspend::Args),
     /// Resume a Pipeline's suspended schedule.
     Resume(suspend::Args),
+    /// Serve the web UI and its JSON API (grid, graph, logs, actions) on 127.0.0.1.
+    Ui(ui::Args),
     /// Run a pipeline on this machine: each task as a local process, in DAG order.
     Run(run::Args),
     /// Check Pipeline and PipelineRun manifests offline; exit 1 if any has a problem.
@@ -104,6 +107,7 @@ impl Cli {
             Command::Cancel(args) => cancel::run(args),
             Command::Suspend(args) => suspend::suspend(args),
             Command::Resume(args) => suspend::resume(args),
+            Command::Ui(args) => ui::run(args),
             Command::Completion(args) => completion::run(args),
         }
     }

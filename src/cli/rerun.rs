@@ -41,33 +41,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn rerun(args: Args) -> anyhow::Result<ExitCode> {
     let cluster = connect(&args.cluster).await?;
-    let api = cluster.api::<PipelineRun>();
     let name = &args.run;
-    let run = api
-        .get(name)
-        .await
-        .explain(&cluster, "get", PIPELINE_RUNS, Some(name))?;
-    let status = run.status.clone().unwrap_or_default();
-    let Some(spec) = status.pipeline_spec.as_ref().or(run.spec.pipeline_spec.as_ref()) else {
-        bail!("pipelinerun {name} has not started (it has no pipeline yet): there is nothing to rerun");
+    let what = Rerun {
+        tasks: args.tasks.clone(),
+        downstream: args.downstream,
+        failed_instances_only: args.failed_instances_only,
     };
-    check_tasks(name, spec, &args.tasks)?;
-    if args.tasks.is_empty() && status.phase == Some(RunPhase::Succeeded) {
-        bail!(
-            "pipelinerun {name} succeeded: no task failed, so a rerun without --task would run nothing; name the tasks to run again with --task"
-        );
-    }
-    let previous = run.spec.rerun.as_ref().map(|r| r.request.as_str());
-    let request = request_id(jiff::Timestamp::now(), previous);
-    let patch = rerun_patch(&request, &args.tasks, args.downstream, args.failed_instances_only);
-    api.patch(name, &patch_params(), &Patch::Merge(&patch))
-        .await
-        .explain(&cluster, "patch", PIPELINE_RUNS, Some(name))?;
+    let (request, spec) = request_rerun(&cluster, name, &what).await?;
     println!(
         "pipelinerun {name}: rerun requested (request {request}): {}",
         describe(&args.tasks, args.downstream, args.failed_instances_only)
     );
-    if args.failed_instances_only && !fans_out_any(spec, &args.tasks) {
+    if args.failed_instances_only && !fans_out_any(&spec, &args.tasks) {
         println!("note: --failed-instances-only changes nothing here: none of those tasks fans out");
     }
     if !args.wait {
@@ -83,6 +68,47 @@ async fn rerun(args: Args) -> anyhow::Result<ExitCode> {
         rerun_request: Some(request),
     };
     super::wait::follow(&cluster, name, timeout, until).await
+}
+
+/// What to run again: the tasks (none: every failed, upstream-failed or cancelled task),
+/// and whether with everything downstream, and only the failed instances of a fan-out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Rerun {
+    pub tasks: Vec<String>,
+    pub downstream: bool,
+    pub failed_instances_only: bool,
+}
+
+/// Writes a rerun request on the run after checking it (`weir rerun` and the UI): the
+/// request id and the pipeline the run follows.
+pub async fn request_rerun(
+    cluster: &super::cluster::Cluster,
+    name: &str,
+    what: &Rerun,
+) -> anyhow::Result<(String, PipelineSpec)> {
+    let api = cluster.api::<PipelineRun>();
+    let run = api
+        .get(name)
+        .await
+        .explain(cluster, "get", PIPELINE_RUNS, Some(name))?;
+    let status = run.status.clone().unwrap_or_default();
+    let Some(spec) = status.pipeline_spec.or(run.spec.pipeline_spec.clone()) else {
+        bail!("pipelinerun {name} has not started (it has no pipeline yet): there is nothing to rerun");
+    };
+    check_tasks(name, &spec, &what.tasks)?;
+    if what.tasks.is_empty() && status.phase == Some(RunPhase::Succeeded) {
+        bail!(
+            "pipelinerun {name} succeeded: no task failed, so a rerun without --task would run nothing; name the tasks to run again with --task"
+        );
+    }
+    let previous = run.spec.rerun.as_ref().map(|r| r.request.as_str());
+    let request = request_id(jiff::Timestamp::now(), previous);
+    let patch = rerun_patch(&request, &what.tasks, what.downstream, what.failed_instances_only);
+    api.patch(name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .explain(cluster, "patch", PIPELINE_RUNS, Some(name))?;
+    Ok((request, spec))
 }
 
 /// Every named task must be a task (or `finally` task) of the run's pipeline, and not only
@@ -148,7 +174,7 @@ fn rerun_patch(
     })
 }
 
-fn describe(tasks: &[String], downstream: bool, failed_instances_only: bool) -> String {
+pub fn describe(tasks: &[String], downstream: bool, failed_instances_only: bool) -> String {
     let mut text = if tasks.is_empty() {
         "every task that failed, was upstream-failed or was cancelled".to_string()
     } else {

@@ -33,14 +33,56 @@ pub fn resume(args: Args) -> anyhow::Result<ExitCode> {
 async fn set_suspend(args: Args, suspend: bool) -> anyhow::Result<ExitCode> {
     let cluster = connect(&args.cluster).await?;
     let name = &args.pipeline;
-    let pipeline = get_pipeline(&cluster, name).await?;
+    let word = if suspend { "suspended" } else { "resumed" };
+    let outcome = set_suspended(&cluster, name, suspend).await?;
+    if !outcome.changed {
+        println!("pipeline {name}: schedule already {word}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if suspend {
+        println!(
+            "pipeline {name}: schedule suspended ({}); runs already created go on",
+            outcome.cron
+        );
+    } else {
+        println!("pipeline {name}: schedule resumed ({})", outcome.cron);
+    }
+    if let Some(tool) = outcome.gitops {
+        println!(
+            "warning: {tool} manages this Pipeline: if its manifest in Git sets spec.schedule.suspend, the next sync sets it back (see docs/cli.md); to make the change last, make it in Git"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What suspending or resuming a schedule did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspended {
+    /// Whether the field was written (false: it was so already).
+    pub changed: bool,
+    /// The schedule's cron expression.
+    pub cron: String,
+    /// The GitOps tool that manages the Pipeline and may set the field back.
+    pub gitops: Option<&'static str>,
+}
+
+/// Writes `spec.schedule.suspend` alone (`weir suspend|resume` and the UI).
+pub async fn set_suspended(
+    cluster: &super::cluster::Cluster,
+    name: &str,
+    suspend: bool,
+) -> anyhow::Result<Suspended> {
+    let pipeline = get_pipeline(cluster, name).await?;
     let Some(schedule) = &pipeline.spec.schedule else {
         bail!("pipeline {name} has no schedule: there is nothing to suspend or resume");
     };
-    let word = if suspend { "suspended" } else { "resumed" };
+    let mut outcome = Suspended {
+        changed: false,
+        cron: schedule.cron.clone(),
+        gitops: gitops_owner(&pipeline),
+    };
     if schedule.suspend == suspend {
-        println!("pipeline {name}: schedule already {word}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(outcome);
     }
     // `null` on resume removes the field rather than writing its default, so a Pipeline
     // whose manifest in Git does not mention `suspend` matches Git again.
@@ -54,21 +96,9 @@ async fn set_suspend(args: Args, suspend: bool) -> anyhow::Result<ExitCode> {
         .api::<Pipeline>()
         .patch(name, &patch_params(), &Patch::Merge(&patch))
         .await
-        .explain(&cluster, "patch", PIPELINES, Some(name))?;
-    if suspend {
-        println!(
-            "pipeline {name}: schedule suspended ({}); runs already created go on",
-            schedule.cron
-        );
-    } else {
-        println!("pipeline {name}: schedule resumed ({})", schedule.cron);
-    }
-    if let Some(tool) = gitops_owner(&pipeline) {
-        println!(
-            "warning: {tool} manages this Pipeline: if its manifest in Git sets spec.schedule.suspend, the next sync sets it back (see docs/cli.md); to make the change last, make it in Git"
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        .explain(cluster, "patch", PIPELINES, Some(name))?;
+    outcome.changed = true;
+    Ok(outcome)
 }
 
 /// The GitOps tool whose tracking label or annotation the object carries, if any.

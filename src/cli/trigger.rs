@@ -10,7 +10,6 @@ use crate::api::{PipelineRun, Trigger};
 use crate::controller::schedule::new_run;
 use crate::engine::schedule::manual_run_name;
 use anyhow::bail;
-use kube::api::{Api, ApiResource, DynamicObject};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -69,30 +68,16 @@ async fn trigger(args: Args) -> anyhow::Result<ExitCode> {
         Some(name) => Some(earlier_run(&cluster, name, &args.pipeline).await?),
         None => None,
     };
-    let now = jiff::Timestamp::now();
-    let name = args.name.unwrap_or_else(|| manual_run_name(&args.pipeline, now));
-    let mut run = new_run(&pipeline, &name, Trigger::Manual, now, None)?;
-    if let Some(earlier) = &like {
-        copy_from(&mut run, earlier);
-    }
-    // Parameters go in as JSON: the operator checks them against the pipeline's
-    // declarations (and turns `a,b` into a list where a list is declared).
-    let mut object = serde_json::to_value(&run)?;
-    for (k, v) in &given {
-        object["spec"]["params"][k] = serde_json::Value::String(v.clone());
-    }
-    let object: DynamicObject = serde_json::from_value(object)?;
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client.clone(),
-        &ns,
-        &ApiResource::erase::<PipelineRun>(&()),
-    );
-    match api.create(&post_params(), &object).await {
-        Ok(_) => println!("pipelinerun/{name} created"),
-        Err(e) if crate::controller::is_already_exists(&e) => {
+    let name = args
+        .name
+        .unwrap_or_else(|| manual_run_name(&args.pipeline, jiff::Timestamp::now()));
+    match create_run(&cluster, &pipeline, &name, &given, like.as_ref()).await {
+        Ok(()) => println!("pipelinerun/{name} created"),
+        Err(TriggerError::BadParams(problems)) => bail!("{}", problems.join("; ")),
+        Err(TriggerError::Exists(name)) => {
             bail!("a run named {name} already exists (choose another with --name)")
         }
-        Err(e) => return Err(e).explain(&cluster, "create", PIPELINE_RUNS, Some(&name)),
+        Err(TriggerError::Other(e)) => return Err(e),
     }
     if let (Some(earlier), Some(like)) = (&like, &args.like) {
         println!("{}", copied_note(like, earlier));
@@ -107,6 +92,67 @@ async fn trigger(args: Args) -> anyhow::Result<ExitCode> {
     let timeout =
         crate::engine::duration::parse(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     super::wait::follow(&cluster, &name, timeout, Default::default()).await
+}
+
+/// Why a manual run was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// The params do not fit the pipeline's declarations: every problem, each naming its
+    /// parameter.
+    #[error("{}", .0.join("; "))]
+    BadParams(Vec<String>),
+    /// A run of that name exists.
+    #[error("a run named {0} already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The params a manual run is given, checked before anything is created with the check
+/// the operator makes when the run starts (`engine::params::effective_params`): an unknown
+/// name, a missing required one, a string for a list.
+pub fn check_params(
+    pipeline: &crate::api::Pipeline,
+    given: &BTreeMap<String, serde_json::Value>,
+) -> Result<(), Vec<String>> {
+    crate::engine::params::effective_params(&pipeline.spec, given).map(|_| ())
+}
+
+/// Creates a manual run `name` of `pipeline` (as `weir trigger` and the UI do): the params
+/// given win over those copied from `like`; all are checked against the pipeline first.
+pub async fn create_run(
+    cluster: &super::cluster::Cluster,
+    pipeline: &crate::api::Pipeline,
+    name: &str,
+    given: &BTreeMap<String, String>,
+    like: Option<&PipelineRun>,
+) -> Result<(), TriggerError> {
+    let now = jiff::Timestamp::now();
+    let mut run =
+        new_run(pipeline, name, Trigger::Manual, now, None).map_err(|e| TriggerError::Other(e.into()))?;
+    if let Some(earlier) = like {
+        copy_from(&mut run, earlier);
+    }
+    // Parameters go in as JSON strings: the operator turns `a,b` into a list where a list
+    // is declared, and the same check runs here first so a bad value is refused now.
+    for (k, v) in given {
+        run.spec
+            .params
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    check_params(pipeline, &run.spec.params).map_err(TriggerError::BadParams)?;
+    match cluster.api::<PipelineRun>().create(&post_params(), &run).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::controller::is_already_exists(&e) => Err(TriggerError::Exists(name.to_string())),
+        Err(e) => Err(TriggerError::Other(cluster.explain(
+            e,
+            super::cluster::Request {
+                verb: "create",
+                resource: PIPELINE_RUNS,
+                name: Some(name),
+            },
+        ))),
+    }
 }
 
 /// The run `--like` names, which must be a run of the same pipeline.

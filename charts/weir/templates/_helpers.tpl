@@ -116,3 +116,18 @@ watched namespace (namespaced scope).
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}
+{{- define "weir.ui.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "weir.name" . }}-ui
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "weir.ui.labels" -}}
+helm.sh/chart: {{ include "weir.chart" . }}
+{{ include "weir.ui.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: ui
+app.kubernetes.io/part-of: weir
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}

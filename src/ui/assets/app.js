@@ -1,0 +1,85 @@
+// Weir UI: the little script the server-rendered pages use. No framework, no build step.
+// - Live updates: <main data-live="URL"> opens a server-sent-events stream; each `state`
+//   event carries the run's phase and every task's state, applied to the elements that
+//   show them ([data-testid=run-phase], [data-task-state=NAME], [data-task-counts=NAME],
+//   graph nodes g.node[data-task=NAME]).
+// - Logs: <pre data-log-url=URL data-follow=true> is read again every 2 s while its
+//   attempt runs (live-following), and stops once it has finished.
+"use strict";
+
+const SHAPES = {
+  Succeeded: "✓", Failed: "✗", UpstreamFailed: "✗", Running: "●", Retrying: "↻",
+  Skipped: "–", Cancelled: "⊘", Queued: "…",
+};
+
+function setState(badge, state) {
+  if (!badge || badge.dataset.state === state) return;
+  badge.dataset.state = state;
+  badge.className = "state state-" + state.toLowerCase();
+  const shape = badge.querySelector(".shape");
+  const word = badge.querySelector(".word");
+  if (shape) shape.textContent = SHAPES[state] || "○";
+  if (word) word.textContent = state;
+}
+
+function applyState(s) {
+  setState(document.querySelector("[data-testid=run-phase]"), s.phase);
+  const progress = document.querySelector("[data-testid=run-progress]");
+  if (progress && s.progress) progress.textContent = s.progress;
+  for (const [task, state] of Object.entries(s.tasks || {})) {
+    for (const holder of document.querySelectorAll("[data-task-state]")) {
+      if (holder.dataset.taskState === task) setState(holder.querySelector(".state"), state);
+    }
+    for (const node of document.querySelectorAll("g.node[data-task]")) {
+      if (node.dataset.task === task) {
+        node.dataset.state = state;
+        node.setAttribute("class", "node state-" + state.toLowerCase());
+      }
+    }
+  }
+  for (const [task, text] of Object.entries(s.counts || {})) {
+    for (const el of document.querySelectorAll("[data-task-counts]")) {
+      if (el.dataset.taskCounts === task) el.textContent = text;
+    }
+  }
+}
+
+function live() {
+  const main = document.getElementById("main");
+  const url = main && main.dataset.live;
+  if (!url || !window.EventSource) return;
+  const source = new EventSource(url);
+  source.addEventListener("state", (e) => {
+    try { applyState(JSON.parse(e.data)); } catch (err) { /* a bad message changes nothing */ }
+  });
+}
+
+async function followLog(pre) {
+  const url = pre.dataset.logUrl;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 2000));
+    let body;
+    try {
+      const res = await fetch(url, { headers: { Accept: "application/json" } });
+      if (!res.ok) return;
+      body = await res.json();
+    } catch (err) {
+      return;
+    }
+    const attempt = (body.attempts || [])[0];
+    if (!attempt) continue;
+    if (attempt.log !== undefined && pre.textContent !== attempt.log) {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = attempt.log;
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    }
+    const note = pre.parentElement.querySelector(".note");
+    if (note) note.textContent = attempt.note || "";
+    if (attempt.finished) return;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  live();
+  for (const pre of document.querySelectorAll("pre[data-follow=true]")) followLog(pre);
+});
