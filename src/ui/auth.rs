@@ -152,7 +152,12 @@ impl FromRequestParts<Ui> for User {
             }
             AuthMode::Token => {
                 let Some(token) = bearer(&parts.headers) else {
-                    return Err(not_logged_in(parts.uri.path()));
+                    // Inside `/api/v1` the router sees the path without its prefix.
+                    let path = match parts.extensions.get::<FullPath>() {
+                        Some(FullPath(p)) => p.as_str(),
+                        None => parts.uri.path(),
+                    };
+                    return Err(not_logged_in(path));
                 };
                 let client = client_for_token(&ui.0.config, &token).map_err(|e| {
                     UiError::new(
@@ -214,6 +219,10 @@ impl User {
     }
 }
 
+/// The request's path as it came, before a nested router took its prefix off.
+#[derive(Clone)]
+struct FullPath(String);
+
 fn is_api(path: &str) -> bool {
     path.starts_with("/api/")
 }
@@ -258,7 +267,9 @@ fn cross_site(headers: &HeaderMap) -> Option<String> {
 
 /// The guard of every state-changing request: same origin, not in readonly mode, and the
 /// session's CSRF token in the `X-Weir-CSRF` header or the form's `csrf` field.
-pub async fn guard(State(ui): State<Ui>, request: Request, next: Next) -> Response {
+pub async fn guard(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
+    let full = FullPath(request.uri().path().to_string());
+    request.extensions_mut().insert(full);
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
