@@ -51,6 +51,7 @@ async fn start(ns: &TestNamespace, mode: AuthMode) -> Server {
         mode,
         config,
         namespace: ns.name().to_string(),
+        context: None,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,6 +98,17 @@ impl Server {
         let auth = format!("Bearer {token}");
         self.request("GET", path, &[("authorization", &auth)], String::new())
             .await
+    }
+
+    /// A server-sent-events stream, once its headers came.
+    async fn stream(&self, path: &str) -> hyper::body::Incoming {
+        let request = hyper::Request::get(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = self.http.request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        response.into_body()
     }
 
     /// The session's CSRF token (`GET /api/v1/session`).
@@ -177,6 +189,23 @@ fn assert_security_headers(reply: &Reply) {
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
     assert_eq!(reply.headers["x-frame-options"], "DENY");
     assert_eq!(reply.headers["referrer-policy"], "no-referrer");
+}
+
+/// What a stream sent until it sent `needle`.
+async fn read_until(mut body: hyper::body::Incoming, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+    while !seen.contains(needle) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{needle} never came in the stream:\n{seen}"))
+            .expect("the stream ended")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    seen
 }
 
 async fn run_of(ns: &TestNamespace, name: &str) -> PipelineRun {
@@ -447,6 +476,60 @@ async fn triggering_checks_params_and_the_csrf_token() {
         reply.body
     );
     assert!(ns.api::<PipelineRun>().get_opt("form-2").await.unwrap().is_none());
+
+    // Backfill: one run per interval of the schedule (in its time zone), once.
+    let backfill = format!("/api/v1/namespaces/{n}/pipelines/etl/backfill");
+    let range = serde_json::json!({"from": "2026-03-01", "to": "2026-03-02"});
+    let reply = ui.post_json(&backfill, range.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let runs = reply.json()["runs"].as_array().unwrap().clone();
+    let dates: Vec<&str> = runs.iter().map(|r| r["logicalDate"].as_str().unwrap()).collect();
+    assert_eq!(dates, ["2026-03-01T01:00:00Z", "2026-03-02T01:00:00Z"]);
+    assert!(runs.iter().all(|r| r["created"] == true), "{runs:?}");
+    let name = runs[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(run_of(&ns, &name).await.labels()["weir.dev/trigger"], "backfill");
+    let again = ui.post_json(&backfill, range).await.json();
+    assert!(
+        again["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["created"] == false),
+        "{again}"
+    );
+    let reply = ui
+        .post_json(
+            &backfill,
+            serde_json::json!({"from": "2026-03-05", "to": "2026-03-01"}),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.json()["error"].as_str().unwrap().contains("is before from"),
+        "{}",
+        reply.body
+    );
+
+    // Suspend and resume the schedule: one field, and the pipelines page says so.
+    let pipelines: Api<weir::api::Pipeline> = ns.api();
+    let reply = ui
+        .post_json(
+            &format!("/api/v1/namespaces/{n}/pipelines/etl/suspend"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["changed"], true);
+    assert!(pipelines.get("etl").await.unwrap().spec.schedule.unwrap().suspend);
+    let page = ui.get(&format!("/?namespace={n}")).await;
+    assert!(page.body.contains("⏸ suspended"), "{}", page.body);
+    let grid = ui.get(&format!("/ns/{n}/pipelines/etl")).await;
+    assert!(grid.body.contains(r#"id="action-resume""#), "{}", grid.body);
+    let reply = ui
+        .post_form(&format!("/ns/{n}/pipelines/etl/resume"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert!(!pipelines.get("etl").await.unwrap().spec.schedule.unwrap().suspend);
 }
 
 /// A pipeline whose task fails until a file exists, and one that waits.
@@ -593,6 +676,34 @@ rules:
     assert_eq!(reply.status, 303);
     assert_eq!(reply.headers["location"], "/login");
 
+    // Logging in checks the token with Kubernetes and keeps it in an HttpOnly cookie.
+    let reply = ui.post_form("/login", &[("token", "not-a-real-token")]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(
+        reply.body.contains("does not accept this token"),
+        "{}",
+        reply.body
+    );
+    let reply = ui.post_form("/login", &[("token", &token)]).await;
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let cookie = reply.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("weir_token=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = ui
+        .request(
+            "GET",
+            &format!("/?namespace={n}"),
+            &[("cookie", &session)],
+            String::new(),
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
     // The viewer reads (once the aggregated rules reach `view`).
     ui_admin_trigger(&ns).await;
     wait_for("the viewer to read runs", RUN_TIMEOUT, || async {
@@ -709,35 +820,23 @@ spec:
     );
     let ui = start(&ns, AuthMode::Local).await;
     let n = ns.name();
+    // The grid's stream says when the pipeline's runs change (the page then reads itself).
+    let grid = ui
+        .stream(&format!("/api/v1/namespaces/{n}/pipelines/steps/watch"))
+        .await;
     ui.post_json(
         &format!("/api/v1/namespaces/{n}/pipelines/steps/runs"),
         serde_json::json!({"name": "steps-1"}),
     )
     .await;
+    let seen = read_until(grid, "event: changed").await;
+    assert!(seen.contains("event: changed"), "{seen}");
 
-    // The live stream: a first state, then the change to Succeeded as it happens.
-    let request = hyper::Request::get(format!(
-        "{}/api/v1/namespaces/{n}/pipelineruns/steps-1/watch",
-        ui.base
-    ))
-    .body(Full::new(Bytes::new()))
-    .unwrap();
-    let response = ui.http.request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response.into_body();
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
-    while !seen.contains(r#""phase":"Succeeded""#) {
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("no Succeeded state in the stream:\n{seen}"))
-            .expect("the stream ended")
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            seen.push_str(&String::from_utf8_lossy(&data));
-        }
-    }
+    // The run's stream: a first state, then the change to Succeeded as it happens.
+    let body = ui
+        .stream(&format!("/api/v1/namespaces/{n}/pipelineruns/steps-1/watch"))
+        .await;
+    let seen = read_until(body, r#""phase":"Succeeded""#).await;
     assert!(seen.starts_with("event: state\n"), "{seen}");
     assert!(seen.contains(r#""second":"Succeeded""#), "{seen}");
     let states: Vec<&str> = seen.lines().filter(|l| l.starts_with("data:")).collect();
@@ -773,4 +872,48 @@ spec:
         "{}",
         page.body
     );
+}
+
+#[tokio::test]
+async fn weir_ui_prints_its_url_serves_and_keeps_local_credentials_on_loopback() {
+    let ns = weir_testenv::env().await.namespace("ui-cmd").await;
+    install_crds(&ns).await;
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["ui", "--address", "0.0.0.0", "-n", ns.name()])
+        .env("KUBECONFIG", ns.kubeconfig())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("listens on loopback only"), "{stderr}");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["ui", "--port", "0", "-n", ns.name()])
+        .env("KUBECONFIG", ns.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(RUN_TIMEOUT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split(" at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let http: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = format!("{url}api/v1/session").parse().unwrap();
+    let response = http.get(uri).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let session: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(session["mode"], "local");
+    assert_eq!(session["namespace"], ns.name());
+    child.kill().await.unwrap();
 }

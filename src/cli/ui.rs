@@ -46,27 +46,22 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             "--in-cluster needs --auth token or --auth readonly: in local mode every visitor would act as the pod's service account"
         );
     }
-    let (config, namespace) = if args.in_cluster {
+    let (config, context) = if args.in_cluster {
         let config = kube::Config::incluster().context("loading the pod's service account")?;
-        let ns = args
-            .cluster
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        (config, ns)
+        (config, None)
     } else {
-        let (config, _) = load_config(&args.cluster).await?;
-        let ns = args
-            .cluster
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        (config, ns)
+        load_config(&args.cluster).await?
     };
+    let namespace = args
+        .cluster
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
     let ui = Ui::new(Settings {
         mode: args.auth,
         config,
         namespace,
+        context,
     })?;
     let addr = SocketAddr::new(args.address, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -28,6 +28,11 @@ pub fn routes() -> Router<Ui> {
     Router::new()
         .route("/session", get(session))
         .route("/namespaces/{ns}/pipelines", get(list_pipelines))
+        .route("/namespaces/{ns}/watch", get(super::live::watch_namespace))
+        .route(
+            "/namespaces/{ns}/pipelines/{name}/watch",
+            get(super::live::watch_pipeline),
+        )
         .route("/namespaces/{ns}/pipelines/{name}", get(get_pipeline))
         .route("/namespaces/{ns}/pipelines/{name}/grid", get(get_grid))
         .route("/namespaces/{ns}/pipelines/{name}/runs", post(post_trigger))

@@ -133,6 +133,9 @@ pub struct User {
     pub may_act: bool,
     pub csrf: String,
     pub mode: AuthMode,
+    /// The API server and the kubeconfig context, for error messages.
+    server: String,
+    context: Option<String>,
 }
 
 impl FromRequestParts<Ui> for User {
@@ -174,6 +177,14 @@ impl FromRequestParts<Ui> for User {
             may_act: mode != AuthMode::Readonly,
             csrf: csrf_token(ui, &session),
             mode,
+            server: ui
+                .0
+                .config
+                .cluster_url
+                .to_string()
+                .trim_end_matches('/')
+                .to_string(),
+            context: ui.0.context.clone(),
         })
     }
 }
@@ -185,8 +196,8 @@ impl User {
         crate::cli::cluster::Cluster {
             client: self.client.clone(),
             namespace: ns.to_string(),
-            context: None,
-            server: "the cluster".to_string(),
+            context: self.context.clone(),
+            server: self.server.clone(),
         }
     }
 

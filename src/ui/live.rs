@@ -69,3 +69,67 @@ pub async fn watch_run(
     );
     Ok(Sse::new(start.chain(updates)).keep_alive(KeepAlive::default()))
 }
+
+/// How long changes of a list are gathered before the page is told: a list page reads
+/// much more than a run's state, so less often.
+const LIST_SETTLE: Duration = Duration::from_secs(1);
+
+/// Changes to the objects of a list: created, changed or deleted (not the initial listing
+/// of a watch, nor its relisting after a reconnect).
+fn changes_of<K>(api: kube::Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Some(()),
+                _ => None,
+            }
+        })
+        .boxed()
+}
+
+/// An event `changed` after each burst of changes: the page reads itself again and
+/// replaces its live regions.
+fn changed_events(
+    changes: futures::stream::BoxStream<'static, ()>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = futures::stream::unfold(changes, |mut changes| async move {
+        changes.next().await?;
+        tokio::time::sleep(LIST_SETTLE).await;
+        while let Some(Some(())) = changes.next().now_or_never() {}
+        Some((Ok(Event::default().event("changed").data("")), changes))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The pipelines page's stream: its namespace's Pipelines and PipelineRuns.
+pub async fn watch_namespace(
+    user: User,
+    Path(ns): Path<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let cluster = user.cluster(&ns);
+    let pipelines = changes_of(cluster.api::<crate::api::Pipeline>(), watcher::Config::default());
+    let runs = changes_of(cluster.api::<PipelineRun>(), watcher::Config::default());
+    changed_events(futures::stream::select(pipelines, runs).boxed())
+}
+
+/// The grid's stream: one pipeline's PipelineRuns and TaskRuns.
+pub async fn watch_pipeline(
+    user: User,
+    Path((ns, name)): Path<(String, String)>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let cluster = user.cluster(&ns);
+    let selector = super::data::runs_selector(Some(&name), None);
+    let runs = changes_of(
+        cluster.api::<PipelineRun>(),
+        watcher::Config::default().labels(&selector),
+    );
+    let task_runs = changes_of(
+        cluster.api::<TaskRun>(),
+        watcher::Config::default().labels(&selector),
+    );
+    changed_events(futures::stream::select(runs, task_runs).boxed())
+}

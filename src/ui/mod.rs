@@ -40,6 +40,8 @@ pub struct Settings {
     pub mode: AuthMode,
     pub config: kube::Config,
     pub namespace: String,
+    /// The kubeconfig context, for error messages (`None` in a pod).
+    pub context: Option<String>,
 }
 
 /// The server's shared state.
@@ -53,6 +55,7 @@ struct Inner {
     /// `readonly` mode); `None` in `token` mode, where nothing is done with it.
     own: Option<kube::Client>,
     namespace: String,
+    context: Option<String>,
     /// Random per process: CSRF tokens are derived from it and the session.
     secret: [u8; 32],
 }
@@ -68,6 +71,7 @@ impl Ui {
             config: settings.config,
             own,
             namespace: settings.namespace,
+            context: settings.context,
             secret: auth::random_secret()?,
         })))
     }

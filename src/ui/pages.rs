@@ -172,6 +172,7 @@ async fn pipelines_page(user: User, State(ui): State<Ui>, Query(q): Query<Pipeli
 <label>Search <input id="filter-search" name="q" value="{}" placeholder="name contains"></label>
 <button type="submit" id="filter-apply">Apply</button>
 </form>
+<div id="pipelines-region" data-live-region>
 <table id="pipelines"><thead><tr><th scope="col">Pipeline</th><th scope="col">Ready</th><th scope="col">Schedule</th><th scope="col">Active runs</th><th scope="col">Last runs (newest first)</th></tr></thead><tbody>
 "#,
         esc(&ns),
@@ -189,7 +190,7 @@ async fn pipelines_page(user: User, State(ui): State<Ui>, Query(q): Query<Pipeli
     if shown.is_empty() {
         body.push_str(r#"<tr><td colspan="5">No pipelines here.</td></tr>"#);
     }
-    body.push_str("</tbody></table>");
+    body.push_str("</tbody></table></div>");
     if let Some(next) = &page.continue_token {
         let _ = write!(
             body,
@@ -200,7 +201,9 @@ async fn pipelines_page(user: User, State(ui): State<Ui>, Query(q): Query<Pipeli
             enc(next)
         );
     }
-    Ok(html::page(&frame(&user, "Pipelines", &ns), &body).into_response())
+    let mut f = frame(&user, "Pipelines", &ns);
+    f.main_attrs = format!(r#" data-live-refresh="/api/v1/namespaces/{}/watch""#, enc(&ns));
+    Ok(html::page(&f, &body).into_response())
 }
 
 fn pipeline_row(ns: &str, p: &view::PipelineSummary) -> String {
@@ -313,9 +316,16 @@ async fn grid_page(
             esc(problem)
         );
     }
-    body.push_str(&grid_table(&ns, &grid, &views));
-    body.push_str(&runs_table(&user, &ns, &name, &q).await?);
-    Ok(html::page(&frame(&user, &format!("Pipeline {name}"), &ns), &body).into_response())
+    let _ = write!(
+        body,
+        r#"<div id="grid-region" data-live-region>{}</div><div id="runs-region" data-live-region>{}</div>"#,
+        grid_table(&ns, &grid, &views),
+        runs_table(&user, &ns, &name, &q).await?
+    );
+    let title = format!("Pipeline {name}");
+    let mut f = frame(&user, &title, &ns);
+    f.main_attrs = format!(r#" data-live-refresh="{}/watch""#, api_pipeline_path(&ns, &name));
+    Ok(html::page(&f, &body).into_response())
 }
 
 /// Runs as columns (oldest left, newest right, as Airflow's grid), tasks as rows; a bar of
@@ -467,6 +477,10 @@ async fn run_page(user: User, Path((ns, run)): Path<(String, String)>) -> PageRe
     let mut f = frame(&user, &run, &ns);
     f.main_attrs = live_attr(&ns, &run);
     Ok(html::page(&f, &body).into_response())
+}
+
+fn api_pipeline_path(ns: &str, pipeline: &str) -> String {
+    format!("/api/v1/namespaces/{}/pipelines/{}", enc(ns), enc(pipeline))
 }
 
 fn live_attr(ns: &str, run: &str) -> String {

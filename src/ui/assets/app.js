@@ -3,6 +3,8 @@
 //   event carries the run's phase and every task's state, applied to the elements that
 //   show them ([data-testid=run-phase], [data-task-state=NAME], [data-task-counts=NAME],
 //   graph nodes g.node[data-task=NAME]).
+// - Live lists: <main data-live-refresh="URL"> opens a stream whose `changed` events say the
+//   list changed; the page reads itself again and replaces each [data-live-region] by id.
 // - Logs: <pre data-log-url=URL data-follow=true> is read again every 2 s while its
 //   attempt runs (live-following), and stops once it has finished.
 "use strict";
@@ -54,6 +56,30 @@ function live() {
   });
 }
 
+async function refresh() {
+  let text;
+  try {
+    const res = await fetch(window.location.href, { headers: { Accept: "text/html" } });
+    if (!res.ok) return;
+    text = await res.text();
+  } catch (err) {
+    return;
+  }
+  const fresh = new DOMParser().parseFromString(text, "text/html");
+  for (const region of document.querySelectorAll("[data-live-region]")) {
+    const next = region.id && fresh.getElementById(region.id);
+    if (next && !region.contains(document.activeElement)) region.innerHTML = next.innerHTML;
+  }
+}
+
+function liveRefresh() {
+  const main = document.getElementById("main");
+  const url = main && main.dataset.liveRefresh;
+  if (!url || !window.EventSource) return;
+  const source = new EventSource(url);
+  source.addEventListener("changed", () => { refresh(); });
+}
+
 async function followLog(pre) {
   const url = pre.dataset.logUrl;
   for (;;) {
@@ -81,5 +107,6 @@ async function followLog(pre) {
 
 document.addEventListener("DOMContentLoaded", () => {
   live();
+  liveRefresh();
   for (const pre of document.querySelectorAll("pre[data-follow=true]")) followLog(pre);
 });
