@@ -293,7 +293,7 @@ pub async fn trigger(
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| crate::engine::schedule::manual_run_name(pipeline, jiff::Timestamp::now()));
-    match crate::cli::trigger::create_run(&cluster, &found, &name, &request.params, None).await {
+    match crate::cli::trigger::create_run(&cluster, &found, &name, &request.params, None, true).await {
         Ok(()) => Ok(name),
         Err(TriggerError::BadParams(problems)) => Err(UiError::invalid(
             format!(
