@@ -1315,3 +1315,96 @@ async fn logout() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_nodes_carry_rules_conditions_fan_out_and_finally() {
+        let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+            "tasks": [
+                {"name": "extract", "image": "x"},
+                {"name": "shard", "image": "x", "dependsOn": ["extract"], "forEach": {"items": ["a", "b"]}},
+                {"name": "load", "image": "x", "dependsOn": ["shard"], "triggerRule": "AllDone",
+                 "when": [{"input": "{{ params.env }}", "operator": "In", "values": ["prod", "staging"]}]},
+            ],
+            "finally": [{"name": "report", "image": "x"}],
+        }))
+        .unwrap();
+        let mut shard = view_task("shard", TaskPhase::Running);
+        shard.fans_out = true;
+        shard.instances = vec![
+            view_task("shard[0]", TaskPhase::Succeeded),
+            view_task("shard[1]", TaskPhase::Failed),
+        ];
+        shard.instances[1].instance = Some(1);
+        let run = RunView {
+            name: "r1".into(),
+            namespace: "n".into(),
+            pipeline: None,
+            trigger: None,
+            phase: "Running".into(),
+            reason: None,
+            message: None,
+            logical_date: None,
+            start_time: None,
+            completion_time: None,
+            progress: None,
+            params: Default::default(),
+            cancel_requested: false,
+            rerun_requested: None,
+            rerun: None,
+            tasks: vec![view_task("extract", TaskPhase::Succeeded), shard],
+        };
+        let (nodes, edges) = graph_of("n", &run, &spec);
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["extract", "shard", "load", "report"]);
+        assert_eq!(nodes[0].state, "Succeeded");
+        assert_eq!(nodes[0].href.as_deref(), Some("/ns/n/runs/r1/tasks/extract"));
+        assert_eq!(nodes[1].details, ["1/2 succeeded, 1 failed"]);
+        assert_eq!(nodes[2].state, "Pending", "a task without a TaskRun yet");
+        assert_eq!(
+            nodes[2].details,
+            ["trigger: allDone", "when: {{ params.env }} In [prod, staging]"]
+        );
+        assert!(nodes[2].href.is_none());
+        assert!(nodes[3].finally && !nodes[2].finally);
+        let pairs: Vec<(&str, &str)> = edges.iter().map(|e| (e.from.as_str(), e.to.as_str())).collect();
+        assert_eq!(pairs, [("extract", "shard"), ("shard", "load")]);
+    }
+
+    #[test]
+    fn secret_env_values_are_references_never_values() {
+        let env: k8s_openapi::api::core::v1::EnvVar = serde_json::from_value(serde_json::json!({
+            "name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            env_value(&env),
+            "from Secret <code>db</code>, key <code>password</code> (value not shown)"
+        );
+        let plain: k8s_openapi::api::core::v1::EnvVar =
+            serde_json::from_value(serde_json::json!({"name": "A", "value": "<b>"})).unwrap();
+        assert_eq!(env_value(&plain), "<code>&lt;b&gt;</code>");
+    }
+
+    fn view_task(name: &str, phase: TaskPhase) -> TaskView {
+        TaskView {
+            name: name.into(),
+            task: name.split('[').next().unwrap_or(name).into(),
+            instance: None,
+            finally: false,
+            phase,
+            task_run: Some(format!("r1-{name}")),
+            start_time: None,
+            completion_time: None,
+            next_retry_time: None,
+            max_attempts: None,
+            message: None,
+            attempts: Vec::new(),
+            instances: Vec::new(),
+            fans_out: false,
+        }
+    }
+}
