@@ -196,8 +196,13 @@ fn max_attempts_of(spec: Option<&PipelineSpec>, task: Option<&TaskSpec>) -> Opti
 fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
     let status = tr.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or(TaskPhase::Pending);
+    // Why it failed, or why it waits for its pool.
+    let waits_for_pool = |reason: &str| {
+        phase == TaskPhase::Pending
+            && [reasons::QUEUED, reasons::POOL_NOT_FOUND, reasons::POOL_TOO_SMALL].contains(&reason)
+    };
     let failure = condition::find(&status.conditions, condition_types::SUCCEEDED)
-        .filter(|_| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled))
+        .filter(|c| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled) || waits_for_pool(&c.reason))
         .map(|c| c.message.clone())
         .filter(|m| !m.is_empty());
     let limit = tr.spec.retries.as_ref().map_or(0, |r| r.limit);

@@ -1,0 +1,387 @@
+//! Pools on a real control plane. Every pool task appends `start` and `end` lines with the
+//! time to a file of the test as its first and last act: the node agent runs pods as local
+//! processes, so the file says when each task really ran, whatever the operator believes.
+//! The limits are checked from that file, not from what the operator writes.
+
+mod common;
+
+use common::*;
+use kube::api::{Api, Patch, PatchParams};
+use std::path::PathBuf;
+use std::time::Duration;
+use weir::api::{Pool, RunPhase, TaskRun};
+use weir_testenv::{TestNamespace, wait_for};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The file pool tasks write their start and end to.
+struct Timeline {
+    path: PathBuf,
+}
+
+/// One line of the timeline: `start`/`end`, `<run>/<task>`, nanoseconds.
+#[derive(Clone, Debug, PartialEq)]
+struct Mark {
+    start: bool,
+    who: String,
+    at: u128,
+}
+
+impl Timeline {
+    fn new(ns: &TestNamespace) -> Timeline {
+        let path = std::env::temp_dir().join(format!("weir-pools-{}.timeline", ns.name()));
+        let _ = std::fs::remove_file(&path);
+        Timeline { path }
+    }
+
+    /// A task's command: marks its start, sleeps, marks its end.
+    fn command(&self, seconds: f64) -> String {
+        let file = self.path.display();
+        let mark =
+            |what: &str| format!(r#"echo "{what} $WEIR_PIPELINE_RUN/$WEIR_TASK $(date +%s%N)" >> {file}"#);
+        format!("[sh, -c, '{}; sleep {seconds}; {}']", mark("start"), mark("end"))
+    }
+
+    /// A task's command: marks its start, waits until the test calls [`Timeline::release`],
+    /// marks its end.
+    fn held_command(&self) -> String {
+        let file = self.path.display();
+        let release = self.release_file();
+        let mark =
+            |what: &str| format!(r#"echo "{what} $WEIR_PIPELINE_RUN/$WEIR_TASK $(date +%s%N)" >> {file}"#);
+        format!(
+            "[sh, -c, '{}; while [ ! -e {} ]; do sleep 0.1; done; {}']",
+            mark("start"),
+            release.display(),
+            mark("end")
+        )
+    }
+
+    fn release_file(&self) -> PathBuf {
+        self.path.with_extension("release")
+    }
+
+    /// Lets every task of [`Timeline::held_command`] end.
+    fn release(&self) {
+        std::fs::write(self.release_file(), "").unwrap();
+    }
+
+    async fn wait_started(&self, count: usize) {
+        wait_for(
+            &format!("{count} task(s) to start"),
+            Duration::from_secs(60),
+            || async {
+                let started = self.started();
+                (started.len() >= count)
+                    .then_some(())
+                    .ok_or(format!("{started:?}"))
+            },
+        )
+        .await;
+    }
+
+    fn marks(&self) -> Vec<Mark> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let mut marks: Vec<Mark> = text
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                Some(Mark {
+                    start: f.first()? == &"start",
+                    who: f.get(1)?.to_string(),
+                    at: f.get(2)?.parse().ok()?,
+                })
+            })
+            .collect();
+        // An end and a start at the same instant: the end first (the slot was free).
+        marks.sort_by_key(|m| (m.at, m.start));
+        marks
+    }
+
+    /// The most tasks that ran at once.
+    fn most_at_once(&self) -> usize {
+        let (mut running, mut most) = (0usize, 0usize);
+        for m in self.marks() {
+            if m.start {
+                running += 1;
+                most = most.max(running);
+            } else {
+                running = running.saturating_sub(1);
+            }
+        }
+        most
+    }
+
+    fn started(&self) -> Vec<String> {
+        self.marks()
+            .into_iter()
+            .filter(|m| m.start)
+            .map(|m| m.who)
+            .collect()
+    }
+
+    fn time_of(&self, start: bool, who: &str) -> u128 {
+        self.marks()
+            .into_iter()
+            .find(|m| m.start == start && m.who == who)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {} of {who} in {:?}",
+                    if start { "start" } else { "end" },
+                    self.marks()
+                )
+            })
+            .at
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        // A task still waiting for its release would wait forever.
+        let _ = std::fs::write(self.release_file(), "");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(self.release_file());
+        }
+    }
+}
+
+fn pool(name: &str, slots: u32) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\nspec: {{slots: {slots}}}\n"
+    )
+}
+
+/// A task of a pool, as a line of a pipeline's `tasks`.
+fn pool_task(name: &str, pool: &str, extra: &str, command: &str) -> String {
+    format!("      - {{name: {name}, image: busybox, pool: {pool}, command: {command}{extra}}}\n")
+}
+
+fn run(name: &str, tasks: &str) -> String {
+    format!(
+        "---\napiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: {name}}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
+    )
+}
+
+async fn wait_all_succeeded(ns: &TestNamespace, runs: &[String]) {
+    for name in runs {
+        let done = wait_run_done(ns, name, RUN_TIMEOUT).await;
+        assert_eq!(phase(&done), RunPhase::Succeeded, "{name}: {:?}", done.status);
+    }
+}
+
+/// The `Succeeded` condition's reason and message of a TaskRun.
+async fn waiting_reason(ns: &TestNamespace, run: &str, task: &str) -> Option<(String, String)> {
+    let tr = task_run_opt(ns, run, task).await?;
+    let status = tr.status?;
+    let c = weir::api::condition::find(&status.conditions, "Succeeded")?;
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_reason(ns: &TestNamespace, run: &str, task: &str, reason: &str) -> String {
+    wait_for(
+        &format!("task {task} of {run} to wait with reason {reason}"),
+        Duration::from_secs(60),
+        || async {
+            match waiting_reason(ns, run, task).await {
+                Some((r, message)) if r == reason => Ok(message),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+async fn pool_status(ns: &TestNamespace, name: &str) -> weir::api::PoolStatus {
+    let pools: Api<Pool> = ns.api();
+    pools.get(name).await.unwrap().status.unwrap_or_default()
+}
+
+/// Three runs of five tasks each on a pool of two slots: never more than two at once, and
+/// two at once for a while (the pool is used, not just obeyed). With `kills`, the operator
+/// is killed that many times while the runs go on: a restarted operator takes the slots
+/// held from the pool's status and the live TaskRuns, never more.
+async fn three_runs_on_two_slots(prefix: &str, kills: usize) {
+    let (ns, mut op) = setup(prefix).await;
+    let timeline = Timeline::new(&ns);
+    let tasks: String = (1..=5)
+        .map(|i| pool_task(&format!("t{i}"), "warehouse", "", &timeline.command(1.0)))
+        .collect();
+    let runs: Vec<String> = (1..=3).map(|i| format!("load-{i}")).collect();
+    let manifests: String = pool("warehouse", 2) + &runs.iter().map(|r| run(r, &tasks)).collect::<String>();
+    ns.apply(&manifests);
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        op.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        op.restart();
+    }
+    wait_all_succeeded(&ns, &runs).await;
+    assert_eq!(timeline.started().len(), 15, "{:?}", timeline.marks());
+    assert_eq!(timeline.most_at_once(), 2, "{:#?}", timeline.marks());
+    wait_for("the pool to be empty", Duration::from_secs(30), || async {
+        let status = pool_status(&ns, "warehouse").await;
+        (status.occupied == 0 && status.queued == 0 && status.holders.is_empty())
+            .then_some(())
+            .ok_or(format!("{status:?}"))
+    })
+    .await;
+    if kills == 0 {
+        let queued = events_with_reason(&ns, "TaskQueued");
+        assert!(
+            queued.iter().any(|e| e.contains("of pool \"warehouse\"")),
+            "{queued:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_runs_of_five_tasks_never_run_more_than_the_pool_allows() {
+    three_runs_on_two_slots("pool-limit", 0).await;
+}
+
+/// The short version of the chaos scenario (docs/pools.md describes the long one).
+#[tokio::test]
+async fn killing_the_operator_never_lets_more_tasks_run_than_the_pool_allows() {
+    three_runs_on_two_slots("pool-kill", 4).await;
+}
+
+/// With the pool's only slot taken, a task of weight 10 and one of weight 1 wait; the
+/// heavier starts first, although it was created after the other.
+#[tokio::test]
+async fn higher_priority_tasks_start_first() {
+    let (ns, _op) = setup("pool-prio").await;
+    let timeline = Timeline::new(&ns);
+    let hold = pool_task("hold", "api", "", &timeline.held_command());
+    ns.apply(&(pool("api", 1) + &run("holder", &hold)));
+    timeline.wait_started(1).await;
+    let low = pool_task("call", "api", ", priorityWeight: 1", &timeline.command(0.5));
+    ns.apply(&run("low", &low));
+    wait_reason(&ns, "low", "call", "Queued").await;
+    let high = pool_task("call", "api", ", priorityWeight: 10", &timeline.command(0.5));
+    ns.apply(&run("high", &high));
+    let message = wait_reason(&ns, "high", "call", "Queued").await;
+    assert!(message.contains("pool \"api\""), "{message}");
+    // The queue in the pool's status, in the order the tasks will start.
+    wait_for("the pool's queue", Duration::from_secs(30), || async {
+        let queue = pool_status(&ns, "api").await.queue;
+        let queue: Vec<(String, i64)> = queue.into_iter().map(|q| (q.task_run, q.priority)).collect();
+        (queue == [("high-call".to_string(), 10), ("low-call".to_string(), 1)])
+            .then_some(())
+            .ok_or(format!("{queue:?}"))
+    })
+    .await;
+    timeline.release();
+    wait_all_succeeded(&ns, &["holder".into(), "low".into(), "high".into()]).await;
+    assert_eq!(
+        timeline.started(),
+        ["holder/hold", "high/call", "low/call"],
+        "{:#?}",
+        timeline.marks()
+    );
+    assert_eq!(timeline.most_at_once(), 1);
+}
+
+/// A task taking both slots of a pool waits while one of them is taken, and starts only
+/// once the task holding it ended.
+#[tokio::test]
+async fn a_task_taking_two_slots_waits_for_both() {
+    let (ns, _op) = setup("pool-two").await;
+    let timeline = Timeline::new(&ns);
+    let small = pool_task("small", "gpu", "", &timeline.held_command());
+    ns.apply(&(pool("gpu", 2) + &run("one", &small)));
+    timeline.wait_started(1).await;
+    let big = pool_task("big", "gpu", ", poolSlots: 2", &timeline.command(0.5));
+    ns.apply(&run("two", &big));
+    let message = wait_reason(&ns, "two", "big", "Queued").await;
+    assert_eq!(
+        message,
+        "waiting for 2 slot(s) of pool \"gpu\": 1 of 2 occupied; 1st in line"
+    );
+    timeline.release();
+    wait_all_succeeded(&ns, &["one".into(), "two".into()]).await;
+    assert!(
+        timeline.time_of(true, "two/big") >= timeline.time_of(false, "one/small"),
+        "{:#?}",
+        timeline.marks()
+    );
+}
+
+/// A pool of no slots starts nothing; made larger, it lets as many tasks start at once as it
+/// now has slots.
+#[tokio::test]
+async fn resizing_a_pool_takes_effect_at_once() {
+    let (ns, _op) = setup("pool-size").await;
+    let timeline = Timeline::new(&ns);
+    let tasks: String = (1..=4)
+        .map(|i| pool_task(&format!("t{i}"), "db", "", &timeline.held_command()))
+        .collect();
+    ns.apply(&(pool("db", 0) + &run("grow", &tasks)));
+    for i in 1..=4 {
+        wait_reason(&ns, "grow", &format!("t{i}"), "PoolTooSmall").await;
+    }
+    assert!(timeline.started().is_empty());
+    let pools: Api<Pool> = ns.api();
+    pools
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"slots": 3}})),
+        )
+        .await
+        .unwrap();
+    // Three start, the fourth waits for one of them to end: had it started too, four would
+    // have run at once (none ends before the release).
+    timeline.wait_started(3).await;
+    wait_for(
+        "three slots taken, one task in line",
+        Duration::from_secs(30),
+        || async {
+            let status = pool_status(&ns, "db").await;
+            (status.occupied == 3 && status.queued == 1)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
+        },
+    )
+    .await;
+    timeline.release();
+    wait_all_succeeded(&ns, &["grow".into()]).await;
+    assert_eq!(timeline.most_at_once(), 3, "{:#?}", timeline.marks());
+}
+
+/// A task naming a pool that does not exist waits with reason `PoolNotFound` (condition and
+/// Event name the pool), and starts once the pool is created.
+#[tokio::test]
+async fn a_missing_pool_is_reported_and_its_tasks_start_once_it_exists() {
+    let (ns, _op) = setup("pool-missing").await;
+    let timeline = Timeline::new(&ns);
+    ns.apply(&run(
+        "early",
+        &pool_task("load", "later", "", &timeline.command(0.2)),
+    ));
+    let message = wait_reason(&ns, "early", "load", "PoolNotFound").await;
+    assert_eq!(
+        message,
+        format!(
+            "waiting: pool \"later\" does not exist in namespace \"{}\"; the task starts once it is created (kind: Pool)",
+            ns.name()
+        )
+    );
+    wait_for("the PoolNotFound Event", Duration::from_secs(30), || async {
+        let events = events_with_reason(&ns, "PoolNotFound");
+        events.iter().any(|e| e.contains("task load")).then_some(())
+    })
+    .await;
+    let trs: Api<TaskRun> = ns.api();
+    assert!(
+        trs.get("early-load")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .attempts
+            .is_empty()
+    );
+    ns.apply(&pool("later", 1));
+    wait_all_succeeded(&ns, &["early".into()]).await;
+}
