@@ -200,9 +200,11 @@ async fn pool_status(ns: &TestNamespace, name: &str) -> weir::api::PoolStatus {
 /// Three runs of five tasks each on a pool of two slots: never more than two at once, and
 /// two at once for a while (the pool is used, not just obeyed). With `kills`, the operator
 /// is killed that many times while the runs go on: a restarted operator takes the slots
-/// held from the pool's status and the live TaskRuns, never more.
-async fn three_runs_on_two_slots(prefix: &str, kills: usize) {
+/// held from the pool's status and the live TaskRuns, never more. With `second`, another
+/// operator process (no leader election) reconciles the same objects at the same time.
+async fn three_runs_on_two_slots(prefix: &str, kills: usize, second: bool) {
     let (ns, mut op) = setup(prefix).await;
+    let _second = second.then(|| Operator::start_with(&ns, Some("second"), &[]));
     let timeline = Timeline::new(&ns);
     let tasks: String = (1..=5)
         .map(|i| pool_task(&format!("t{i}"), "warehouse", "", &timeline.command(1.0)))
@@ -226,7 +228,7 @@ async fn three_runs_on_two_slots(prefix: &str, kills: usize) {
             .ok_or(format!("{status:?}"))
     })
     .await;
-    if kills == 0 {
+    if kills == 0 && !second {
         let queued = events_with_reason(&ns, "TaskQueued");
         assert!(
             queued.iter().any(|e| e.contains("of pool \"warehouse\"")),
@@ -237,13 +239,21 @@ async fn three_runs_on_two_slots(prefix: &str, kills: usize) {
 
 #[tokio::test]
 async fn three_runs_of_five_tasks_never_run_more_than_the_pool_allows() {
-    three_runs_on_two_slots("pool-limit", 0).await;
+    three_runs_on_two_slots("pool-limit", 0, false).await;
 }
 
 /// The short version of the chaos scenario (docs/pools.md describes the long one).
 #[tokio::test]
 async fn killing_the_operator_never_lets_more_tasks_run_than_the_pool_allows() {
-    three_runs_on_two_slots("pool-kill", 4).await;
+    three_runs_on_two_slots("pool-kill", 4, false).await;
+}
+
+/// Two operator processes at once (as two shards, or a deposed leader still finishing a
+/// reconcile) both decide admissions for the same pool: the resourceVersion of the Pool's
+/// status lets only one of them take a slot.
+#[tokio::test]
+async fn two_operators_at_once_never_let_more_tasks_run_than_the_pool_allows() {
+    three_runs_on_two_slots("pool-two-ops", 0, true).await;
 }
 
 /// With the pool's only slot taken, a task of weight 10 and one of weight 1 wait; the

@@ -469,6 +469,31 @@ mod tests {
     }
 
     #[test]
+    fn a_task_waiting_for_its_pool_shows_why_and_a_running_one_does_not() {
+        let waiting = |phase, reason: &str| {
+            let mut tr = task_run("load", None, phase, &[]);
+            if let Some(status) = tr.status.as_mut() {
+                crate::api::set_condition(
+                    &mut status.conditions,
+                    condition_types::SUCCEEDED,
+                    crate::api::ConditionStatus::Unknown,
+                    reason,
+                    "waiting: pool \"gpu\" does not exist in namespace \"data\"",
+                    None,
+                    ts(2),
+                );
+            }
+            from_task_run(&tr, "load".into(), false).message
+        };
+        assert_eq!(
+            waiting(TaskPhase::Pending, reasons::POOL_NOT_FOUND).as_deref(),
+            Some("waiting: pool \"gpu\" does not exist in namespace \"data\"")
+        );
+        assert!(waiting(TaskPhase::Pending, reasons::QUEUED).is_some());
+        assert_eq!(waiting(TaskPhase::Running, reasons::RUNNING), None);
+    }
+
+    #[test]
     fn tasks_come_in_dag_order_from_task_runs_or_the_summary() {
         let run = run(
             serde_json::json!({
