@@ -395,3 +395,46 @@ async fn a_missing_pool_is_reported_and_its_tasks_start_once_it_exists() {
     ns.apply(&pool("later", 1));
     wait_all_succeeded(&ns, &["early".into()]).await;
 }
+
+/// Deleting a pool in use stops nothing that runs, and a pool made again under its name
+/// counts the attempt still running as a holder: the task waiting meanwhile does not start
+/// beside it.
+#[tokio::test]
+async fn a_pool_deleted_and_made_again_while_in_use_never_overshoots() {
+    let (ns, _op) = setup("pool-recreate").await;
+    let timeline = Timeline::new(&ns);
+    let first = pool_task("first", "api", "", &timeline.held_command());
+    ns.apply(&(pool("api", 1) + &run("one", &first)));
+    timeline.wait_started(1).await;
+    let second = pool_task("second", "api", "", &timeline.held_command());
+    ns.apply(&run("two", &second));
+    wait_reason(&ns, "two", "second", "Queued").await;
+
+    let pools: Api<Pool> = ns.api();
+    pools.delete("api", &Default::default()).await.unwrap();
+    wait_for("the pool to be gone", Duration::from_secs(30), || async {
+        pools.get_opt("api").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    ns.apply(&pool("api", 1));
+    wait_for(
+        "the running task adopted, the other in line",
+        Duration::from_secs(60),
+        || async {
+            let status = pool_status(&ns, "api").await;
+            let adopted = status
+                .holders
+                .iter()
+                .map(|h| h.task_run.as_str())
+                .eq(["one-first"]);
+            (adopted && status.queued == 1)
+                .then_some(())
+                .ok_or(format!("{status:?}"))
+        },
+    )
+    .await;
+    assert_eq!(timeline.started(), ["one/first"], "{:#?}", timeline.marks());
+    timeline.release();
+    wait_all_succeeded(&ns, &["one".into(), "two".into()]).await;
+    assert_eq!(timeline.most_at_once(), 1, "{:#?}", timeline.marks());
+}
