@@ -392,6 +392,19 @@ async fn a_missing_pool_is_reported_and_its_tasks_start_once_it_exists() {
             .attempts
             .is_empty()
     );
+    // What `weir get` shows of it: Queued, and why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["get", "early", "-n", ns.name()])
+        .env("KUBECONFIG", ns.kubeconfig())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running weir get");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(" load ")).unwrap_or_default();
+    assert!(
+        line.contains("Queued") && line.contains("pool \"later\" does not exist"),
+        "{text}"
+    );
     ns.apply(&pool("later", 1));
     wait_all_succeeded(&ns, &["early".into()]).await;
 }
