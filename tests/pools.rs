@@ -112,6 +112,24 @@ impl Timeline {
         most
     }
 
+    /// For each start that had to wait for a slot (all but the first `slots`): the time from
+    /// the end just before it, in milliseconds, sorted. What a freed slot costs to hand on.
+    fn handoffs_ms(&self, slots: usize) -> Vec<u128> {
+        let marks = self.marks();
+        let mut out: Vec<u128> = marks
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.start)
+            .skip(slots)
+            .filter_map(|(i, m)| {
+                let freed = marks[..i].iter().rev().find(|e| !e.start)?;
+                Some((m.at - freed.at) / 1_000_000)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn started(&self) -> Vec<String> {
         self.marks()
             .into_iter()
@@ -221,6 +239,14 @@ async fn three_runs_on_two_slots(prefix: &str, kills: usize, second: bool) {
     wait_all_succeeded(&ns, &runs).await;
     assert_eq!(timeline.started().len(), 15, "{:?}", timeline.marks());
     assert_eq!(timeline.most_at_once(), 2, "{:#?}", timeline.marks());
+    // Measured, not asserted: from a task's end to the start of the next one in line.
+    let handoffs = timeline.handoffs_ms(2);
+    if let (Some(median), Some(max)) = (handoffs.get(handoffs.len() / 2), handoffs.last()) {
+        eprintln!(
+            "{prefix}: slot handed on in {median} ms (median), {max} ms (max) over {} starts",
+            handoffs.len()
+        );
+    }
     wait_for("the pool to be empty", Duration::from_secs(30), || async {
         let status = pool_status(&ns, "warehouse").await;
         (status.occupied == 0 && status.queued == 0 && status.holders.is_empty())
