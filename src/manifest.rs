@@ -6,7 +6,7 @@
 pub mod schema;
 pub mod yaml;
 
-use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+use crate::api::{Pipeline, PipelineRun, PipelineSpec, Pool};
 use crate::engine::quote::{cut, q};
 use crate::engine::{ValidationError, duration, validate};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
@@ -19,6 +19,7 @@ use yaml::{Loc, Node, PathSegment, parse_path};
 pub enum Manifest {
     Pipeline(Box<Pipeline>),
     PipelineRun(Box<PipelineRun>),
+    Pool(Box<Pool>),
     /// Some other kind, left alone.
     Other {
         kind: String,
@@ -155,6 +156,17 @@ impl FileReport {
             Some(Manifest::PipelineRun(r)) => Some(&**r),
             _ => None,
         })
+    }
+
+    /// The Pools of the file, by name: their slots.
+    pub fn pools(&self) -> std::collections::BTreeMap<String, u32> {
+        self.objects
+            .iter()
+            .filter_map(|o| match &o.manifest {
+                Some(Manifest::Pool(p)) => Some((name_of(&p.metadata), p.spec.slots)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn select_run<'a>(&'a self, run: &'a PipelineRun) -> Result<Selected<'a>, String> {
@@ -496,6 +508,9 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
         "PipelineRun" => serde_json::from_value::<PipelineRun>(stored)
             .map(|r| Manifest::PipelineRun(Box::new(r)))
             .map_err(|e| e.to_string()),
+        "Pool" => serde_json::from_value::<Pool>(stored)
+            .map(|p| Manifest::Pool(Box::new(p)))
+            .map_err(|e| e.to_string()),
         other => Ok(Manifest::Other { kind: other.into() }),
     };
     let manifest = match manifest {
@@ -733,11 +748,58 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// Checks every Pipeline and PipelineRun in the files and directories.
 pub fn validate_paths(paths: &[PathBuf]) -> Report {
     let schemas = Schemas::new();
-    Report {
+    let mut report = Report {
         files: collect_files(paths)
             .iter()
             .map(|f| check_file(f, &schemas))
             .collect(),
+    };
+    check_pool_sizes(&mut report);
+    report
+}
+
+/// Tasks taking more slots than a Pool of the files has: in a cluster they would wait until
+/// the pool is made larger. What a cluster's pools are is not known offline; the ones given
+/// alongside the pipelines are.
+fn check_pool_sizes(report: &mut Report) {
+    let pools: std::collections::BTreeMap<String, u32> =
+        report.files.iter().flat_map(FileReport::pools).collect();
+    for file in &mut report.files {
+        let mut found = Vec::new();
+        for object in &file.objects {
+            let Some(Manifest::Pipeline(p)) = &object.manifest else {
+                continue;
+            };
+            let default_pool = p.spec.defaults.as_ref().and_then(|d| d.pool.as_ref());
+            let tasks = p.spec.tasks.iter().map(|t| ("tasks", t));
+            let finally = p.spec.finally.iter().map(|t| ("finally", t));
+            for (i, (list, task)) in tasks.chain(finally).enumerate() {
+                let index = if list == "tasks" {
+                    i
+                } else {
+                    i - p.spec.tasks.len()
+                };
+                let (Some(pool), Some(need)) = (task.pool.as_ref().or(default_pool), task.pool_slots) else {
+                    continue;
+                };
+                if let Some(&slots) = pools.get(pool).filter(|&&slots| need > slots) {
+                    found.push(Problem {
+                        file: file.file.clone(),
+                        loc: object.loc,
+                        document: Some(object.document),
+                        object: Some(object.id.clone()),
+                        path: Some(format!("spec.{list}[{index}].poolSlots")),
+                        task: Some(task.name.clone()),
+                        message: format!(
+                            "takes {need} slot(s) of pool {}, which has only {slots}: it would wait until the pool is made larger",
+                            q(pool)
+                        ),
+                        source: Source::Engine,
+                    });
+                }
+            }
+        }
+        file.problems.extend(found);
     }
 }
 
@@ -805,7 +867,7 @@ spec: {timeout: 1d}
         assert_eq!(
             lines,
             vec![
-                "p.yaml:6:7: Pipline x: kind: unknown kind \"Pipline\" (did you mean \"Pipeline\"?): Weir's kinds are Pipeline, PipelineRun, TaskRun",
+                "p.yaml:6:7: Pipline x: kind: unknown kind \"Pipline\" (did you mean \"Pipeline\"?): Weir's kinds are Pipeline, PipelineRun, TaskRun, Pool",
                 "p.yaml:11:18: PipelineRun Run_1: metadata.name: \"Run_1\" is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
                 "p.yaml:12:7: PipelineRun Run_1: spec: pipelineRef or pipelineSpec is required",
                 // The engine's word on a duration replaces the schema's pattern.

@@ -21,12 +21,14 @@ pub enum ControllerKind {
     pipeline,
     pipelinerun,
     taskrun,
+    pool,
 }
 
-const CONTROLLERS: [ControllerKind; 3] = [
+const CONTROLLERS: [ControllerKind; 4] = [
     ControllerKind::pipeline,
     ControllerKind::pipelinerun,
     ControllerKind::taskrun,
+    ControllerKind::pool,
 ];
 
 /// How a run or a task ended.
@@ -63,6 +65,29 @@ struct ReasonLabels {
 /// Counts the active runs at scrape time (from the leader's watch cache).
 type Source = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// What the pools of one watch cache add up to. Pools are summed, not labelled by name (the
+/// number of series stays fixed); each pool's own numbers are in its status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    pub pools: i64,
+    pub slots: i64,
+    pub occupied: i64,
+    pub queued: i64,
+}
+
+impl std::iter::Sum for PoolTotals {
+    fn sum<I: Iterator<Item = PoolTotals>>(iter: I) -> PoolTotals {
+        iter.fold(PoolTotals::default(), |a, b| PoolTotals {
+            pools: a.pools + b.pools,
+            slots: a.slots + b.slots,
+            occupied: a.occupied + b.occupied,
+            queued: a.queued + b.queued,
+        })
+    }
+}
+
+type PoolSource = Arc<dyn Fn() -> PoolTotals + Send + Sync>;
+
 /// All metric families, registered once in [`Metrics::new`].
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +105,12 @@ pub struct Metrics {
     queue_depth: Family<ControllerLabels, Gauge>,
     queues: Mutex<Vec<(ControllerKind, Queue)>>,
     leader: Gauge,
+    pools: Gauge,
+    pool_slots: Gauge,
+    pool_slots_occupied: Gauge,
+    pool_tasks_queued: Gauge,
+    pool_admissions: Counter,
+    pool_sources: Mutex<Vec<PoolSource>>,
 }
 
 impl Default for Metrics {
@@ -165,8 +196,36 @@ impl Metrics {
             "1 while this process runs the controllers (holds the lease, or leader election is off)",
             leader.clone(),
         );
+        let pools = Gauge::default();
+        registry.register("pools", "Pools (reported by the leader)", pools.clone());
+        let pool_slots = Gauge::default();
+        registry.register("pool_slots", "Slots of every pool, summed", pool_slots.clone());
+        let pool_slots_occupied = Gauge::default();
+        registry.register(
+            "pool_slots_occupied",
+            "Slots held by running attempts in every pool, summed",
+            pool_slots_occupied.clone(),
+        );
+        let pool_tasks_queued = Gauge::default();
+        registry.register(
+            "pool_tasks_queued",
+            "Tasks waiting for slots of a pool, in every pool",
+            pool_tasks_queued.clone(),
+        );
+        let pool_admissions = Counter::default();
+        registry.register(
+            "pool_admissions",
+            "Attempts that took slots of a pool",
+            pool_admissions.clone(),
+        );
         Metrics {
             registry,
+            pools,
+            pool_slots,
+            pool_slots_occupied,
+            pool_tasks_queued,
+            pool_admissions,
+            pool_sources: Mutex::default(),
             reconcile_duration,
             reconcile_errors,
             runs_started,
@@ -267,6 +326,16 @@ impl Metrics {
         lock(&self.active_runs_sources).push(Arc::new(source));
     }
 
+    /// Adds a way to add up the pools (one per watch cache of Pools).
+    pub fn add_pools_source(&self, source: impl Fn() -> PoolTotals + Send + Sync + 'static) {
+        lock(&self.pool_sources).push(Arc::new(source));
+    }
+
+    /// Counts an attempt that took slots of a pool.
+    pub fn pool_admitted(&self) {
+        self.pool_admissions.inc();
+    }
+
     /// The queue of objects waiting for a reconcile of `controller`. Each watched namespace
     /// has its own; the gauge shows their sum.
     pub fn queue(&self, controller: ControllerKind) -> Queue {
@@ -278,6 +347,7 @@ impl Metrics {
     /// Forgets the caches and queues of controllers that stopped (lost the lease, shut down).
     pub fn controllers_stopped(&self) {
         lock(&self.active_runs_sources).clear();
+        lock(&self.pool_sources).clear();
         lock(&self.queues).clear();
     }
 
@@ -285,6 +355,12 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let sources: Vec<Source> = lock(&self.active_runs_sources).clone();
         self.active_runs.set(sources.iter().map(|count| count()).sum());
+        let pool_sources: Vec<PoolSource> = lock(&self.pool_sources).clone();
+        let totals: PoolTotals = pool_sources.iter().map(|add_up| add_up()).sum();
+        self.pools.set(totals.pools);
+        self.pool_slots.set(totals.slots);
+        self.pool_slots_occupied.set(totals.occupied);
+        self.pool_tasks_queued.set(totals.queued);
         for kind in CONTROLLERS {
             let depth: usize = lock(&self.queues)
                 .iter()

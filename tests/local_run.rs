@@ -320,6 +320,93 @@ fn parallelism_limits_how_many_tasks_run_at_once() {
     assert_eq!(started(&events).len(), 3);
 }
 
+fn pooled(slots: u32, second_pool: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1
+kind: Pool
+metadata: {{name: api}}
+spec: {{slots: {slots}}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: callers
+spec:
+  defaults:
+    image: busybox
+    pool: api
+    weightRule: Absolute
+  tasks:
+    - {{name: low, priorityWeight: 1, command: [sh, -c, 'sleep 0.3']}}
+    - {{name: high, priorityWeight: 9, command: [sh, -c, 'sleep 0.3']}}
+    - {{name: middle, priorityWeight: 5, pool: {second_pool}, command: [sh, -c, 'sleep 0.3']}}
+    - {{name: free, command: [sh, -c, 'sleep 0.3'], pool: other}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pool
+metadata: {{name: other}}
+spec: {{slots: 5}}
+"
+    )
+}
+
+/// `weir run` takes the Pools of its file as the operator takes those of a namespace: one
+/// slot lets one task of the pool run at a time, highest priority first; a task of another
+/// pool runs beside them.
+#[test]
+fn pools_limit_local_runs_and_start_tasks_by_priority() {
+    let sandbox = Sandbox::new("pools");
+    let file = sandbox.write("p.yaml", &pooled(1, "api"));
+    let out = sandbox.run(&[file.to_str().unwrap()]);
+    let output = text(&out);
+    assert!(out.status.success(), "{output}");
+    let events = sandbox.events();
+    let in_api: Vec<Event> = events.iter().filter(|e| e.task != "free").cloned().collect();
+    assert_eq!(most_at_once(&in_api), 1, "{events:#?}");
+    let order: Vec<&str> = in_api
+        .iter()
+        .filter(|e| e.kind == Kind::Start)
+        .map(|e| e.task.as_str())
+        .collect();
+    assert_eq!(order, ["high", "middle", "low"], "{events:#?}");
+    assert_eq!(
+        most_at_once(&events),
+        2,
+        "the task of the other pool ran beside them"
+    );
+    assert!(
+        output.contains("low: waiting for 1 slot(s) of pool \"api\""),
+        "{output}"
+    );
+}
+
+/// A pool the file does not define, or one too small for a task, could never be fixed
+/// while `weir run` runs: the run does not start, and says why.
+#[test]
+fn a_missing_or_too_small_pool_keeps_a_local_run_from_starting() {
+    let sandbox = Sandbox::new("pools-missing");
+    let file = sandbox.write("p.yaml", &pooled(1, "nowhere"));
+    let out = sandbox.run(&[file.to_str().unwrap()]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("task \"middle\" uses pool \"nowhere\", which the file does not define"),
+        "{output}"
+    );
+    let file = sandbox.write(
+        "p.yaml",
+        &pooled(1, "api").replace("priorityWeight: 9,", "priorityWeight: 9, poolSlots: 2,"),
+    );
+    let out = sandbox.run(&[file.to_str().unwrap()]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("task \"high\" takes 2 slot(s) of pool \"api\" (poolSlots), which has only 1"),
+        "{output}"
+    );
+    assert!(sandbox.events().is_empty());
+}
+
 #[test]
 fn retries_wait_their_delay_with_backoff() {
     let sandbox = Sandbox::new("flaky");

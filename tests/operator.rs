@@ -510,13 +510,14 @@ spec:
 }
 
 /// Every example in `examples/`, each a Pipeline plus a PipelineRun named `<example>-manual`.
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "daily-sales-etl",
     "ml-training",
     "data-quality",
     "diamond",
     "flaky-task",
     "partitioned-etl",
+    "warehouse-loads",
 ];
 
 #[tokio::test]
@@ -540,6 +541,27 @@ async fn examples_run_to_completion_and_kubectl_wait_works() {
         "{table}"
     );
     assert!(table.contains("3/3"), "progress column: {table}");
+    // The pool of warehouse-loads, with its printer columns, empty once its run is done.
+    wait_for("kubectl get pools", Duration::from_secs(30), || async {
+        let pools = ns.kubectl_ok(["get", "pools"]);
+        let words = |line: Option<&str>| -> Vec<String> {
+            line.unwrap_or_default()
+                .split_whitespace()
+                .take(5)
+                .map(String::from)
+                .collect()
+        };
+        let (header, row) = (words(pools.lines().next()), words(pools.lines().nth(1)));
+        (header == ["NAME", "SLOTS", "OCCUPIED", "QUEUED", "AGE"]
+            && row
+                .iter()
+                .take(4)
+                .map(String::as_str)
+                .eq(["warehouse", "2", "0", "0"]))
+        .then_some(())
+        .ok_or(pools)
+    })
+    .await;
     let listed: Vec<String> = std::fs::read_dir(repo_root().join("examples"))
         .unwrap()
         .map(|e| {

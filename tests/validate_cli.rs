@@ -64,6 +64,14 @@ const BROKEN: &[(&str, &str)] = &[
         "name is 70 characters; at most 63 fit in a Kubernetes name",
     ),
     (
+        "pool-slots.yaml:22:18:",
+        "spec.tasks[1].poolSlots: task \"evaluate\": poolSlots must be at least 1",
+    ),
+    (
+        "pool-slots.yaml:9:1:",
+        "spec.tasks[0].poolSlots: task \"train\": takes 2 slot(s) of pool \"gpu\", which has only 1: it would wait until the pool is made larger",
+    ),
+    (
         "typo-field.yaml:13:7:",
         "spec.tasks[1].dependOn: unknown field \"dependOn\" (did you mean \"dependsOn\"?)",
     ),

@@ -73,6 +73,12 @@ pub mod reasons {
     pub const RUN_RERUN: &str = "RunRerun";
     pub const RERUN_REFUSED: &str = "RerunRefused";
     pub const TASK_RERUN: &str = "TaskRerun";
+    /// A task waits for slots of its pool (`Queued` is its condition's reason meanwhile).
+    pub const TASK_QUEUED: &str = "TaskQueued";
+    /// A task names a pool that does not exist; it waits until the pool is created.
+    pub const POOL_NOT_FOUND: &str = "PoolNotFound";
+    /// A task takes more slots than its pool has; it waits until the pool is made larger.
+    pub const POOL_TOO_SMALL: &str = "PoolTooSmall";
 }
 
 /// The `action` of Events (what the operator was doing).

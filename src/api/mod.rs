@@ -9,6 +9,7 @@ pub mod condition;
 pub mod params;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod pool;
 pub mod schedule;
 pub mod task;
 pub mod taskrun;
@@ -20,9 +21,11 @@ pub use pipelinerun::{
     AppliedRerun, PipelineRef, PipelineRun, PipelineRunSpec, PipelineRunStatus, RefusedTaskRun, RerunRequest,
     RunPhase, TaskCounts, TaskSummary,
 };
+pub use pool::{Pool, PoolHolder, PoolSpec, PoolStatus, QueuedTask};
 pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{
     FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,
+    WeightRule,
 };
 pub use taskrun::{Attempt, AttemptPhase, PodReplacements, TaskRun, TaskRunSpec, TaskRunStatus};
 
@@ -51,6 +54,8 @@ pub mod labels {
     pub const ATTEMPT: &str = "weir.dev/attempt";
     /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`) or `backfill`.
     pub const TRIGGER: &str = "weir.dev/trigger";
+    /// On Jobs, for Kueue: the LocalQueue named by `podTemplate.kueueQueueName`.
+    pub const KUEUE_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";
     /// Marks every object managed by Weir.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].

@@ -90,6 +90,44 @@ pub struct TaskSpec {
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<super::params::ForEach>,
+
+    /// Name of the Pool (in the run's namespace) whose slots the task takes while an attempt
+    /// runs; it waits, `Pending` with reason `Queued`, while they are taken. Falls back to
+    /// `spec.defaults.pool`. Unset: no pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: Option<String>,
+
+    /// How many slots of its pool the task takes. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pool_slots: Option<u32>,
+
+    /// The task's weight in its pool's queue (Airflow's `priority_weight`): tasks of higher
+    /// priority start first, then older ones. Default 1. How weights add up is `weightRule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_weight: Option<i32>,
+
+    /// How the task's priority is worked out from weights (Airflow's `weight_rule`):
+    /// `Downstream` (the default) adds the weights of every task downstream of it,
+    /// `Upstream` of every task upstream, `Absolute` takes its own weight only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_rule: Option<WeightRule>,
+}
+
+/// How a task's priority in its pool is worked out from the `priorityWeight`s of the
+/// pipeline's tasks (Airflow's weight rules).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum WeightRule {
+    /// Its own weight plus the weights of every task downstream of it: tasks early in a
+    /// pipeline, with much depending on them, go first (Airflow's default).
+    #[default]
+    Downstream,
+    /// Its own weight plus the weights of every task upstream of it: runs that are further
+    /// along finish first.
+    Upstream,
+    /// Its own weight only.
+    Absolute,
 }
 
 /// Settings applied to every task that does not set them itself, like Airflow's
@@ -117,6 +155,15 @@ pub struct TaskDefaults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub timeout: Option<String>,
+
+    /// Pool of tasks that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: Option<String>,
+
+    /// Weight rule of tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_rule: Option<WeightRule>,
 }
 
 /// When a task runs, given the states of its upstream tasks (Airflow's trigger rules).
@@ -337,4 +384,11 @@ pub struct PodTemplate {
     /// Extra annotations put on the task pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+
+    /// For clusters with Kueue: the LocalQueue whose quota task Jobs are admitted under. Set,
+    /// every attempt's Job carries the label `kueue.x-k8s.io/queue-name` with this value.
+    /// Optional: Weir's pools work without Kueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kueue_queue_name: Option<String>,
 }

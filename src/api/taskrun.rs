@@ -93,6 +93,21 @@ pub struct TaskRunSpec {
     /// a fresh retry budget. Applied once per value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<String>,
+
+    /// The Pool whose slots each attempt takes; the attempt's Job is created only once they
+    /// are held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: Option<String>,
+
+    /// How many slots of `pool` an attempt takes. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub pool_slots: Option<u32>,
+
+    /// The task's priority in its pool's queue, its weight rule applied: higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
 }
 
 /// What the operator observed of a TaskRun.

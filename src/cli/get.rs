@@ -5,7 +5,7 @@
 use super::cluster::{ClusterArgs, connect};
 use super::output::{self, Format, Screen, paint, say, symbol};
 use super::runs::{self, RunView, TaskView};
-use crate::api::{AttemptPhase, RunPhase, TaskPhase};
+use crate::api::{AttemptPhase, RunPhase, TaskPhase, reasons};
 use jiff::Timestamp;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -243,7 +243,13 @@ fn task_rows(
             "{indent}{branch}{} {name}",
             paint(task.phase, symbol(task.phase, frame), colored)
         ),
-        task.phase.as_str().to_string(),
+        // A task waiting for its pool: `Queued`, as `weir list` says of a queued run.
+        if task.queued {
+            reasons::QUEUED
+        } else {
+            task.phase.as_str()
+        }
+        .to_string(),
         attempts,
         task.duration(now).map(output::duration).unwrap_or_default(),
         final_attempt
@@ -324,6 +330,7 @@ mod tests {
             message: None,
             attempts: Vec::new(),
             instances: Vec::new(),
+            queued: false,
             fans_out: false,
         }
     }

@@ -125,7 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
 
     let host = |name: &str| std::env::var(name).ok();
-    let problems = crate::local::start_problems(&pipeline, &host);
+    let pools = report.pools();
+    let mut problems = crate::local::start_problems(&pipeline, &host);
+    problems.extend(crate::local::pool_problems(&pipeline, &pools));
     if !problems.is_empty() {
         return cannot_start(&problems);
     }
@@ -139,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Absolute: tasks with a workingDir get the same outputs file path.
         run_dir: std::path::absolute(&run_dir).unwrap_or(run_dir),
         grace: args.grace_period,
+        pools,
     };
 
     say(&crate::local::image_note(&local.pipeline));

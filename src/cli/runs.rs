@@ -132,6 +132,10 @@ pub struct TaskView {
     /// For a fanned-out task: its instances, by index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<TaskView>,
+    /// It waits for slots of its pool (its TaskRun's reason is `Queued`, `PoolNotFound` or
+    /// `PoolTooSmall`; `message` says which pool and why).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
     /// It runs once per `forEach` item (its instances may not exist yet).
     #[serde(skip)]
     pub fans_out: bool,
@@ -196,8 +200,15 @@ fn max_attempts_of(spec: Option<&PipelineSpec>, task: Option<&TaskSpec>) -> Opti
 fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
     let status = tr.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or(TaskPhase::Pending);
-    let failure = condition::find(&status.conditions, condition_types::SUCCEEDED)
-        .filter(|_| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled))
+    // Why it failed, or why it waits for its pool.
+    let waits_for_pool = |reason: &str| {
+        phase == TaskPhase::Pending
+            && [reasons::QUEUED, reasons::POOL_NOT_FOUND, reasons::POOL_TOO_SMALL].contains(&reason)
+    };
+    let succeeded = condition::find(&status.conditions, condition_types::SUCCEEDED);
+    let queued = succeeded.is_some_and(|c| waits_for_pool(&c.reason));
+    let failure = succeeded
+        .filter(|_| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled) || queued)
         .map(|c| c.message.clone())
         .filter(|m| !m.is_empty());
     let limit = tr.spec.retries.as_ref().map_or(0, |r| r.limit);
@@ -215,6 +226,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
         message: failure,
         attempts: status.attempts,
         instances: Vec::new(),
+        queued,
         fans_out: false,
     }
 }
@@ -254,6 +266,7 @@ pub fn view(snapshot: &Snapshot) -> RunView {
                 message: None,
                 attempts: Vec::new(),
                 instances: Vec::new(),
+                queued: false,
                 fans_out,
             },
         };
@@ -461,6 +474,45 @@ mod tests {
             ..Default::default()
         });
         tr
+    }
+
+    #[test]
+    fn a_task_waiting_for_its_pool_shows_why_and_a_running_one_does_not() {
+        let waiting = |phase, reason: &str| {
+            let mut tr = task_run("load", None, phase, &[]);
+            if let Some(status) = tr.status.as_mut() {
+                crate::api::set_condition(
+                    &mut status.conditions,
+                    condition_types::SUCCEEDED,
+                    crate::api::ConditionStatus::Unknown,
+                    reason,
+                    "waiting: pool \"gpu\" does not exist in namespace \"data\"",
+                    None,
+                    ts(2),
+                );
+            }
+            from_task_run(&tr, "load".into(), false).message
+        };
+        assert_eq!(
+            waiting(TaskPhase::Pending, reasons::POOL_NOT_FOUND).as_deref(),
+            Some("waiting: pool \"gpu\" does not exist in namespace \"data\"")
+        );
+        assert!(waiting(TaskPhase::Pending, reasons::QUEUED).is_some());
+        assert_eq!(waiting(TaskPhase::Running, reasons::RUNNING), None);
+        let mut tr = task_run("load", None, TaskPhase::Pending, &[]);
+        assert!(!from_task_run(&tr, "load".into(), false).queued);
+        if let Some(status) = tr.status.as_mut() {
+            crate::api::set_condition(
+                &mut status.conditions,
+                condition_types::SUCCEEDED,
+                crate::api::ConditionStatus::Unknown,
+                reasons::QUEUED,
+                "waiting for 1 slot(s) of pool \"gpu\"",
+                None,
+                ts(2),
+            );
+        }
+        assert!(from_task_run(&tr, "load".into(), false).queued);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::api::condition_types::SUCCEEDED;
 use crate::api::{
     ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, RunPhase, actions, reasons, set_condition,
 };
+use crate::engine::quote::ordinal;
 use crate::engine::schedule::{QueuedRun, RunQueue};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
@@ -237,17 +238,6 @@ fn is_started(run: &PipelineRun) -> bool {
     run.status
         .as_ref()
         .is_some_and(|s| s.start_time.is_some() || s.pipeline_spec.is_some())
-}
-
-fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! and the error counter by category. The reconcile functions themselves stay plain.
 
 use super::{Context, Error, Result};
-use crate::api::{Pipeline, PipelineRun, TaskRun};
+use crate::api::{Pipeline, PipelineRun, Pool, TaskRun};
 use crate::metrics::{ControllerKind, Queue};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -49,6 +49,18 @@ impl Reconciled for PipelineRun {
             controller = "pipelinerun",
             namespace = %self.namespace().unwrap_or_default(),
             run = %self.name_any(),
+        )
+    }
+}
+
+impl Reconciled for Pool {
+    const CONTROLLER: ControllerKind = ControllerKind::pool;
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "reconcile",
+            controller = "pool",
+            namespace = %self.namespace().unwrap_or_default(),
+            pool = %self.name_any(),
         )
     }
 }

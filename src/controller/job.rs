@@ -52,6 +52,7 @@ fn merged_pod_template(
         priority_class_name: own.priority_class_name.or(d.priority_class_name),
         labels: merge(d.labels, own.labels),
         annotations: merge(d.annotations, own.annotations),
+        kueue_queue_name: own.kueue_queue_name.or(d.kueue_queue_name),
     }
 }
 
@@ -59,11 +60,15 @@ fn merged_pod_template(
 /// retries are Weir's, so each attempt keeps its own pod and logs.
 pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -> Option<Job> {
     let spec = &task_run.spec;
-    let labels = job_labels(task_run, task_run.uid()?, attempt);
+    let mut labels = job_labels(task_run, task_run.uid()?, attempt);
     let annotations = BTreeMap::from([(annotations::TASK_RUN.to_string(), task_run.name_any())]);
     let pod_template = merged_pod_template(spec.pod_template.as_ref(), defaults);
     let mut pod_labels = pod_template.labels.clone();
     pod_labels.extend(labels.clone());
+    if let Some(queue) = &pod_template.kueue_queue_name {
+        // On the Job only: Kueue admits Jobs, and a pod label would make no difference.
+        labels.insert(labels::KUEUE_QUEUE_NAME.to_string(), queue.clone());
+    }
     let mut pod_annotations = pod_template.annotations.clone();
     pod_annotations.extend(annotations.clone());
     let active_deadline_seconds = spec
@@ -547,6 +552,30 @@ mod tests {
         tr.metadata.namespace = Some("data".into());
         tr.metadata.uid = Some("uid-1".into());
         tr
+    }
+
+    #[test]
+    fn a_kueue_queue_name_labels_the_job_not_the_pod() {
+        let plain = build_job(&task_run(), 1, &TaskPodDefaults::default()).unwrap();
+        assert!(
+            !plain
+                .metadata
+                .labels
+                .unwrap()
+                .contains_key(labels::KUEUE_QUEUE_NAME)
+        );
+        let mut tr = task_run();
+        tr.spec.pod_template = Some(crate::api::PodTemplate {
+            kueue_queue_name: Some("team-gpus".into()),
+            ..Default::default()
+        });
+        let job = build_job(&tr, 1, &TaskPodDefaults::default()).unwrap();
+        assert_eq!(
+            job.metadata.labels.unwrap()[labels::KUEUE_QUEUE_NAME],
+            "team-gpus"
+        );
+        let pod_labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert!(!pod_labels.contains_key(labels::KUEUE_QUEUE_NAME));
     }
 
     #[test]

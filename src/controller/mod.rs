@@ -10,12 +10,13 @@ pub mod instrument;
 pub mod job;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod pool;
 pub mod rerun;
 pub mod schedule;
 pub mod taskrun;
 
 use crate::api::Pipeline;
-use crate::api::{PipelineRun, TaskRun};
+use crate::api::{PipelineRun, Pool, TaskRun};
 use crate::metrics::ControllerKind;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -324,17 +325,58 @@ async fn all_synced(caches: Vec<BoxFuture<'static, bool>>) -> bool {
     futures::future::join_all(caches).await.into_iter().all(|ok| ok)
 }
 
-/// The three controllers of one scope.
+/// The four controllers of one scope.
 fn controllers_for(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> [Started; 3] {
+) -> [Started; 4] {
     [
         pipeline_controller(ctx, scope, shutdown),
         run_controller(ctx, scope, shutdown),
         task_run_controller(ctx, scope, shutdown),
+        pool_controller(ctx, scope, shutdown),
     ]
+}
+
+/// Pools: their status derived again whenever a TaskRun that uses them changes, which
+/// frees the slots of attempts that ended.
+fn pool_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let client = &ctx.client;
+    let queue = ctx.metrics.queue(ControllerKind::pool);
+    let (c, cache) = controller(scope.api::<Pool>(client), watcher::Config::default(), &queue);
+    let running = watches(
+        c,
+        scope.api::<TaskRun>(client),
+        watcher::Config::default(),
+        &queue,
+        pool::pool_of_task_run,
+    )
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+    .run(reconciler(&queue, pool::reconcile), error_policy, ctx.clone())
+    .for_each(on_result(&queue));
+    let pools = cache.clone();
+    ctx.metrics.add_pools_source(move || {
+        pools
+            .state()
+            .iter()
+            .filter_map(|p| p.status.as_ref())
+            .map(|s| crate::metrics::PoolTotals {
+                pools: 1,
+                slots: i64::from(s.slots),
+                occupied: i64::from(s.occupied),
+                queued: i64::from(s.queued),
+            })
+            .sum()
+    });
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
 }
 
 /// Pipelines: validated on change; schedules, queues and history follow their runs.
@@ -424,7 +466,8 @@ fn run_controller(
     }
 }
 
-/// TaskRuns: woken by their Jobs and by their pods (a pod's status moves first).
+/// TaskRuns: woken by their Jobs, by their pods (a pod's status moves first) and by their
+/// pool when slots free up.
 fn task_run_controller(
     ctx: &Arc<Context>,
     scope: &Scope,
@@ -440,10 +483,22 @@ fn task_run_controller(
         managed.clone(),
         &queue,
     );
+    let wake_queued = {
+        let queue = queue.clone();
+        move |found| {
+            let tasks = pool::tasks_to_wake(found);
+            for t in &tasks {
+                queue.add(t.namespace.as_deref(), &t.name);
+            }
+            tasks
+        }
+    };
     let running = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
         let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
         Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
     })
+    // Slots freed in a pool wake the tasks first in line for them.
+    .watches(scope.api::<Pool>(client), watcher::Config::default(), wake_queued)
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));

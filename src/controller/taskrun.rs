@@ -6,6 +6,7 @@
 //! no clock.
 
 use super::job::{AttemptReport, build_job, job_active, observe_attempt};
+use super::pool::{self, Gate};
 use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, truncate};
 use crate::api::condition::find;
 use crate::api::{
@@ -47,11 +48,85 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let round = take_rerun(&tr.spec, &old);
     let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
     let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
+    let gate = gate(&ctx, &ns, &tr, &plan, now).await?;
+    let plan = hold_back(plan, &gate);
     let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
     let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
+    let status = waiting_status(status, &gate, tr.metadata.generation, now);
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
     publish_events(&tr, &ctx, &old, &status, &plan, started).await;
-    Ok(next_reconcile(&plan, &status, now))
+    if let Some(event) = wait_event(&tr.spec.task_name, &old, &gate) {
+        publish(&tr, &ctx, &status, event).await;
+    }
+    Ok(match gate {
+        Gate::Go => next_reconcile(&plan, &status, now),
+        Gate::Wait { .. } => Action::requeue(pool::QUEUED_REQUEUE),
+    })
+}
+
+/// Before an attempt's Job is created: the slots of the task's pool, if it has one.
+async fn gate(ctx: &Context, ns: &str, tr: &TaskRun, plan: &TaskPlan, now: jiff::Timestamp) -> Result<Gate> {
+    match plan.action {
+        AttemptAction::Create(number) => pool::acquire(ctx, ns, tr, number, now).await,
+        _ => Ok(Gate::Go),
+    }
+}
+
+/// A task that may not start its attempt yet stays `Pending`, with nothing to do.
+fn hold_back(plan: TaskPlan, gate: &Gate) -> TaskPlan {
+    match gate {
+        Gate::Go => plan,
+        Gate::Wait { .. } => TaskPlan {
+            phase: TaskPhase::Pending,
+            action: AttemptAction::None,
+            next_retry_at: None,
+            ..plan
+        },
+    }
+}
+
+/// The status of a task waiting for its pool: `Succeeded` `Unknown` with the reason and the
+/// message of the wait, naming the pool.
+fn waiting_status(
+    mut status: TaskRunStatus,
+    gate: &Gate,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> TaskRunStatus {
+    if let Gate::Wait { reason, message } = gate {
+        set_condition(
+            &mut status.conditions,
+            condition_types::SUCCEEDED,
+            ConditionStatus::Unknown,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        );
+    }
+    status
+}
+
+/// The Event of a task that begins to wait for its pool, or waits for another reason now.
+fn wait_event(task: &str, old: &TaskRunStatus, gate: &Gate) -> Option<TaskEvent> {
+    let Gate::Wait { reason, message } = gate else {
+        return None;
+    };
+    let before = find(&old.conditions, condition_types::SUCCEEDED).map(|c| c.reason.as_str());
+    if before == Some(*reason) {
+        return None;
+    }
+    let (type_, event_reason) = match *reason {
+        reasons::QUEUED => (EventType::Normal, reasons::TASK_QUEUED),
+        other => (EventType::Warning, other),
+    };
+    Some(TaskEvent {
+        type_,
+        reason: event_reason,
+        action: actions::QUEUE,
+        text: format!("task {task}: {message}"),
+        attempt: None,
+    })
 }
 
 /// Reads: the Jobs and pods of every attempt, fresh from the API server (never a possibly
@@ -493,27 +568,8 @@ async fn publish_events(
     plan: &TaskPlan,
     started: Option<u32>,
 ) {
-    let own_ref = tr.object_ref(&());
-    let (regarding, related) = match owner_run(tr) {
-        Some(run) => (run, Some(own_ref)),
-        None => (own_ref, None),
-    };
     for note in task_events(tr, old, new, plan, started, now()) {
-        // An attempt's Job is the related object of the news about it: Events of different
-        // attempts stay apart instead of being folded into one series.
-        let about = note
-            .attempt
-            .and_then(|n| new.attempts.iter().find(|a| a.number == n));
-        let related = about.map(|a| job_ref(tr, a)).or(related.clone());
-        ctx.event(
-            &regarding,
-            related,
-            note.type_,
-            note.reason,
-            note.action,
-            note.text,
-        )
-        .await;
+        publish(tr, ctx, new, note).await;
     }
     for attempt in newly_finished(old, new) {
         if let Some(reason) = attempt.reason.filter(|r| retry::is_disruption(*r)) {
@@ -523,6 +579,30 @@ async fn publish_events(
     if old.phase != new.phase {
         ctx.metrics.task_phase_changed(new.phase);
     }
+}
+
+/// Publishes one Event about a task.
+async fn publish(tr: &TaskRun, ctx: &Context, new: &TaskRunStatus, note: TaskEvent) {
+    let own_ref = tr.object_ref(&());
+    let (regarding, related) = match owner_run(tr) {
+        Some(run) => (run, Some(own_ref)),
+        None => (own_ref, None),
+    };
+    // An attempt's Job is the related object of the news about it: Events of different
+    // attempts stay apart instead of being folded into one series.
+    let about = note
+        .attempt
+        .and_then(|n| new.attempts.iter().find(|a| a.number == n));
+    let related = about.map(|a| job_ref(tr, a)).or(related);
+    ctx.event(
+        &regarding,
+        related,
+        note.type_,
+        note.reason,
+        note.action,
+        note.text,
+    )
+    .await;
 }
 
 /// One Event about a task.
@@ -1345,6 +1425,53 @@ mod tests {
             retrying: next_retry_at.is_some(),
             disruption: None,
         }
+    }
+
+    #[test]
+    fn a_task_waiting_for_its_pool_stays_pending_and_says_why_once() {
+        let queued = Gate::Wait {
+            reason: reasons::QUEUED,
+            message: "waiting for 1 slot(s) of pool \"gpu\": 2 of 2 occupied; 1st in line".into(),
+        };
+        let due = TaskPlan {
+            action: AttemptAction::Create(2),
+            ..task_plan(TaskPhase::Running, None)
+        };
+        let held = hold_back(due, &queued);
+        assert_eq!(
+            (held.phase, held.action),
+            (TaskPhase::Pending, AttemptAction::None)
+        );
+        assert_eq!(hold_back(due, &Gate::Go), due);
+
+        let status = waiting_status(TaskRunStatus::default(), &queued, Some(3), ts(NOW));
+        let c = find(&status.conditions, condition_types::SUCCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            ("Unknown", reasons::QUEUED, Some(3))
+        );
+        assert!(c.message.contains("pool \"gpu\""), "{}", c.message);
+
+        let first = wait_event("extract", &TaskRunStatus::default(), &queued).unwrap();
+        assert_eq!(
+            (first.type_, first.reason),
+            (EventType::Normal, reasons::TASK_QUEUED)
+        );
+        assert_eq!(
+            first.text,
+            "task extract: waiting for 1 slot(s) of pool \"gpu\": 2 of 2 occupied; 1st in line"
+        );
+        assert_eq!(wait_event("extract", &status, &queued), None, "told once");
+        let gone = Gate::Wait {
+            reason: reasons::POOL_NOT_FOUND,
+            message: "waiting: pool \"gpu\" does not exist".into(),
+        };
+        let warning = wait_event("extract", &status, &gone).unwrap();
+        assert_eq!(
+            (warning.type_, warning.reason),
+            (EventType::Warning, reasons::POOL_NOT_FOUND)
+        );
+        assert_eq!(wait_event("extract", &status, &Gate::Go), None);
     }
 
     fn by_number(attempts: Vec<Attempt>) -> BTreeMap<u32, Attempt> {

@@ -9,6 +9,7 @@ pub mod names;
 pub mod outputs;
 pub mod params;
 pub mod plan;
+pub mod pool;
 pub mod quote;
 pub mod rerun;
 pub mod resolve;

@@ -34,6 +34,18 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
+/// `1st`, `2nd`, `3rd`, `11th`, ...: a place in a line.
+pub fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 /// `text` shortened like [`q`] but without quotes, for text shown inside other syntax (a
 /// field path, a `{{ ... }}` reference).
 pub fn cut(text: &str) -> String {

@@ -41,6 +41,9 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         instance: None,
         cancelled: false,
         rerun: None,
+        pool: pipeline.pool(index).map(str::to_string),
+        pool_slots: task.pool_slots.filter(|_| pipeline.pool(index).is_some()),
+        priority: pipeline.pool(index).map(|_| pipeline.priority(index)),
     }
 }
 

@@ -6,7 +6,7 @@ use super::dag::Dag;
 use super::duration;
 use super::names::{self, MAX_NAME};
 use super::quote::{cut, q};
-use crate::api::{PipelineSpec, RetryPolicy, TaskSpec, TriggerRule};
+use crate::api::{PipelineSpec, RetryPolicy, TaskSpec, TriggerRule, WeightRule};
 use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -72,6 +72,9 @@ pub struct ValidPipeline {
     /// and the planner visits tasks in dependency order, not listing order: reading the
     /// specs there misses the cache on every task of a large pipeline (3x slower at 10,000).
     hot: Vec<HotTask>,
+    /// Each task's priority in its pool's queue (its weight rule applied), by index; empty
+    /// when no task uses a pool.
+    priorities: Vec<i64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +117,41 @@ impl ValidPipeline {
     pub fn name(&self, i: usize) -> &str {
         &self.task(i).name
     }
+
+    /// The task's pool, its own or the default one.
+    pub fn pool(&self, i: usize) -> Option<&str> {
+        let default = self.spec.defaults.as_ref().and_then(|d| d.pool.as_deref());
+        self.task(i).pool.as_deref().or(default)
+    }
+
+    /// The task's priority in its pool's queue (see `engine::pool::priorities`).
+    pub fn priority(&self, i: usize) -> i64 {
+        self.priorities
+            .get(i)
+            .copied()
+            .unwrap_or(super::pool::DEFAULT_WEIGHT)
+    }
+}
+
+/// The priorities of the tasks (see `engine::pool::priorities`), worked out only when a task
+/// uses a pool: nothing else reads them.
+fn task_priorities(spec: &PipelineSpec, all: &[(&TaskSpec, String)], dag: &Dag) -> Vec<i64> {
+    let defaults = spec.defaults.as_ref();
+    let uses_pool =
+        defaults.and_then(|d| d.pool.as_ref()).is_some() || all.iter().any(|(t, _)| t.pool.is_some());
+    if !uses_pool {
+        return Vec::new();
+    }
+    let default_rule = defaults.and_then(|d| d.weight_rule).unwrap_or_default();
+    let weights: Vec<i64> = all
+        .iter()
+        .map(|(t, _)| t.priority_weight.map_or(super::pool::DEFAULT_WEIGHT, i64::from))
+        .collect();
+    let rules: Vec<WeightRule> = all
+        .iter()
+        .map(|(t, _)| t.weight_rule.unwrap_or(default_rule))
+        .collect();
+    super::pool::priorities(dag, &weights, &rules)
 }
 
 struct Collector(Vec<ValidationError>);
@@ -325,6 +363,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
 
     match (errors.0.is_empty(), dag) {
         (true, Some(dag)) => Ok(ValidPipeline {
+            priorities: task_priorities(spec, &all, &dag),
             spec: spec.clone(),
             dag,
             main_count,
@@ -369,6 +408,34 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
         check_retries(r, &format!("{path}.retries"), Some(name), errors);
     }
     check_env(&task.env, path, Some(name), errors);
+    check_pool(task, path, spec, errors);
+}
+
+/// A pool name must be a Kubernetes object name; `poolSlots` needs a pool and at least 1.
+fn check_pool(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &mut Collector) {
+    let name = task.name.as_str();
+    if let Some(pool) = &task.pool
+        && !names::is_dns_subdomain(pool)
+    {
+        errors.task(
+            name,
+            format!("{path}.pool"),
+            format!(
+                "{} is not a valid Pool name: lowercase letters, digits, '-' and '.', at most 253 characters",
+                q(pool)
+            ),
+        );
+    }
+    let default_pool = spec.defaults.as_ref().and_then(|d| d.pool.as_ref());
+    match task.pool_slots {
+        Some(0) => errors.task(name, format!("{path}.poolSlots"), "poolSlots must be at least 1"),
+        Some(_) if task.pool.is_none() && default_pool.is_none() => errors.task(
+            name,
+            format!("{path}.poolSlots"),
+            "poolSlots without a pool: set pool on the task or defaults.pool",
+        ),
+        _ => {}
+    }
 }
 
 fn check_env(env: &[EnvVar], path: &str, task: Option<&str>, errors: &mut Collector) {

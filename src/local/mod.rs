@@ -21,6 +21,7 @@ pub mod progress;
 pub mod runner;
 
 use crate::engine::{ValidPipeline, resolve};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,32 @@ pub struct LocalRun {
     pub run_dir: PathBuf,
     /// How long a task may take to exit after SIGTERM.
     pub grace: Duration,
+    /// The pools the tasks may use (the Pools of the file given), by name: their slots.
+    pub pools: BTreeMap<String, u32>,
+}
+
+/// Tasks whose pool the file does not define, or that take more slots than it has: in a
+/// cluster they would wait for the pool to be created or made larger; here nothing can, so
+/// the run does not start.
+pub fn pool_problems(pipeline: &ValidPipeline, pools: &BTreeMap<String, u32>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for i in 0..pipeline.len() {
+        let Some(pool) = pipeline.pool(i) else {
+            continue;
+        };
+        let task = pipeline.name(i);
+        let need = pipeline.task(i).pool_slots.unwrap_or(1);
+        match pools.get(pool) {
+            None => problems.push(format!(
+                "task {task:?} uses pool {pool:?}, which the file does not define: add a Pool named {pool:?} (kind: Pool, spec.slots) to it"
+            )),
+            Some(&slots) if need > slots => problems.push(format!(
+                "task {task:?} takes {need} slot(s) of pool {pool:?} (poolSlots), which has only {slots}: it could never start"
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 /// Problems that keep a run from starting on this machine, all of them at once.

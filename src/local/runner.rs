@@ -14,7 +14,7 @@ use super::{LocalRun, env};
 use crate::api::{AttemptPhase, FailureReason, TaskPhase, TaskRunSpec};
 use crate::engine::{
     AttemptAction, Child, ObservedAttempt, RunOutcome, RunStep, Start, StepInput, StopReason, TaskInput,
-    duration, outputs, plan_task, step_run,
+    duration, outputs, plan_task, pool, step_run,
 };
 use jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -77,6 +77,10 @@ struct Unit {
     next_retry_at: Option<Timestamp>,
     outputs: BTreeMap<String, String>,
     finished_at: Option<Timestamp>,
+    /// When the run started it: its age in its pool's queue.
+    since: Timestamp,
+    /// Why it waits for its pool, while it does.
+    waiting: Option<String>,
 }
 
 impl Unit {
@@ -92,6 +96,32 @@ impl Unit {
         } else {
             self.phase
         }
+    }
+
+    /// Whether it wants the slots of its pool now: an attempt is due and none runs.
+    fn wants_slot(&self, now: Timestamp) -> bool {
+        !self.alive() && matches!(self.plan(now).action, AttemptAction::Create(_))
+    }
+
+    /// What the TaskRun controller's `plan_task` says of this unit.
+    fn plan(&self, now: Timestamp) -> crate::engine::TaskPlan {
+        let observed: Vec<ObservedAttempt> = self
+            .attempts
+            .iter()
+            .map(|a| ObservedAttempt {
+                number: a.number,
+                phase: a.phase,
+                reason: a.reason,
+                exit_code: a.exit_code,
+                finished_at: a.finished_at,
+            })
+            .collect();
+        plan_task(&TaskInput {
+            retries: self.spec.retries.as_ref(),
+            attempts: &observed,
+            cancel_requested: self.cancel_requested,
+            now,
+        })
     }
 
     fn max_attempts(&self) -> u32 {
@@ -187,24 +217,22 @@ impl Runner {
 
     /// What the TaskRun controller does for one TaskRun.
     fn step_unit(&mut self, u: usize, now: Timestamp) -> bool {
-        let unit = &self.units[u];
-        let observed: Vec<ObservedAttempt> = unit
-            .attempts
-            .iter()
-            .map(|a| ObservedAttempt {
-                number: a.number,
-                phase: a.phase,
-                reason: a.reason,
-                exit_code: a.exit_code,
-                finished_at: a.finished_at,
-            })
-            .collect();
-        let plan = plan_task(&TaskInput {
-            retries: unit.spec.retries.as_ref(),
-            attempts: &observed,
-            cancel_requested: unit.cancel_requested,
-            now,
-        });
+        let mut plan = self.units[u].plan(now);
+        if let AttemptAction::Create(_) = plan.action
+            && let Some(message) = self.pool_wait(u, now)
+        {
+            // What the operator does when the pool's slots are taken: no Job, Pending.
+            plan.action = AttemptAction::None;
+            plan.phase = TaskPhase::Pending;
+            plan.next_retry_at = None;
+            // Told once when it begins to wait; the row keeps saying why as it changes.
+            if self.units[u].waiting.is_none() {
+                self.progress.note(&format!("{}: {message}", self.units[u].label));
+            }
+            self.units[u].waiting = Some(message);
+        } else {
+            self.units[u].waiting = None;
+        }
         let mut changed = false;
         match plan.action {
             AttemptAction::Create(number) if !self.aborted => {
@@ -237,6 +265,46 @@ impl Runner {
             self.on_change(u, now);
         }
         changed
+    }
+
+    /// Why unit `u` may not start an attempt now: the slots of its pool are taken by running
+    /// units, or due to units before it in line (the engine's `pool::admit`, as the
+    /// operator decides it over the TaskRuns of a namespace).
+    fn pool_wait(&self, u: usize, now: Timestamp) -> Option<String> {
+        let name = self.units[u].spec.pool.as_deref()?;
+        let slots = self.run.pools.get(name).copied().unwrap_or(0);
+        let in_pool = |unit: &&Unit| unit.spec.pool.as_deref() == Some(name);
+        let held = self
+            .units
+            .iter()
+            .filter(in_pool)
+            .filter(|unit| unit.alive())
+            .map(|unit| unit.spec.pool_slots.unwrap_or(1));
+        let occupied = pool::occupied(held);
+        let waiting: Vec<usize> = (0..self.units.len())
+            .filter(|&i| in_pool(&&self.units[i]) && (i == u || self.units[i].wants_slot(now)))
+            .collect();
+        let candidates: Vec<pool::Candidate<'_>> = waiting
+            .iter()
+            .map(|&i| pool::Candidate {
+                key: &self.units[i].task_run,
+                slots: self.units[i].spec.pool_slots.unwrap_or(1),
+                priority: self.units[i].spec.priority.unwrap_or(pool::DEFAULT_WEIGHT),
+                since: self.units[i].since,
+            })
+            .collect();
+        let decision = pool::admit(slots, occupied, &candidates);
+        let mine = waiting.iter().position(|&i| i == u)?;
+        match decision.places[mine] {
+            pool::Place::Admitted => None,
+            place => Some(pool::waiting_message(
+                name,
+                slots,
+                occupied,
+                candidates[mine].slots,
+                place,
+            )),
+        }
     }
 
     /// What the PipelineRun controller does for the run: the engine's step over the units,
@@ -275,7 +343,7 @@ impl Runner {
         if !self.aborted {
             changed = !start.is_empty();
             for start in start {
-                self.add_unit(start);
+                self.add_unit(start, now);
             }
         }
         for &u in &cancel {
@@ -322,7 +390,7 @@ impl Runner {
             .note(&format!("{why}: stopping {running} running task(s){finally}"));
     }
 
-    fn add_unit(&mut self, start: Start) {
+    fn add_unit(&mut self, start: Start, now: Timestamp) {
         let Start {
             task,
             instance,
@@ -349,6 +417,8 @@ impl Runner {
             next_retry_at: None,
             outputs: BTreeMap::new(),
             finished_at: None,
+            since: now,
+            waiting: None,
         });
         match instance {
             None => self.single[task] = Some(u),
@@ -609,6 +679,7 @@ impl Runner {
                 format!("next attempt in {}", progress::elapsed(wait))
             }),
             TaskPhase::Failed | TaskPhase::Cancelled => failure(),
+            TaskPhase::Pending => unit.waiting.clone(),
             _ => None,
         };
         Row {

@@ -56,6 +56,7 @@ pub async fn install_crds(ns: &TestNamespace) {
                         "crd/pipelines.weir.dev",
                         "crd/pipelineruns.weir.dev",
                         "crd/taskruns.weir.dev",
+                        "crd/pools.weir.dev",
                     ])
                     .output()
                     .expect("running kubectl wait");

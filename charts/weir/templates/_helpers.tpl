@@ -98,6 +98,14 @@ watched namespace (namespaced scope).
 - apiGroups: [weir.dev]
   resources: [taskruns/status]
   verbs: [patch]
+# Pools: read and watched; their status (the slots held) is replaced under the
+# resourceVersion read, so two writers can never both take the last slot.
+- apiGroups: [weir.dev]
+  resources: [pools]
+  verbs: [get, list, watch]
+- apiGroups: [weir.dev]
+  resources: [pools/status]
+  verbs: [update]
 # Owner references with blockOwnerDeletion (TaskRun -> PipelineRun, Job -> TaskRun) need
 # update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [weir.dev]

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("template", 1),
     // Arithmetic on the leaves.
     ("retry", 2),
+    ("pool", 2),
     ("schedule", 2),
     // A pipeline checked as a whole.
     ("validate", 3),

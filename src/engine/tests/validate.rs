@@ -606,3 +606,62 @@ fn environment_variable_names() {
         "a task may override a default of the same name"
     );
 }
+
+#[test]
+fn pool_fields_are_checked_and_priorities_follow_the_weight_rule() {
+    let mut spec = pipeline()
+        .task("a")
+        .task("b")
+        .after(["a"])
+        .task("c")
+        .after(["b"])
+        .build();
+    spec.tasks[0].pool = Some("GPU pool".into());
+    spec.tasks[1].pool_slots = Some(0);
+    spec.tasks[2].pool_slots = Some(2);
+    assert_eq!(
+        errors_of(&spec),
+        [
+            "tasks[0].pool: \"GPU pool\" is not a valid Pool name: lowercase letters, digits, '-' and '.', at most 253 characters",
+            "tasks[1].poolSlots: poolSlots must be at least 1",
+            "tasks[2].poolSlots: poolSlots without a pool: set pool on the task or defaults.pool",
+        ]
+    );
+
+    // A default pool: every task uses it, weights add up downstream (Airflow's default).
+    let mut spec = pipeline()
+        .task("a")
+        .task("b")
+        .after(["a"])
+        .task("c")
+        .after(["b"])
+        .build();
+    spec.defaults.as_mut().unwrap().pool = Some("gpu".into());
+    spec.tasks[1].pool_slots = Some(2);
+    spec.tasks[2].priority_weight = Some(10);
+    let p = valid(&spec);
+    let run_specs: Vec<_> = (0..3)
+        .map(|i| crate::engine::resolve::task_run_spec(&p, i))
+        .collect();
+    let pools: Vec<_> = run_specs
+        .iter()
+        .map(|s| (s.pool.as_deref(), s.pool_slots, s.priority))
+        .collect();
+    assert_eq!(
+        pools,
+        [
+            (Some("gpu"), None, Some(12)),
+            (Some("gpu"), Some(2), Some(11)),
+            (Some("gpu"), None, Some(10)),
+        ]
+    );
+    spec.defaults.as_mut().unwrap().weight_rule = Some(crate::api::WeightRule::Upstream);
+    spec.tasks[0].weight_rule = Some(crate::api::WeightRule::Absolute);
+    let p = valid(&spec);
+    assert_eq!([p.priority(0), p.priority(1), p.priority(2)], [1, 2, 12]);
+
+    // Without a pool, no task carries pool fields.
+    let p = valid(&pipeline().task("a").build());
+    let plain = crate::engine::resolve::task_run_spec(&p, 0);
+    assert_eq!((plain.pool, plain.pool_slots, plain.priority), (None, None, None));
+}
