@@ -290,14 +290,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a task whose phase just changed to `phase`: a failed attempt to be retried,
-    /// or the task's end.
+    /// Counts a failed attempt that will be retried.
+    pub fn task_retried(&self) {
+        self.tasks_retried.inc();
+    }
+
+    /// Counts a task whose phase just changed to `phase`, if that is the task's end.
     pub fn task_phase_changed(&self, phase: Option<TaskPhase>) {
         let outcome = match phase {
-            Some(TaskPhase::Retrying) => {
-                self.tasks_retried.inc();
-                return;
-            }
             Some(TaskPhase::Succeeded) => Outcome::succeeded,
             Some(TaskPhase::Failed | TaskPhase::UpstreamFailed) => Outcome::failed,
             Some(TaskPhase::Cancelled) => Outcome::cancelled,
@@ -435,6 +435,7 @@ mod tests {
         let created = Time(jiff::Timestamp::now() - jiff::SignedDuration::from_millis(300));
         m.job_created(1, Some(&created));
         m.job_created(2, Some(&created));
+        m.task_retried();
         m.task_phase_changed(Some(TaskPhase::Retrying));
         m.task_phase_changed(Some(TaskPhase::Failed));
         m.task_phase_changed(Some(TaskPhase::Running));

@@ -5,7 +5,7 @@
 use super::cluster::{ClusterArgs, connect};
 use super::output::{self, Format, Screen, paint, say, symbol};
 use super::runs::{self, RunView, TaskView};
-use crate::api::{AttemptPhase, RunPhase, TaskPhase, reasons};
+use crate::api::{AttemptPhase, RunPhase, TaskPhase};
 use jiff::Timestamp;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -243,13 +243,7 @@ fn task_rows(
             "{indent}{branch}{} {name}",
             paint(task.phase, symbol(task.phase, frame), colored)
         ),
-        // A task waiting for its pool: `Queued`, as `weir list` says of a queued run.
-        if task.queued {
-            reasons::QUEUED
-        } else {
-            task.phase.as_str()
-        }
-        .to_string(),
+        task.state().to_string(),
         attempts,
         task.duration(now).map(output::duration).unwrap_or_default(),
         final_attempt

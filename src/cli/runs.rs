@@ -142,6 +142,16 @@ pub struct TaskView {
 }
 
 impl TaskView {
+    /// Its state as a word: the phase, or `Queued` for a task waiting for its pool (as
+    /// `weir list` says of a queued run).
+    pub fn state(&self) -> &'static str {
+        if self.queued {
+            crate::api::condition::reasons::QUEUED
+        } else {
+            self.phase.as_str()
+        }
+    }
+
     /// How long it ran: its first attempt's start to its end, or to `now`.
     pub fn duration(&self, now: Timestamp) -> Option<Duration> {
         let start = self.start_time?;

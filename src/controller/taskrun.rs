@@ -576,6 +576,9 @@ async fn publish_events(
             ctx.metrics.attempt_disrupted(reason);
         }
     }
+    for _ in 0..newly_retried(old, new) {
+        ctx.metrics.task_retried();
+    }
     if old.phase != new.phase {
         ctx.metrics.task_phase_changed(new.phase);
     }
@@ -679,6 +682,19 @@ fn attempt_of_most(tr: &TaskRun, status: &TaskRunStatus, n: u32) -> String {
         0 => format!("attempt {n} of {limit}"),
         k => format!("attempt {n} of {} ({k} of them after a disruption)", limit + k),
     }
+}
+
+/// Failed attempts, finished since the status before, of a task that goes on: each is
+/// retried. Counted from the attempts rather than from a change to `Retrying`, which a
+/// reconcile that sees the failure only after the retry delay never shows (the next attempt
+/// starts in the same pass: `Running` to `Running`).
+fn newly_retried(old: &TaskRunStatus, new: &TaskRunStatus) -> usize {
+    if new.phase.is_some_and(|p| p.is_terminal()) {
+        return 0;
+    }
+    newly_finished(old, new)
+        .filter(|a| a.phase == AttemptPhase::Failed)
+        .count()
 }
 
 /// Attempts that finished since the status before.
@@ -1828,6 +1844,28 @@ mod tests {
             let got = got.as_ref().map(|(t, r, n)| (*t, *r, n.as_str()));
             assert_eq!(got, want, "{:?}", new.phase);
         }
+    }
+
+    #[test]
+    fn a_failure_seen_after_its_retry_delay_still_counts_as_retried() {
+        let status = |phase, attempts: Vec<Attempt>| TaskRunStatus {
+            phase: Some(phase),
+            attempts,
+            ..Default::default()
+        };
+        let before = status(TaskPhase::Running, vec![mk_attempt(1, Running, None)]);
+        let failed = || mk_attempt(1, Failed, Some(FailureReason::Error));
+        // Seen in time: Running -> Retrying.
+        let retrying = status(TaskPhase::Retrying, vec![failed()]);
+        assert_eq!(newly_retried(&before, &retrying), 1);
+        // Seen after the delay: attempt 2 starts in the same pass, Running -> Running.
+        let next = status(TaskPhase::Running, vec![failed(), mk_attempt(2, Running, None)]);
+        assert_eq!(newly_retried(&before, &next), 1);
+        // Counted once: the next reconcile sees nothing new.
+        assert_eq!(newly_retried(&next, &next), 0);
+        // The last attempt failing ends the task: not a retry.
+        let ended = status(TaskPhase::Failed, vec![failed()]);
+        assert_eq!(newly_retried(&before, &ended), 0);
     }
 
     #[test]

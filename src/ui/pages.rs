@@ -550,7 +550,7 @@ fn task_row(ns: &str, run: &str, t: &TaskView, now: Timestamp, depth: usize) -> 
         r#"<tr class="depth-{depth}{f}"><th scope="row">{name_cell}</th><td><span data-task-state="{n}">{state}</span></td><td>{attempts}</td><td>{duration}</td><td>{detail}</td></tr>"#,
         f = if t.finally { " finally" } else { "" },
         n = esc(&t.name),
-        state = badge(t.phase.as_str(), Some(&format!("task-state-{}", t.name))),
+        state = badge(t.state(), Some(&format!("task-state-{}", t.name))),
         attempts = t.attempts.len(),
         duration = t
             .duration(now)
@@ -744,7 +744,9 @@ pub fn graph_of(
         nodes.push(super::graph::GraphNode {
             id: task.name.clone(),
             label: task.name.clone(),
-            state: state.map_or(TaskPhase::Pending, |t| t.phase).as_str().to_string(),
+            state: state
+                .map_or(TaskPhase::Pending.as_str(), |t| t.state())
+                .to_string(),
             details,
             finally,
             href: state.map(|t| task_href(ns, &v.name, t)),
@@ -798,7 +800,7 @@ async fn task_page(
         r#"<p><a href="{}">Run {}</a> · state {} · {}</p>"#,
         run_href(&ns, &run),
         esc(&run),
-        badge(t.phase.as_str(), Some(&format!("task-state-{}", t.name))),
+        badge(t.state(), Some(&format!("task-state-{}", t.name))),
         action_link(
             "action-rerun-task",
             &format!("{}/rerun?task={}", run_href(&ns, &run), enc(&t.task)),
@@ -1010,7 +1012,7 @@ async fn rerun_page(
         let _ = write!(
             boxes,
             r#"<label><input type="checkbox" name="task" value="{n}" id="rerun-task-{n}"{checked}> {n} {}</label><br>"#,
-            badge(t.phase.as_str(), None),
+            badge(t.state(), None),
             n = esc(&t.name),
         );
     }
@@ -1402,6 +1404,7 @@ mod tests {
             next_retry_time: None,
             max_attempts: None,
             message: None,
+            queued: false,
             attempts: Vec::new(),
             instances: Vec::new(),
             fans_out: false,

@@ -358,12 +358,12 @@ pub fn live_state(view: &RunView) -> LiveState {
     let mut tasks = BTreeMap::new();
     let mut counts = BTreeMap::new();
     for t in &view.tasks {
-        tasks.insert(t.name.clone(), t.phase.as_str().to_string());
+        tasks.insert(t.name.clone(), t.state().to_string());
         if t.fans_out {
             counts.insert(t.name.clone(), counts_text(&instance_counts(t)));
         }
         for i in &t.instances {
-            tasks.insert(i.name.clone(), i.phase.as_str().to_string());
+            tasks.insert(i.name.clone(), i.state().to_string());
         }
     }
     LiveState {
@@ -391,6 +391,7 @@ mod tests {
             next_retry_time: None,
             max_attempts: None,
             message: None,
+            queued: false,
             attempts: Vec::new(),
             instances: Vec::new(),
             fans_out: false,
