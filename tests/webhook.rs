@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::time::Duration;
 use weir::api::{Pipeline, PipelineRun};
 use weir_testenv::{TestNamespace, wait_for};
@@ -24,6 +24,7 @@ const SECRET: &str = "weir-webhook-tls";
 struct Configuration {
     name: String,
     api: Api<ValidatingWebhookConfiguration>,
+    kubeconfig: std::path::PathBuf,
 }
 
 impl Configuration {
@@ -58,7 +59,11 @@ impl Configuration {
         .unwrap();
         let api: Api<ValidatingWebhookConfiguration> = Api::all(ns.client());
         api.create(&PostParams::default(), &config).await.unwrap();
-        Configuration { name, api }
+        Configuration {
+            name,
+            api,
+            kubeconfig: ns.kubeconfig().to_path_buf(),
+        }
     }
 
     async fn point_at(&self, addr: std::net::SocketAddr) {
@@ -95,16 +100,18 @@ impl Configuration {
 
 impl Drop for Configuration {
     fn drop(&mut self) {
-        let (api, name) = (self.api.clone(), self.name.clone());
-        // Drop cannot await: delete from a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async { api.delete(&name, &DeleteParams::default()).await })
-        })
-        .join();
+        // Drop cannot await, and the client's connection lives on the test's runtime:
+        // kubectl, synchronously.
+        let _ = std::process::Command::new(weir_testenv::kubectl_binary())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "delete",
+                "validatingwebhookconfiguration",
+                &self.name,
+                "--ignore-not-found",
+            ])
+            .output();
     }
 }
 
