@@ -407,9 +407,13 @@ async fn ensure_ca_bundle(client: &kube::Client, name: &str, ca: &str) -> Result
         }
     }
     if changed {
-        // A conflict is tried again at the next look.
-        api.replace(name, &PostParams::default(), &config).await?;
-        tracing::info!(configuration = name, "webhook caBundle updated");
+        match api.replace(name, &PostParams::default(), &config).await {
+            Ok(_) => tracing::info!(configuration = name, "webhook caBundle updated"),
+            // Another replica updated it first (with the same Secret's CA); the next look
+            // checks it.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
