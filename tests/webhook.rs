@@ -211,7 +211,7 @@ async fn kubectl_apply_is_refused_with_every_problem_and_its_path() {
     let ns = weir_testenv::env().await.namespace("webhook").await;
     install_crds(&ns).await;
     let config = Configuration::create(&ns, "Fail").await;
-    let _op = start(&ns, &config, &[]).await;
+    let op = start(&ns, &config, &[]).await;
 
     // Each kind of invalid Pipeline, with the messages `weir validate` gives.
     refused(
@@ -252,6 +252,45 @@ async fn kubectl_apply_is_refused_with_every_problem_and_its_path() {
     let (ok, out) = kubectl_apply(&ns, PARAMS_PIPELINE, &["--dry-run=server"]);
     assert!(ok, "{out}");
     assert!(pipelines.get_opt("regional").await.unwrap().is_none());
+
+    // Straight to the webhook: a body past the limit, or one that is not a review, is
+    // refused before anything is decoded.
+    let ca = config.ca_bundle().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("weir-webhook-{}", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca).unwrap();
+    std::fs::write(
+        dir.join("big.json"),
+        vec![b' '; weir::webhook::MAX_REVIEW_BYTES + 1],
+    )
+    .unwrap();
+    std::fs::write(dir.join("junk.json"), "{\"not\": \"a review\"}").unwrap();
+    for (body, status) in [("big.json", "413"), ("junk.json", "400")] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "20",
+                "--cacert",
+            ])
+            .arg(dir.join("ca.crt"))
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", dir.join(body).display()))
+            .arg(format!("https://{}/validate", webhook_addr(&op).await))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            status,
+            "{body}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 
     // Valid objects pass; an update that breaks one is refused and changes nothing.
     let (ok, out) = apply(&ns, PARAMS_PIPELINE);
