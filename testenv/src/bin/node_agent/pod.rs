@@ -340,8 +340,15 @@ impl PodRun {
             .as_ref()
             .and_then(|a| a.get(network::ANNOTATION))
             .is_some_and(|v| v == "pod");
-        let Some(net) = self.ctx.network.as_ref().filter(|_| asks) else {
+        if !asks {
             return Ok(());
+        }
+        let Some(net) = self.ctx.network.as_ref() else {
+            anyhow::bail!(
+                "the pod asks for a network of its own ({}: pod), but this node agent has none \
+                 (--pod-network unset, or setting it up failed: see the agent's log)",
+                network::ANNOTATION
+            );
         };
         let attached = net.attach().await?;
         info!(pod = %pod_key(&self.pod), ip = %attached.ip, netns = attached.netns(), "pod network attached");
