@@ -32,7 +32,12 @@ declare -A VALUES=(
     --set imagePullSecrets[0].name=registry --set priorityClassName=system-cluster-critical
     --set nodeSelector.kubernetes\.io/os=linux --set tolerations[0].key=dedicated --set tolerations[0].operator=Exists
     --set replicaCount=3 --set leaderElection.leaseName=weir-lease --set operator.extraArgs[0]=--log-level=debug"
-  [single]="--set replicaCount=1 --set leaderElection.enabled=false --set podDisruptionBudget.enabled=false --set metrics.service.enabled=false"
+  [single]="--set replicaCount=1 --set leaderElection.enabled=false --set podDisruptionBudget.enabled=false --set metrics.service.enabled=false
+    --set webhook.enabled=false"
+  [certmanager]="--set webhook.certManager.enabled=true --set webhook.failurePolicy=Fail --set webhook.timeoutSeconds=10
+    --set webhook.namespaceSelector.matchLabels.pipelines=enabled"
+  [certmanager-issuer]="--set webhook.certManager.enabled=true --set webhook.certManager.issuerRef.name=corp-ca
+    --set webhook.certManager.issuerRef.kind=ClusterIssuer --set rbac.scope=namespaced --set watchNamespaces={etl}"
   [ui]="--set ui.enabled=true --set ui.namespace=etl --set ui.service.annotations.team=data"
   [uireadonly]="--set ui.enabled=true --set ui.auth=readonly --set ui.serviceAccount.create=false --set ui.serviceAccount.name=viewer"
 )
@@ -45,12 +50,13 @@ echo "helm lint" >&2
 validate() { # file description
   local v out
   for v in "${KUBE_VERSIONS[@]}"; do
-    # Unknown kinds (the ServiceMonitor) are warnings; anything else that does not validate fails.
+    # Unknown kinds (the ServiceMonitor, cert-manager's Certificate and Issuer) are
+    # warnings; anything else that does not validate fails.
     if ! out=$("$VALIDATE" --strict --quiet -k "$v" "$1" 2>&1); then
       echo "$out" >&2
       fail "$2 does not validate against Kubernetes $v"
     fi
-    if grep -v 'monitoring.coreos.com' <<<"$out" | grep -q .; then
+    if grep -vE 'monitoring.coreos.com|cert-manager.io' <<<"$out" | grep -q .; then
       echo "$out" >&2
       fail "$2: unexpected output from kubernetes-validate against Kubernetes $v"
     fi
@@ -72,8 +78,21 @@ grep -q 'ui-read' "$work/uireadonly.yaml" || fail "the readonly UI renders no re
 if grep -q -- '--auth' "$work/default.yaml"; then
   fail "the UI must be off by default"
 fi
-if grep -q 'kind: ClusterRole$' "$work/namespaced.yaml"; then
-  fail "namespaced mode (without aggregateToDefaultRoles) must create nothing cluster-wide for the operator"
+# Namespaced mode: nothing cluster-wide for the operator but the one rule that lets it keep
+# its own webhook configuration's caBundle current (that object is cluster-scoped).
+cluster_roles=$(awk '/^kind: ClusterRole$/ {f = 1} f && /^  name:/ {print $2; f = 0}' "$work/namespaced.yaml")
+if grep -v -- '-webhook$' <<<"$cluster_roles" | grep -q .; then
+  fail "namespaced mode (without aggregateToDefaultRoles) must create nothing cluster-wide for the operator but the webhook's caBundle rule: $cluster_roles"
+fi
+grep -q 'resourceNames: \["weir-system-weir"\]' "$work/namespaced.yaml" ||
+  fail "the webhook's ClusterRole must be limited to the chart's own webhook configuration"
+grep -q 'cert-manager.io/inject-ca-from: weir-system/weir-webhook' "$work/certmanager.yaml" ||
+  fail "with cert-manager the webhook configuration needs the cainjector annotation"
+if grep -q 'validatingwebhookconfigurations' "$work/certmanager.yaml"; then
+  fail "with cert-manager the operator needs no access to the webhook configuration"
+fi
+if grep -q 'kind: ValidatingWebhookConfiguration' "$work/single.yaml"; then
+  fail "webhook.enabled=false still renders a webhook configuration"
 fi
 
 echo "bad values are refused" >&2
@@ -91,6 +110,9 @@ refused "an unknown log format" --set operator.logFormat=xml
 refused "an invalid namespace name" --set 'watchNamespaces={Not_A_Namespace}'
 refused "a port out of range" --set metrics.port=70000
 refused "an unknown UI auth mode" --set ui.enabled=true --set ui.auth=local
+refused "an unknown failure policy" --set webhook.failurePolicy=Maybe
+refused "a webhook timeout over 30 s" --set webhook.timeoutSeconds=60
+refused "an issuer of an unknown kind" --set webhook.certManager.issuerRef.kind=Vault
 
 echo "manifests/ | kubernetes-validate --strict" >&2
 validate manifests/install.yaml manifests/install.yaml

@@ -16,3 +16,4 @@ pub mod manifest;
 pub mod metrics;
 pub mod telemetry;
 pub mod ui;
+pub mod webhook;

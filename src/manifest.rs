@@ -8,7 +8,7 @@ pub mod yaml;
 
 use crate::api::{Pipeline, PipelineRun, PipelineSpec, Pool};
 use crate::engine::quote::{cut, q};
-use crate::engine::{ValidationError, duration, validate};
+use crate::engine::{ValidationError, duration, run_source, validate};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -537,20 +537,8 @@ fn check_document(doc: &Node, document: usize, schemas: &Schemas, report: &mut F
         Some(Manifest::Pipeline(p)) => spec_at("spec", &p.spec, &mut engine),
         Some(Manifest::PipelineRun(r)) => {
             let spec_loc = doc.get("spec").map_or(doc.loc, |n| n.loc);
-            match (&r.spec.pipeline_ref, &r.spec.pipeline_spec) {
-                (Some(_), Some(_)) => engine(
-                    spec_loc,
-                    "spec".into(),
-                    None,
-                    "set either pipelineRef or pipelineSpec, not both".into(),
-                ),
-                (None, None) => engine(
-                    spec_loc,
-                    "spec".into(),
-                    None,
-                    "pipelineRef or pipelineSpec is required".into(),
-                ),
-                _ => {}
+            if let Err(e) = run_source(&r.spec) {
+                engine(spec_loc, e.field, None, e.message);
             }
             if let Some(Err(e)) = r.spec.timeout.as_deref().map(duration::parse) {
                 let loc = doc.locate(&parse_path("spec.timeout"));

@@ -11,9 +11,10 @@
 mod common;
 
 use common::*;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::{Path, PathBuf};
@@ -85,8 +86,10 @@ impl Release {
             // copies over kubectl's and fail on the field-manager conflict.
             .arg("--skip-crds")
             .args(["--wait", "--timeout", "120s"])
-            // Pods of this node share the host's loopback: each replica takes a free port.
-            .args(["--set", "operator.httpAddress=127.0.0.1:0"])
+            // Each operator pod gets a network namespace and an address of its own (the node
+            // agent's pod network): both replicas listen on the chart's ports, and the
+            // webhook Service's Endpoints are real pod addresses the API server calls.
+            .args(["--set", r"podAnnotations.testenv\.weir\.dev/network=pod"])
             .args(["--set", "operator.logFormat=text"])
             .args(["--set", r"operator.logLevel=info\,weir=debug"]);
         for (key, value) in values {
@@ -199,13 +202,137 @@ fn status_of<T>(result: kube::Result<T>) -> u16 {
     }
 }
 
+/// The chart's webhook, called by the API server through the chart's Service: both replicas
+/// (each in its own network namespace, on the same port) are its Endpoints and answer.
+async fn webhook_admits_and_refuses_through_the_service(ns: &TestNamespace, pods: &[Pod]) {
+    let ips: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert_ne!(ips[0], ips[1], "each replica has an address of its own");
+    assert!(!ips.contains(&"127.0.0.1".to_string()), "{ips:?}");
+    let endpoints: Api<Endpoints> = ns.api();
+    let service = format!("{RELEASE}-webhook");
+    wait_for(
+        "both replicas behind the webhook Service",
+        Duration::from_secs(60),
+        || async {
+            let ep = endpoints.get_opt(&service).await.ok()??;
+            let mut ready: Vec<String> = ep
+                .subsets?
+                .into_iter()
+                .flat_map(|s| s.addresses.unwrap_or_default())
+                .map(|a| a.ip)
+                .collect();
+            ready.sort();
+            let mut want = ips.clone();
+            want.sort();
+            (ready == want).then_some(())
+        },
+    )
+    .await;
+    let invalid =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/invalid/unknown-dependency.yaml")).unwrap();
+    // The operators' certificate must be in the caBundle before the first answer counts.
+    let denied = wait_for(
+        "the webhook to refuse an invalid Pipeline",
+        Duration::from_secs(60),
+        || async {
+            let (ok, text) = kubectl_apply(ns, &invalid, &["--dry-run=server"]);
+            (!ok && text.contains("denied the request")).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        denied.contains(r#"spec.tasks[1].dependsOn: task "load": unknown task "tranform""#),
+        "{denied}"
+    );
+    // Every replica serves the webhook, with the certificate the configuration trusts, for
+    // the Service's name. (The API server keeps its connection to the one endpoint it
+    // picked, so asking it many times would not reach both.)
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(ns.client());
+    let config = configs.get(&format!("{}-{RELEASE}", ns.name())).await.unwrap();
+    let ca = config.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("caBundle")
+        .0;
+    let dir = std::env::temp_dir().join(format!("weir-helm-{}", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca).unwrap();
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "0", "operation": "CREATE", "namespace": ns.name(), "name": "cycle",
+            "kind": {"group": "weir.dev", "version": "v1alpha1", "kind": "Pipeline"},
+            "resource": {"group": "weir.dev", "version": "v1alpha1", "resource": "pipelines"},
+            "userInfo": {}, "dryRun": true,
+            "object": serde_saphyr::from_str::<serde_json::Value>(
+                &std::fs::read_to_string(repo_root().join("tests/fixtures/invalid/cycle.yaml")).unwrap()
+            ).unwrap(),
+        },
+    });
+    std::fs::write(dir.join("review.json"), review.to_string()).unwrap();
+    let host = format!("{service}.{}.svc", ns.name());
+    for ip in &ips {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(dir.join("ca.crt"))
+            .args([
+                "--resolve",
+                &format!("{host}:9443:{ip}"),
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", dir.join("review.json").display()))
+            .arg(format!("https://{host}:9443/validate"))
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            answer.contains(r#""allowed":false"#) && answer.contains("cycle"),
+            "the replica at {ip} answered: {answer}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, text) = kubectl_apply(ns, &invalid, &[]);
+    assert!(!ok && text.contains("denied the request"), "{text}");
+    assert!(
+        ns.api::<Pipeline>()
+            .get_opt("unknown-dependency")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 #[tokio::test]
 async fn chart_runs_pipelines_with_two_replicas_and_leader_election() {
     let ns = weir_testenv::env().await.namespace("helm").await;
     install_crds(&ns).await;
     // Cluster-scope RBAC (the chart's default); the watch is limited to this namespace only
-    // so as not to touch other tests' objects.
-    let _release = Release::install(&ns, &[("watchNamespaces[0]", ns.name().to_string())]);
+    // so as not to touch other tests' objects, and so is the webhook (by a label: 1.20 has
+    // no kubernetes.io/metadata.name label for the chart's default selector).
+    ns.kubectl_ok([
+        "label",
+        "namespace",
+        ns.name(),
+        &format!("weir-helm-test={}", ns.name()),
+    ]);
+    let _release = Release::install(
+        &ns,
+        &[
+            ("watchNamespaces[0]", ns.name().to_string()),
+            (
+                "webhook.namespaceSelector.matchLabels.weir-helm-test",
+                ns.name().to_string(),
+            ),
+        ],
+    );
 
     let pods = operator_pods(&ns).await;
     assert_eq!(pods.len(), 2, "two replicas");
@@ -223,6 +350,8 @@ async fn chart_runs_pipelines_with_two_replicas_and_leader_election() {
         lease_holder(&ns).await.filter(|h| names.contains(h))
     })
     .await;
+
+    webhook_admits_and_refuses_through_the_service(&ns, &pods).await;
 
     ns.apply(&example("diamond"));
     let run = wait_run_done(&ns, "diamond-manual", RUN_TIMEOUT).await;

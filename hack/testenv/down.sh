@@ -74,4 +74,16 @@ for env in $(grep -lzxF -- "$marker" /proc/[0-9]*/environ 2>/dev/null || true); 
   [[ $pid == "$$" ]] || kill -KILL "$pid" 2>/dev/null || true
 done
 
+# Pod networks the agent left (it removes a pod's namespace when the pod ends; a killed
+# agent cannot): the namespaces <name>-<n> and the bridge <name> (see up.sh).
+if [[ -f $STATE/pod-network ]]; then
+  net=$(<"$STATE/pod-network")
+  if [[ $net =~ ^[A-Za-z0-9]{1,8}$ ]]; then
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+      [[ $ns =~ ^$net-[0-9]+$ ]] && ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del "$net" 2>/dev/null || true
+  fi
+fi
+
 log "stopped the environment in $STATE"

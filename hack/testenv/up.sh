@@ -33,6 +33,11 @@ CM_PORT=$((20257 + OFF))
 SCHEDULER_PORT=$((20259 + OFF))
 AGENT_PORT=$((20250 + OFF))
 NODE_NAME=weir-node
+# Pods that ask (annotation testenv.weir.dev/network: pod) get an address of their own in
+# this range, on the bridge POD_NETWORK_NAME (also the prefix of their network namespaces):
+# both derived from the offset, so that environments side by side never share them.
+POD_NETWORK_NAME=wp$OFF
+POD_CIDR=10.$((100 + (OFF / 1000) % 100)).$((OFF % 250)).0/24
 
 PKI=$STATE/pki
 PIDS=$STATE/pids
@@ -89,6 +94,8 @@ AGENT_ARGS=(
   --tls-cert="$PKI/agent.crt"
   --tls-key="$PKI/agent.key"
   --image-command=weir="$STATE/bin/weir"
+  --pod-network="$POD_CIDR"
+  --pod-network-name="$POD_NETWORK_NAME"
 )
 # A new binary or new flags restart the agent.
 AGENT_ID="$(stat -L -c '%n %s %Y' "$AGENT") $(printf '%s\n' "${AGENT_ARGS[@]}" | sha256sum | cut -c1-16)"
@@ -124,8 +131,15 @@ default_sa_ready() {
   [[ $body == *'"secrets"'* ]]
 }
 
+# The API server's flags changed since it started (a checkout with new flags below): start
+# afresh rather than keep an environment that behaves differently.
+apiserver_current() {
+  grep -qzxF -- --enable-aggregator-routing=true "$PIDS/kube-apiserver.cmd" 2>/dev/null
+}
+
 healthy() {
   local c
+  apiserver_current || return 1
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
   [[ $(api /readyz 2>/dev/null) == ok ]] || return 1
   node_ready
@@ -133,6 +147,7 @@ healthy() {
 
 control_plane_healthy() {
   local c
+  apiserver_current || return 1
   for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do pid_alive "$c" || return 1; done
   [[ $(api /readyz 2>/dev/null) == ok ]]
 }
@@ -163,6 +178,8 @@ stop_one() { # name
 
 start_agent() {
   log "starting weir-node-agent ($AGENT)"
+  # For down.sh: the names of what the agent creates for pod networks.
+  echo "$POD_NETWORK_NAME" >"$STATE/pod-network"
   launch weir-node-agent "$AGENT" "${AGENT_ARGS[@]}"
   echo "$AGENT_ID" >"$STATE/agent.id"
 }
@@ -287,6 +304,7 @@ launch kube-apiserver "$BIN_DIR/kube-apiserver" \
   --service-account-issuer=https://kubernetes.default.svc \
   --service-cluster-ip-range=10.0.0.0/24 \
   --kubelet-preferred-address-types=InternalIP \
+  --enable-aggregator-routing=true \
   --allow-privileged=true \
   --enable-priority-and-fairness=false \
   --profiling=false \

@@ -5,10 +5,12 @@ use crate::http::{self, Health, Phase};
 use crate::leader::{self, Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
+use crate::webhook;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -46,6 +48,59 @@ pub struct Args {
     /// Default `securityContext` of every task container, as JSON; a task's own wins.
     #[arg(long, env = "WEIR_TASK_CONTAINER_SECURITY_CONTEXT")]
     task_container_security_context: Option<String>,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The validating admission webhook (docs/webhook.md).
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// Serve the validating admission webhook over HTTPS at this address, on every replica
+    /// (leader or not). Unset: no webhook.
+    #[arg(long = "webhook-addr", env = "WEIR_WEBHOOK_ADDR")]
+    addr: Option<SocketAddr>,
+    /// The Secret (in the operator's namespace, `POD_NAMESPACE`) holding the webhook's
+    /// certificate.
+    #[arg(
+        long = "webhook-secret",
+        env = "WEIR_WEBHOOK_SECRET",
+        default_value = "weir-webhook-tls"
+    )]
+    secret: String,
+    /// `self`: the operator issues the certificate, rotates it and keeps the webhook
+    /// configuration's caBundle current; `external`: it serves what another issuer
+    /// (cert-manager) writes to the Secret.
+    #[arg(long = "webhook-certs", env = "WEIR_WEBHOOK_CERTS", default_value = "self")]
+    certs: CertMode,
+    /// Names the certificate is valid for (comma-separated): the webhook Service's
+    /// `SERVICE.NAMESPACE.svc`, or IP addresses.
+    #[arg(long = "webhook-hosts", env = "WEIR_WEBHOOK_HOSTS", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// The ValidatingWebhookConfiguration whose caBundle the operator keeps current
+    /// (self-issued certificates only).
+    #[arg(long = "webhook-configuration", env = "WEIR_WEBHOOK_CONFIGURATION")]
+    configuration: Option<String>,
+    /// How long a serving certificate is valid; it is renewed two thirds in.
+    #[arg(long = "webhook-cert-validity", env = "WEIR_WEBHOOK_CERT_VALIDITY", default_value = "2160h", value_parser = parse_duration)]
+    validity: Duration,
+    /// How long the webhook's CA is valid; it is renewed two thirds in.
+    #[arg(long = "webhook-ca-validity", env = "WEIR_WEBHOOK_CA_VALIDITY", default_value = "87600h", value_parser = parse_duration)]
+    ca_validity: Duration,
+    /// How often each replica reads the certificate's Secret (and so how soon it serves a
+    /// renewed one).
+    #[arg(long = "webhook-cert-check", env = "WEIR_WEBHOOK_CERT_CHECK", default_value = "10s", value_parser = parse_duration)]
+    check_every: Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CertMode {
+    #[value(name = "self")]
+    SelfIssued,
+    External,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::engine::duration::parse(text)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -99,6 +154,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     namespaces.sort();
     namespaces.dedup();
     let scopes = controller::scopes(&namespaces);
+    let webhook = start_webhook(&args, &client, &namespaces, &stop_http).await?;
 
     let result = if args.leader_elect {
         let config = LeaseConfig::new(
@@ -128,7 +184,51 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     health.set(Phase::Stopping);
     stop_http.cancel();
     let _ = server.await;
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
+    }
     result
+}
+
+/// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.
+async fn start_webhook(
+    args: &Args,
+    client: &kube::Client,
+    namespaces: &[String],
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = args.webhook.addr else {
+        return Ok(None);
+    };
+    let w = &args.webhook;
+    if w.hosts.is_empty() && matches!(w.certs, CertMode::SelfIssued) {
+        anyhow::bail!(
+            "--webhook-hosts (WEIR_WEBHOOK_HOSTS) is required with --webhook-addr: the names the API server calls the webhook by, such as weir-webhook.weir-system.svc"
+        );
+    }
+    let settings = webhook::certs::CertSettings {
+        namespace: args.lease_namespace.clone(),
+        secret: w.secret.clone(),
+        manage: matches!(w.certs, CertMode::SelfIssued),
+        hosts: w.hosts.clone(),
+        configuration: w.configuration.clone(),
+        validity: w.validity,
+        ca_validity: w.ca_validity,
+        check_every: w.check_every,
+    };
+    let store = Arc::new(webhook::certs::CertStore::default());
+    tokio::spawn(webhook::certs::maintain(
+        client.clone(),
+        settings,
+        store.clone(),
+        stop.clone(),
+    ));
+    let router = webhook::router(client.clone(), namespaces.to_vec());
+    let (bound, server) = webhook::serve(addr, store, router, stop.clone())
+        .await
+        .with_context(|| format!("listening on {addr} (--webhook-addr)"))?;
+    tracing::info!(addr = %bound, path = webhook::PATH, "serving the admission webhook");
+    Ok(Some(tokio::spawn(server)))
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.

@@ -16,7 +16,10 @@ use crate::api::{
 };
 use crate::engine::resolve::{RunContext, RunIdentity};
 use crate::engine::step::{self, Child, RunStep, Start, StepInput, step_run};
-use crate::engine::{RunOutcome, StopReason, ValidPipeline, duration, names, run_timeout, validate};
+use crate::engine::{
+    RunOutcome, RunSource, StopReason, ValidPipeline, ValidationErrors, duration, names, run_source,
+    run_timeout, validate,
+};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -194,15 +197,14 @@ async fn find_pipeline(ctx: &Context, run: &PipelineRun) -> Result<Found> {
             message: message.into(),
         })
     };
-    match (&run.spec.pipeline_ref, &run.spec.pipeline_spec) {
-        (Some(_), Some(_)) => Ok(bad("set either spec.pipelineRef or spec.pipelineSpec, not both")),
-        (None, None) => Ok(bad("spec.pipelineRef or spec.pipelineSpec is required")),
-        (None, Some(spec)) => Ok(Found::Spec(Box::new(spec.clone()))),
-        (Some(reference), None) => {
+    match run_source(&run.spec) {
+        Err(e) => Ok(bad(&format!("{}: {}", e.field, e.message))),
+        Ok(RunSource::Inline(spec)) => Ok(Found::Spec(Box::new(spec.clone()))),
+        Ok(RunSource::Ref(name)) => {
             let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
-            Ok(match api.get(&reference.name).await.ignore_not_found()? {
+            Ok(match api.get(name).await.ignore_not_found()? {
                 Some(pipeline) => Found::Spec(Box::new(pipeline.spec)),
-                None => Found::Missing(reference.name.clone()),
+                None => Found::Missing(name.to_string()),
             })
         }
     }
@@ -244,20 +246,26 @@ async fn wait_for_pipeline(
     Ok(Pin::Wait(Action::requeue(Duration::from_secs(3))))
 }
 
+/// Why a run cannot start, as [`run_problems`] finds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunProblem {
+    /// The pipeline (pinned, inline or referenced) is invalid.
+    Pipeline(ValidationErrors),
+    /// `spec.timeout` cannot be read.
+    Timeout(String),
+    /// The params do not fit the pipeline's: one message per problem.
+    Params(Vec<String>),
+}
+
 /// Checks what a run needs before anything of it runs: a valid pipeline, a readable
-/// timeout, params that fit the pipeline's. No client.
-fn check(
+/// timeout, params that fit the pipeline's. Every problem found, for the admission webhook
+/// to list; the controller refuses with the first kind (see [`check`]). No client.
+pub fn run_problems(
     run: &PipelineRun,
     spec: &PipelineSpec,
-) -> Result<(ValidPipeline, RunContext, Option<Duration>), Refusal> {
-    let valid = validate(spec).map_err(|errors| Refusal {
-        reason: reasons::INVALID_PIPELINE,
-        message: format!("invalid pipeline: {errors}"),
-    })?;
-    let timeout = run_timeout(&valid, run.spec.timeout.as_deref()).map_err(|message| Refusal {
-        reason: reasons::INVALID_SPEC,
-        message,
-    })?;
+) -> std::result::Result<(ValidPipeline, RunContext, Option<Duration>), Vec<RunProblem>> {
+    let valid = validate(spec).map_err(|errors| vec![RunProblem::Pipeline(errors)])?;
+    let timeout = run_timeout(&valid, run.spec.timeout.as_deref()).map_err(RunProblem::Timeout);
     let identity = RunIdentity {
         name: run.name_any(),
         namespace: run.namespace().unwrap_or_default(),
@@ -270,13 +278,37 @@ fn check(
             .unwrap_or_default(),
     };
     let context =
-        RunContext::new(identity, &valid.spec, Some(&run.spec), &run.spec.params).map_err(|problems| {
-            Refusal {
-                reason: reasons::INVALID_PARAMS,
-                message: format!("invalid params: {}", problems.join("; ")),
-            }
-        })?;
-    Ok((valid, context, timeout))
+        RunContext::new(identity, &valid.spec, Some(&run.spec), &run.spec.params).map_err(RunProblem::Params);
+    match (timeout, context) {
+        (Ok(timeout), Ok(context)) => Ok((valid, context, timeout)),
+        (timeout, context) => Err(timeout.err().into_iter().chain(context.err()).collect()),
+    }
+}
+
+/// [`run_problems`] as the controller refuses a run: the first kind of problem, with its
+/// reason.
+fn check(
+    run: &PipelineRun,
+    spec: &PipelineSpec,
+) -> std::result::Result<(ValidPipeline, RunContext, Option<Duration>), Refusal> {
+    run_problems(run, spec).map_err(|problems| match problems.into_iter().next() {
+        Some(RunProblem::Pipeline(errors)) => Refusal {
+            reason: reasons::INVALID_PIPELINE,
+            message: format!("invalid pipeline: {errors}"),
+        },
+        Some(RunProblem::Timeout(message)) => Refusal {
+            reason: reasons::INVALID_SPEC,
+            message,
+        },
+        Some(RunProblem::Params(problems)) => Refusal {
+            reason: reasons::INVALID_PARAMS,
+            message: format!("invalid params: {}", problems.join("; ")),
+        },
+        None => Refusal {
+            reason: reasons::INVALID_SPEC,
+            message: "the run cannot start".into(),
+        },
+    })
 }
 
 /// Step 2: the run's TaskRuns, fresh from the API server (a stale cache could hide TaskRuns

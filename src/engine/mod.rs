@@ -25,7 +25,7 @@ pub use plan::{
     StopReason, TaskInput, TaskPlan, always_run, plan_run, plan_task,
 };
 pub use step::{Child, RunStep, RunSummary, Start, StepInput, run_timeout, step_run};
-pub use validate::{ValidPipeline, ValidationError, ValidationErrors, validate};
+pub use validate::{RunSource, ValidPipeline, ValidationError, ValidationErrors, run_source, validate};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use super::dag::Dag;
 use super::duration;
 use super::names::{self, MAX_NAME};
 use super::quote::{cut, q};
-use crate::api::{PipelineSpec, RetryPolicy, TaskSpec, TriggerRule, WeightRule};
+use crate::api::{PipelineRunSpec, PipelineSpec, RetryPolicy, TaskSpec, TriggerRule, WeightRule};
 use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -171,6 +171,32 @@ impl Collector {
             field: field.into(),
             message: message.into(),
         });
+    }
+}
+
+/// Where a run's pipeline comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum RunSource<'a> {
+    /// `pipelineRef`: the Pipeline of that name in the run's namespace.
+    Ref(&'a str),
+    /// `pipelineSpec`: given inline.
+    Inline(&'a PipelineSpec),
+}
+
+/// A run names its pipeline by exactly one of `pipelineRef` and `pipelineSpec`. The
+/// operator, `weir validate` and the admission webhook all ask here; the error's field is
+/// `spec`, relative to the run.
+pub fn run_source(run: &PipelineRunSpec) -> Result<RunSource<'_>, ValidationError> {
+    let problem = |message: &str| ValidationError {
+        task: None,
+        field: "spec".into(),
+        message: message.into(),
+    };
+    match (&run.pipeline_ref, &run.pipeline_spec) {
+        (Some(_), Some(_)) => Err(problem("set either pipelineRef or pipelineSpec, not both")),
+        (None, None) => Err(problem("pipelineRef or pipelineSpec is required")),
+        (Some(r), None) => Ok(RunSource::Ref(&r.name)),
+        (None, Some(spec)) => Ok(RunSource::Inline(spec)),
     }
 }
 

@@ -531,3 +531,25 @@ pub fn chain_with_flaky_run(name: &str, links: usize, command: &str) -> String {
         links - 1
     )
 }
+
+/// `kubectl apply -f -` with `yaml` on stdin: whether it succeeded, and what it printed.
+pub fn kubectl_apply(ns: &TestNamespace, yaml: &str, extra: &[&str]) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = ns
+        .kubectl_command()
+        .args(["apply", "-f", "-"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

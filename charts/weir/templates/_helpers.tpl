@@ -60,6 +60,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "weir.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{- define "weir.webhookService" -}}
+{{- printf "%s-webhook" (include "weir.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "weir.webhookSecret" -}}
+{{- default (printf "%s-webhook-tls" (include "weir.fullname" .)) .Values.webhook.secretName }}
+{{- end }}
+
 {{/* The namespaces of namespaced mode, checked: required, and never empty strings. */}}
 {{- define "weir.validate" -}}
 {{- if and (eq .Values.rbac.scope "namespaced") (not .Values.watchNamespaces) }}

@@ -19,13 +19,19 @@
 //!   `/var/run/secrets/kubernetes.io/serviceaccount` in a private mount namespace;
 //! * runs a configured program for images whose entrypoint is needed (`--image-command`).
 //!
+//! * with `--pod-network`, gives pods that ask (annotation `testenv.weir.dev/network: pod`) a
+//!   network namespace and an address of their own on a bridge (`network.rs`).
+//!
 //! What it deliberately does not do: other volumes, probes, restarts (`OnFailure`/`Always` are treated
-//! like `Never`), resource limits, networking (every pod gets IP 127.0.0.1), image pulls.
+//! like `Never`), resource limits, Service cluster IPs (no kube-proxy: the API server reaches
+//! webhooks through their Endpoints), image pulls. Pods without their own network get IP
+//! 127.0.0.1.
 
 mod node_agent {
     pub mod container;
     pub mod logfile;
     pub mod logserver;
+    pub mod network;
     pub mod node;
     pub mod pod;
     pub mod procs;
@@ -41,7 +47,7 @@ use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tracing::{error, info};
 
-use node_agent::{container, logserver, node, pod, procs, volumes};
+use node_agent::{container, logserver, network, node, pod, procs, volumes};
 
 /// Command-line flags. Every flag can also be given through the environment variable shown.
 #[derive(Parser, Debug, Clone)]
@@ -83,6 +89,15 @@ pub struct Args {
     /// `KUBERNETES_SERVICE_PORT` given to containers; default: the kubeconfig's server port.
     #[arg(long, env = "WEIR_AGENT_SERVICE_PORT")]
     pub service_port: Option<u16>,
+    /// An IPv4 CIDR: pods annotated `testenv.weir.dev/network: pod` get a network namespace
+    /// and an address of this range on a bridge (see `network.rs`). Unset: every pod
+    /// shares the host's network.
+    #[arg(long, env = "WEIR_AGENT_POD_NETWORK", value_parser = network::parse_cidr)]
+    pub pod_network: Option<(std::net::Ipv4Addr, u8)>,
+    /// Name of the bridge, prefix of namespaces and interfaces (1 to 8 letters or digits);
+    /// unique per environment on the machine.
+    #[arg(long, env = "WEIR_AGENT_POD_NETWORK_NAME", default_value = "weirpod")]
+    pub pod_network_name: String,
 }
 
 fn parse_image_command(value: &str) -> Result<(String, PathBuf), String> {
@@ -157,7 +172,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("loading kubeconfig")?;
     let service_env = service_env(&args, config.cluster_url.host(), config.cluster_url.port_u16());
+    let api_port = config.cluster_url.port_u16().unwrap_or(443);
     let client = kube::Client::try_from(config).context("building client")?;
+    // Like the service-account mounts: without the privileges (or iproute2), pods that ask
+    // for a network of their own fail to start, saying why; the others run as before.
+    let network = match args.pod_network {
+        Some(cidr) => match network::Network::new(&args.pod_network_name, cidr, api_port) {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!("pods get no network of their own: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
     let service_account_mounts = match volumes::private_mounts_supported() {
         Ok(()) => true,
         Err(e) => {
@@ -183,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             service_env,
             service_account_mounts,
         },
+        network,
         running_logs: Default::default(),
     });
 

@@ -79,6 +79,8 @@ pub struct Prepared {
     pub log_path: PathBuf,
     /// Bind mounts made in the container's private mount namespace.
     pub mounts: Vec<Mount>,
+    /// The pod's own network namespace (`ip netns` name), if it has one.
+    pub netns: Option<String>,
 }
 
 /// Reads ConfigMaps and Secrets of the pod's namespace, once per pod start attempt.
@@ -502,6 +504,7 @@ pub async fn prepare(
         termination_file,
         fallback_to_logs: container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
         mounts,
+        netns: None,
     })
 }
 
@@ -537,6 +540,18 @@ pub fn spawn(p: &Prepared) -> Result<Running, String> {
         .stderr(Stdio::piped())
         // Its own process group, so that signals reach the children of `sh -c` too.
         .process_group(0);
+    if let Some(netns) = &p.netns {
+        let fd = super::network::open_netns(netns).map_err(|e| format!("{e:#}"))?;
+        // SAFETY: setns is async-signal-safe; the descriptor lives as long as the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     if !p.mounts.is_empty() {
         let mounts = PreparedMounts::new(&p.mounts).map_err(|e| format!("preparing mounts: {e}"))?;
         // SAFETY: apply_in_child makes only async-signal-safe system calls.

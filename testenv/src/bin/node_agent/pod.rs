@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::container::{self, Exit, PrepareError, Sources};
+use super::network::{self, Network, PodNetwork};
 use super::node::time_now;
 use super::procs::{self, ProcTable};
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub state_dir: PathBuf,
     pub procs: ProcTable,
     pub settings: container::Settings,
+    /// Networks of their own for the pods that ask (`--pod-network`).
+    pub network: Option<Arc<Network>>,
     /// Log files of containers that are running now, so that `follow` knows when to stop.
     pub running_logs: Mutex<HashSet<PathBuf>>,
 }
@@ -243,6 +246,10 @@ struct PodRun {
     stop: watch::Sender<Option<Stop>>,
     /// Set once SIGKILL was sent: containers started after that are killed at once.
     killed: std::sync::atomic::AtomicBool,
+    /// The pod's own network while its containers run (pods that ask for one).
+    network: Mutex<Option<PodNetwork>>,
+    /// Its address, reported as podIP (kept after the network is gone, as a kubelet does).
+    pod_ip: Mutex<Option<String>>,
 }
 
 impl PodRun {
@@ -295,6 +302,8 @@ impl PodRun {
             groups: Mutex::new(Vec::new()),
             stop: watch::channel(None).0,
             killed: false.into(),
+            network: Mutex::new(None),
+            pod_ip: Mutex::new(None),
         }
     }
 
@@ -310,7 +319,45 @@ impl PodRun {
 
     /// Runs the pod's containers until they end, the pod is deleted, or its deadline passes.
     async fn supervise(self: Arc<Self>, rx: &mut watch::Receiver<Observed>) {
+        if let Err(e) = self.attach_network().await {
+            warn!(pod = %pod_key(&self.pod), "{e:#}");
+            self.state.lock().unwrap().failure = Some(("NetworkSetupFailed".into(), format!("{e:#}")));
+            self.report().await;
+            return;
+        }
         self.report().await;
+        self.supervise_containers(rx).await;
+        // The sandbox goes when the containers have ended.
+        self.network.lock().unwrap().take();
+    }
+
+    /// A network of the pod's own, if it asks for one and the agent has a pod network.
+    async fn attach_network(&self) -> anyhow::Result<()> {
+        let asks = self
+            .pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(network::ANNOTATION))
+            .is_some_and(|v| v == "pod");
+        if !asks {
+            return Ok(());
+        }
+        let Some(net) = self.ctx.network.as_ref() else {
+            anyhow::bail!(
+                "the pod asks for a network of its own ({}: pod), but this node agent has none \
+                 (--pod-network unset, or setting it up failed: see the agent's log)",
+                network::ANNOTATION
+            );
+        };
+        let attached = net.attach().await?;
+        info!(pod = %pod_key(&self.pod), ip = %attached.ip, netns = attached.netns(), "pod network attached");
+        *self.pod_ip.lock().unwrap() = Some(attached.ip.to_string());
+        *self.network.lock().unwrap() = Some(attached);
+        Ok(())
+    }
+
+    async fn supervise_containers(self: &Arc<Self>, rx: &mut watch::Receiver<Observed>) {
         let deadline = self
             .pod
             .spec
@@ -457,6 +504,13 @@ impl PodRun {
             .lock()
             .unwrap()
             .insert(prepared.log_path.clone());
+        let mut prepared = prepared;
+        prepared.netns = self
+            .network
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|n| n.netns().to_string());
         let running = match container::spawn(&prepared) {
             Ok(r) => r,
             Err(message) => {
@@ -619,7 +673,12 @@ impl PodRun {
     /// Sends the current status through `pods/status`.
     async fn report(&self) {
         let _guard = self.report_lock.lock().await;
-        let body = self.state.lock().unwrap().status_patch(&self.ctx.node_ip);
+        let pod_ip = self.pod_ip.lock().unwrap().clone();
+        let body = self
+            .state
+            .lock()
+            .unwrap()
+            .status_patch(&self.ctx.node_ip, pod_ip.as_deref().unwrap_or(&self.ctx.node_ip));
         let name = self.pod.metadata.name.as_deref().unwrap_or_default();
         for attempt in 0..5u32 {
             match self
@@ -792,7 +851,7 @@ impl PodState {
         })
     }
 
-    fn status_patch(&mut self, node_ip: &str) -> Value {
+    fn status_patch(&mut self, node_ip: &str, pod_ip: &str) -> Value {
         let phase = self.phase();
         let done = matches!(phase, "Succeeded" | "Failed");
         let initialized = self.initialized();
@@ -844,8 +903,8 @@ impl PodState {
             "reason": reason,
             "message": message,
             "hostIP": node_ip,
-            "podIP": node_ip,
-            "podIPs": [{"ip": node_ip}],
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
             "startTime": self.start_time,
             "conditions": conditions,
             "containerStatuses": self.main.iter().map(CStatus::to_json).collect::<Vec<_>>(),
