@@ -15,3 +15,4 @@ pub mod local;
 pub mod manifest;
 pub mod metrics;
 pub mod telemetry;
+pub mod ui;
