@@ -58,6 +58,7 @@ const MARGIN: f64 = 24.0;
 const REGION_GAP: f64 = 72.0;
 const REGION_PAD: f64 = 16.0;
 const REGION_TITLE: f64 = 24.0;
+const FINALLY_TITLE: &str = "finally: runs after the tasks on the left, whatever their outcome";
 
 const STYLE: &str = "\
 .weir-graph{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}\
@@ -67,7 +68,7 @@ const STYLE: &str = "\
 .weir-graph .label{font-size:13px;font-weight:600;fill:#1a1a1a}\
 .weir-graph .state{font-size:11px;fill:#333}\
 .weir-graph .detail{font-size:11px;fill:#555}\
-.weir-graph .edge{fill:none;stroke:#8a949e;stroke-width:1.2}\
+.weir-graph .edge{fill:none;stroke:#8a949e;stroke-width:1.2;marker-end:url(#weir-arrow)}\
 .weir-graph .edge.reversed{stroke-dasharray:4 3}\
 .weir-graph .region{fill:#f6f7f9;stroke:#8a949e;stroke-dasharray:6 4}\
 .weir-graph .region-title{font-size:12px;font-style:italic;fill:#444}\
@@ -108,7 +109,8 @@ pub fn render_svg(nodes: &[GraphNode], edges: &[GraphEdge]) -> String {
             main_right + REGION_GAP
         };
         let top = MARGIN;
-        let region_w = finally.layout.width + 2.0 * REGION_PAD;
+        let region_w = (finally.layout.width + 2.0 * REGION_PAD)
+            .max(FINALLY_TITLE.chars().count() as f64 * DETAIL_CHAR + 2.0 * REGION_PAD);
         let region_h = finally.layout.height + 2.0 * REGION_PAD + REGION_TITLE;
         drawing.region(left, top, region_w, region_h);
         if !main.members.is_empty() {
@@ -222,7 +224,7 @@ impl Drawing {
                     num(y + dy)
                 );
             }
-            self.edges.push_str("\" marker-end=\"url(#weir-arrow)\"/>");
+            self.edges.push_str("\"/>");
         }
         for (k, &i) in part.members.iter().enumerate() {
             let p = &part.layout.nodes[k];
@@ -295,7 +297,7 @@ impl Drawing {
         let _ = write!(
             self.regions,
             "<g class=\"finally-region\"><rect class=\"region\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"8\"/>\
-             <text class=\"region-title\" x=\"{}\" y=\"{}\">finally: runs after the tasks on the left, whatever their outcome</text></g>",
+             <text class=\"region-title\" x=\"{}\" y=\"{}\">{FINALLY_TITLE}</text></g>",
             num(x),
             num(y),
             num(width),
@@ -367,7 +369,10 @@ const ICONS: [(&str, &str); 8] = [
         "<circle r=\"6\" fill=\"none\" stroke-width=\"2\"/><path d=\"M-4.5 4.5L4.5-4.5\" stroke-width=\"2\"/>",
     ),
     ("retrying", "<path d=\"M0-7L7 0L0 7L-7 0z\"/>"),
-    ("cancelled", "<rect x=\"-6\" y=\"-6\" width=\"12\" height=\"12\"/>"),
+    (
+        "cancelled",
+        "<rect x=\"-6\" y=\"-6\" width=\"12\" height=\"12\"/>",
+    ),
     (
         "upstreamfailed",
         "<path d=\"M0-7L7 6L-7 6z\"/><path d=\"M0-2.5V2M0 3.5V4.5\" stroke=\"#fff\" stroke-width=\"1.6\"/>",

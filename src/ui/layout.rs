@@ -882,7 +882,11 @@ mod tests {
             }
             prop_assert!(r.points.len() >= 2);
             let monotone = r.points.windows(2).all(|w| {
-                if r.reversed { w[0].0 >= w[1].0 } else { w[0].0 <= w[1].0 }
+                if r.reversed {
+                    w[0].0 >= w[1].0
+                } else {
+                    w[0].0 <= w[1].0
+                }
             });
             prop_assert!(monotone, "route {:?} goes back and forth", r);
         }

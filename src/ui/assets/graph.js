@@ -33,6 +33,8 @@
 
   var MIN_SIZE = 40; // smallest viewBox side, in drawing units
   var STEP = 1.25; // one zoom step
+  var MIN_OVERVIEW_SCALE = 0.3; // a whole graph smaller than this on screen is unreadable
+  var READABLE_SCALE = 0.7; // where such a graph starts instead
 
   function init() {
     var root = document.getElementById("graph");
@@ -335,7 +337,16 @@
     });
 
     fitTo(full, 0);
-    say(nodeList.length + " tasks");
+    var scale = svg.clientWidth ? svg.clientWidth / view.w : 1;
+    if (scale < MIN_OVERVIEW_SCALE) {
+      // Too many tasks to read them all at once: start readable, at the top left.
+      var f = READABLE_SCALE / scale;
+      view = { x: full.x, y: full.y, w: view.w / f, h: view.h / f };
+      apply();
+      say(nodeList.length + " tasks: \u2212 or Fit shows them all, the search box finds one");
+    } else {
+      say(nodeList.length + " tasks");
+    }
     root.setAttribute("data-graph-ready", "true");
   }
 
