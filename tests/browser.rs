@@ -180,9 +180,21 @@ async fn graph_page_shows_states_and_searches_zooms_and_takes_focus() {
     // The screenshot helper writes a PNG (into docs/ when hack/screenshots.sh asks).
     eval(
         &browser,
-        "document.activeElement.blur(); document.getElementById('graph-neighbours').click();",
+        "const s = document.getElementById('graph-search'); s.value = ''; \
+         s.dispatchEvent(new Event('input')); document.activeElement.blur(); \
+         document.getElementById('graph-neighbours').click();",
     )
     .await;
+    let dimmed = eval(
+        &browser,
+        "return document.querySelectorAll('.dim, .hidden').length;",
+    )
+    .await;
+    assert_eq!(
+        dimmed,
+        json!(0),
+        "clearing the search and the neighbourhood shows everything"
+    );
     browser
         .client
         .find(Locator::Id("graph-fit"))
