@@ -19,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod graph;
 pub mod html;
+pub mod layout;
 pub mod live;
 pub mod pages;
 pub mod view;

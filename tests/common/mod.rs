@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod dags;
 pub mod manifests;
 
 use futures::StreamExt;
