@@ -57,13 +57,15 @@ fn criterion_runs(c: &mut Criterion) {
     }
 }
 
-fn summary() {
+/// The summary table; under `cargo test --benches` (no `--bench` argument) only the smallest
+/// size, as a quick check that it runs.
+fn summary(sizes: &[usize]) {
     println!();
     println!(
         "{:<14} {:>6} {:>7} {:>8} {:>6} {:>11} {:>11} {:>9} {:>7} {:>10}",
         "shape", "tasks", "edges", "layers", "cross", "layout", "render_svg", "json", "ratio", "svg bytes"
     );
-    for n in SIZES {
+    for &n in sizes {
         for (shape, (nodes, edges)) in dags::shapes(n) {
             let budget = Duration::from_secs(2);
             let index: std::collections::HashMap<&str, usize> = nodes
@@ -115,5 +117,9 @@ fn main() {
         .configure_from_args();
     criterion_runs(&mut c);
     c.final_summary();
-    summary();
+    if std::env::args().any(|a| a == "--bench") {
+        summary(&SIZES);
+    } else {
+        summary(&SIZES[..1]);
+    }
 }

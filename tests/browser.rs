@@ -103,7 +103,13 @@ async fn graph_page_shows_states_and_searches_zooms_and_takes_focus() {
         "return ['validate', 'train'].map(t => document.querySelector(`g.node[data-task=\"${t}\"]`).getAttribute('class'));",
     )
     .await;
-    assert_eq!(classes, json!(["node s-failed match", "node s-succeeded dim"]));
+    assert_eq!(classes, json!(["node s-failed match", "node s-succeeded"]));
+    let dimmed = eval(
+        &browser,
+        "return ['validate', 'train'].map(t => getComputedStyle(document.querySelector(`g.node[data-task=\"${t}\"]`)).opacity);",
+    )
+    .await;
+    assert_eq!(dimmed, json!(["1", "0.15"]), "the rest is dimmed while searching");
     let status = eval(
         &browser,
         "return document.getElementById('graph-status').textContent;",
@@ -187,7 +193,7 @@ async fn graph_page_shows_states_and_searches_zooms_and_takes_focus() {
     .await;
     let dimmed = eval(
         &browser,
-        "return document.querySelectorAll('.dim, .hidden').length;",
+        "return document.querySelectorAll('.searching, .match, .hidden').length;",
     )
     .await;
     assert_eq!(

@@ -79,7 +79,7 @@ const STYLE: &str = "\
 .weir-graph .s-running{--c:#1565c0}.weir-graph .s-pending{--c:#757575}\
 .weir-graph .s-skipped{--c:#ad1457}.weir-graph .s-retrying{--c:#b26a00}\
 .weir-graph .s-cancelled{--c:#5d4037}.weir-graph .s-upstreamfailed{--c:#e65100}\
-.weir-graph .node.dim,.weir-graph .edge.dim{opacity:.15}\
+.weir-graph.searching .node:not(.match),.weir-graph.searching .edge{opacity:.15}\
 .weir-graph .node.hidden,.weir-graph .edge.hidden{display:none}";
 
 /// A complete <svg> element (no surrounding page) with one
