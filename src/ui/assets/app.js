@@ -33,9 +33,14 @@ function applyState(s) {
       if (holder.dataset.taskState === task) setState(holder.querySelector(".state"), state);
     }
     for (const node of document.querySelectorAll("g.node[data-task]")) {
-      if (node.dataset.task === task) {
+      if (node.dataset.task === task && node.dataset.state !== state) {
+        // graph.rs's markup: class "node s-<state>" (plus graph.js's match/hidden) and
+        // the state in words in text.state.
         node.dataset.state = state;
-        node.setAttribute("class", "node state-" + state.toLowerCase());
+        for (const c of [...node.classList]) if (c.startsWith("s-")) node.classList.remove(c);
+        node.classList.add("s-" + state.toLowerCase().replace(/[^a-z]/g, ""));
+        const word = node.querySelector("text.state");
+        if (word) word.textContent = state;
       }
     }
   }
