@@ -60,7 +60,10 @@ const REGION_PAD: f64 = 16.0;
 const REGION_TITLE: f64 = 24.0;
 const FINALLY_TITLE: &str = "finally: runs after the tasks on the left, whatever their outcome";
 
-const STYLE: &str = "\
+/// The graph's stylesheet. It is inside the SVG for pages that allow inline styles, and
+/// the UI also serves it in `/static/app.css`, because the UI's Content-Security-Policy
+/// (`style-src 'self'`) makes browsers ignore the inline copy.
+pub const STYLE: &str = "\
 .weir-graph{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}\
 .weir-graph .box{fill:#fff;stroke:var(--c,#607d8b);stroke-width:1.5}\
 .weir-graph .bar{fill:var(--c,#607d8b)}\
