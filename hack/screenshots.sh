@@ -5,10 +5,12 @@
 #
 #   hack/screenshots.sh            writes docs/screenshots/*.png
 #
-# Today: graph.png, the run graph of examples/ml-training.yaml (tests/browser.rs). The UI's
-# other pages join here once they exist: a test that takes its screenshot into
-# $WEIR_SCREENSHOT_DIR, and its name in TESTS below. Tests that need the control plane get it
-# from WEIR_KUBECONFIG as usual (hack/testenv/up.sh).
+# graph.png: the graph of examples/ml-training.yaml alone (tests/browser.rs, no cluster).
+# pipelines.png, grid.png, run.png (run detail with its Gantt chart), run-graph.png and
+# task.png (a failed task with its log): the real UI against the test control plane with
+# the operator running (tests/ui_browser.rs), which the test starts as every operator test
+# does (WEIR_KUBECONFIG / WEIR_ENV_DIR, see hack/testenv/up.sh). A new picture: a test that
+# takes it into $WEIR_SCREENSHOT_DIR, and its name in TESTS below.
 #
 # Environment: CARGO_TARGET_DIR as for the tests.
 set -euo pipefail
@@ -20,6 +22,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}
 # test binary : test name filter
 TESTS=(
   "browser:graph_page_shows_states_and_searches_zooms_and_takes_focus"
+  "ui_browser:a_run_is_triggered_watched_live_read_and_rerun_from_the_pages"
 )
 
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
