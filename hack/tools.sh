@@ -8,6 +8,8 @@
 #                           in its own virtualenv
 #   lua5.4, lua5.1          from Debian (apt), for the Argo CD health-script tests (Argo CD
 #                           runs them with gopher-lua, a Lua 5.1)
+#   chromium, chromedriver  from Debian (apt: chromium, chromium-driver), for the UI's
+#                           browser tests (tests/browser.rs) and hack/screenshots.sh
 #
 # Prints nothing on success when everything is already there; progress goes to stderr.
 # Nothing is downloaded from anywhere but PyPI and Debian's package registry.
@@ -68,6 +70,19 @@ install_lua() {
   fi
 }
 
+install_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return
+  fi
+  log "chromium and chromium-driver from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}
+
 install_helm
 install_kubernetes_validate
 install_lua
+install_chromium

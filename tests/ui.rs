@@ -13,12 +13,12 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams};
 use std::time::Duration;
 use weir::api::{PipelineRun, RunPhase};
-use weir::ui::{AuthMode, Settings, Ui};
+use weir::ui::AuthMode;
 use weir_testenv::{TestNamespace, wait_for};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,25 +43,9 @@ impl Reply {
 }
 
 async fn start(ns: &TestNamespace, mode: AuthMode) -> Server {
-    let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let ui = Ui::new(Settings {
-        mode,
-        config,
-        namespace: ns.name().to_string(),
-        context: None,
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(weir::ui::serve(listener, ui, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = ui_server(ns, mode).await;
     Server {
-        base: format!("http://{addr}"),
+        base,
         http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
         _stop: stop,
     }
@@ -188,7 +172,7 @@ fn assert_security_headers(reply: &Reply) {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
     assert_eq!(reply.headers["x-frame-options"], "DENY");
-    assert_eq!(reply.headers["referrer-policy"], "no-referrer");
+    assert_eq!(reply.headers["referrer-policy"], "same-origin");
 }
 
 /// What a stream sent until it sent `needle`.
@@ -636,36 +620,7 @@ async fn cancel_and_rerun_act_on_runs() {
 async fn a_viewer_is_refused_by_kubernetes_and_sees_the_refusal() {
     let (ns, _op) = setup("ui-rbac").await;
     ns.apply(&flaky(std::path::Path::new("/nonexistent")));
-    // The viewer has the built-in `view` role, to which the chart aggregates reading
-    // Weir's resources (done here by hand, as the chart does).
-    ns.apply(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: weir-ui-test-view
-  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
-rules:
-  - apiGroups: [weir.dev]
-    resources: [pipelines, pipelineruns, taskruns]
-    verbs: [get, list, watch]
-"#,
-    );
-    ns.kubectl_ok(["create", "serviceaccount", "viewer"]);
-    ns.kubectl_ok([
-        "create",
-        "rolebinding",
-        "viewer",
-        "--clusterrole=view",
-        &format!("--serviceaccount={}:viewer", ns.name()),
-    ]);
-    let sas: Api<ServiceAccount> = ns.api();
-    let secret = wait_for("the ServiceAccount's token", RUN_TIMEOUT, || async {
-        sas.get("viewer").await.ok()?.secrets?.first()?.name.clone()
-    })
-    .await;
-    let secret: Secret = ns.api::<Secret>().get(&secret).await.unwrap();
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let token = viewer_token(&ns).await;
 
     let ui = start(&ns, AuthMode::Token).await;
     let n = ns.name();

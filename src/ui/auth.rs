@@ -358,7 +358,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     );
     set(headers, "x-content-type-options", "nosniff");
     set(headers, "x-frame-options", "DENY");
-    set(headers, "referrer-policy", "no-referrer");
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the pages' own form
+    // POSTs, which the cross-site check must refuse. `same-origin` keeps the referrer
+    // from every other site and lets the real origin through on our own.
+    set(headers, "referrer-policy", "same-origin");
     set(headers, "cross-origin-opener-policy", "same-origin");
     if !headers.contains_key(header::CACHE_CONTROL) {
         set(headers, "cache-control", "no-store");

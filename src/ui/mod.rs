@@ -19,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod graph;
 pub mod html;
+pub mod layout;
 pub mod live;
 pub mod pages;
 pub mod view;
@@ -100,15 +101,16 @@ pub fn router(ui: Ui) -> Router {
             "/static/graph.js",
             get(|| asset("text/javascript", include_str!("assets/graph.js"))),
         )
-        .route(
-            "/static/app.css",
-            get(|| asset("text/css", include_str!("assets/app.css"))),
-        )
+        .route("/static/app.css", get(|| asset("text/css", STYLESHEET.as_str())))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn_with_state(ui.clone(), auth::guard))
         .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(ui)
 }
+
+/// app.css and the graph's stylesheet: the CSP refuses the `<style>` inside the graph's SVG.
+static STYLESHEET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{}\n{}\n", include_str!("assets/app.css"), graph::STYLE));
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (

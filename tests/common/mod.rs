@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod dags;
 pub mod manifests;
 
 use futures::StreamExt;
@@ -532,6 +534,7 @@ pub fn chain_with_flaky_run(name: &str, links: usize, command: &str) -> String {
     )
 }
 
+<<<<<<< HEAD
 /// `kubectl apply -f -` with `yaml` on stdin: whether it succeeded, and what it printed.
 pub fn kubectl_apply(ns: &TestNamespace, yaml: &str, extra: &[&str]) -> (bool, String) {
     use std::io::Write as _;
@@ -552,4 +555,67 @@ pub fn kubectl_apply(ns: &TestNamespace, yaml: &str, extra: &[&str]) -> (bool, S
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+=======
+/// `weir ui` in-process for the namespace's user, on a free loopback port: its base URL
+/// (`http://127.0.0.1:PORT`) and the sender whose drop stops it.
+pub async fn ui_server(
+    ns: &TestNamespace,
+    mode: weir::ui::AuthMode,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let kubeconfig = kube::config::Kubeconfig::read_from(ns.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let ui = weir::ui::Ui::new(weir::ui::Settings {
+        mode,
+        config,
+        namespace: ns.name().to_string(),
+        context: None,
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(weir::ui::serve(listener, ui, async {
+        let _ = stopped.await;
+    }));
+    (format!("http://{addr}"), stop)
+}
+
+/// A ServiceAccount `viewer` bound to the built-in `view` role (to which, as the chart
+/// does, a ClusterRole aggregates reading Weir's resources), and its token.
+pub async fn viewer_token(ns: &TestNamespace) -> String {
+    ns.apply(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: weir-ui-test-view
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+  - apiGroups: [weir.dev]
+    resources: [pipelines, pipelineruns, taskruns]
+    verbs: [get, list, watch]
+"#,
+    );
+    ns.kubectl_ok(["create", "serviceaccount", "viewer"]);
+    ns.kubectl_ok([
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        &format!("--serviceaccount={}:viewer", ns.name()),
+    ]);
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = ns.api();
+    let secret = wait_for("the ServiceAccount's token", Duration::from_secs(120), || async {
+        sas.get("viewer").await.ok()?.secrets?.first()?.name.clone()
+    })
+    .await;
+    let secret: k8s_openapi::api::core::v1::Secret = ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .get(&secret)
+        .await
+        .unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+>>>>>>> wip-browser
 }

@@ -33,9 +33,14 @@ function applyState(s) {
       if (holder.dataset.taskState === task) setState(holder.querySelector(".state"), state);
     }
     for (const node of document.querySelectorAll("g.node[data-task]")) {
-      if (node.dataset.task === task) {
+      if (node.dataset.task === task && node.dataset.state !== state) {
+        // graph.rs's markup: class "node s-<state>" (plus graph.js's match/hidden) and
+        // the state in words in text.state.
         node.dataset.state = state;
-        node.setAttribute("class", "node state-" + state.toLowerCase());
+        for (const c of [...node.classList]) if (c.startsWith("s-")) node.classList.remove(c);
+        node.classList.add("s-" + state.toLowerCase().replace(/[^a-z]/g, ""));
+        const word = node.querySelector("text.state");
+        if (word) word.textContent = state;
       }
     }
   }
@@ -52,11 +57,29 @@ function live() {
   if (!url || !window.EventSource) return;
   const source = new EventSource(url);
   source.addEventListener("state", (e) => {
-    try { applyState(JSON.parse(e.data)); } catch (err) { /* a bad message changes nothing */ }
+    let s;
+    try { s = JSON.parse(e.data); } catch (err) { return; /* a bad message changes nothing */ }
+    applyState(s);
+    addMissingTasks(s);
   });
 }
 
-async function refresh() {
+// A run's page opened before the operator listed its tasks has no row to update: when the
+// stream names a task the page does not show, the tasks table and timeline are read again.
+let reading = false;
+async function addMissingTasks(s) {
+  const shown = new Set([...document.querySelectorAll("[data-task-state]")].map((h) => h.dataset.taskState));
+  const missing = Object.keys(s.tasks || {}).some((t) => !shown.has(t));
+  if (!missing || reading || !document.getElementById("tasks")) return;
+  reading = true;
+  try {
+    await refresh(["tasks", "gantt"]);
+  } finally {
+    reading = false;
+  }
+}
+
+async function refresh(ids) {
   let text;
   try {
     const res = await fetch(window.location.href, { headers: { Accept: "text/html" } });
@@ -66,7 +89,10 @@ async function refresh() {
     return;
   }
   const fresh = new DOMParser().parseFromString(text, "text/html");
-  for (const region of document.querySelectorAll("[data-live-region]")) {
+  const regions = ids
+    ? ids.map((id) => document.getElementById(id)).filter(Boolean)
+    : document.querySelectorAll("[data-live-region]");
+  for (const region of regions) {
     const next = region.id && fresh.getElementById(region.id);
     if (next && !region.contains(document.activeElement)) region.innerHTML = next.innerHTML;
   }
@@ -77,7 +103,7 @@ function liveRefresh() {
   const url = main && main.dataset.liveRefresh;
   if (!url || !window.EventSource) return;
   const source = new EventSource(url);
-  source.addEventListener("changed", () => { refresh(); });
+  source.addEventListener("changed", () => { refresh(null); });
 }
 
 async function followLog(pre) {
