@@ -534,7 +534,6 @@ pub fn chain_with_flaky_run(name: &str, links: usize, command: &str) -> String {
     )
 }
 
-<<<<<<< HEAD
 /// `kubectl apply -f -` with `yaml` on stdin: whether it succeeded, and what it printed.
 pub fn kubectl_apply(ns: &TestNamespace, yaml: &str, extra: &[&str]) -> (bool, String) {
     use std::io::Write as _;
@@ -555,7 +554,8 @@ pub fn kubectl_apply(ns: &TestNamespace, yaml: &str, extra: &[&str]) -> (bool, S
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-=======
+}
+
 /// `weir ui` in-process for the namespace's user, on a free loopback port: its base URL
 /// (`http://127.0.0.1:PORT`) and the sender whose drop stops it.
 pub async fn ui_server(
@@ -617,5 +617,4 @@ rules:
         .await
         .unwrap();
     String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
->>>>>>> wip-browser
 }
