@@ -311,21 +311,8 @@ mod tests {
 
     fn task(name: &str, phase: TaskPhase) -> TaskView {
         TaskView {
-            name: name.into(),
-            task: name.into(),
-            instance: None,
-            finally: false,
-            phase,
-            task_run: None,
-            start_time: None,
-            completion_time: None,
-            next_retry_time: None,
             max_attempts: Some(3),
-            message: None,
-            attempts: Vec::new(),
-            instances: Vec::new(),
-            queued: false,
-            fans_out: false,
+            ..TaskView::without_task_run(name, phase)
         }
     }
 

@@ -142,6 +142,28 @@ pub struct TaskView {
 }
 
 impl TaskView {
+    /// A task (or instance `name[k]`) in `phase` that has no TaskRun to tell more: no
+    /// attempts, times or message yet.
+    pub fn without_task_run(name: &str, phase: TaskPhase) -> TaskView {
+        TaskView {
+            name: name.to_string(),
+            task: name.split('[').next().unwrap_or(name).to_string(),
+            instance: None,
+            finally: false,
+            phase,
+            task_run: None,
+            start_time: None,
+            completion_time: None,
+            next_retry_time: None,
+            max_attempts: None,
+            message: None,
+            attempts: Vec::new(),
+            instances: Vec::new(),
+            queued: false,
+            fans_out: false,
+        }
+    }
+
     /// Its state as a word: the phase, or `Queued` for a task waiting for its pool (as
     /// `weir list` says of a queued run).
     pub fn state(&self) -> &'static str {
@@ -263,21 +285,10 @@ pub fn view(snapshot: &Snapshot) -> RunView {
         let mut node = match (fans_out, own.first()) {
             (false, Some(tr)) => from_task_run(tr, name.to_string(), finally),
             _ => TaskView {
-                name: name.to_string(),
-                task: name.to_string(),
-                instance: None,
                 finally,
-                phase: summary.map_or(TaskPhase::Pending, |s| s.phase),
-                task_run: None,
-                start_time: None,
-                completion_time: None,
-                next_retry_time: None,
                 max_attempts: max_attempts_of(spec, Some(task)),
-                message: None,
-                attempts: Vec::new(),
-                instances: Vec::new(),
-                queued: false,
                 fans_out,
+                ..TaskView::without_task_run(name, summary.map_or(TaskPhase::Pending, |s| s.phase))
             },
         };
         if fans_out {

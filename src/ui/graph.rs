@@ -407,22 +407,18 @@ fn icon(class: &str, cx: f64, cy: f64) -> String {
     )
 }
 
-/// Escapes text for XML content and attribute values, dropping characters XML 1.0 forbids.
+/// Escapes text for XML content and attribute values (the page's own escaping, `html::esc`),
+/// after dropping the characters XML 1.0 forbids and making line breaks and tabs spaces.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\t' | '\n' | '\r' => out.push(' '),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let xml: String = text
+        .chars()
+        .filter_map(|c| match c {
+            '\t' | '\n' | '\r' => Some(' '),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => None,
+            c => Some(c),
+        })
+        .collect();
+    super::html::esc(&xml)
 }
 
 /// At most `max` characters, the last one an ellipsis when cut.

@@ -1393,21 +1393,8 @@ mod tests {
 
     fn view_task(name: &str, phase: TaskPhase) -> TaskView {
         TaskView {
-            name: name.into(),
-            task: name.split('[').next().unwrap_or(name).into(),
-            instance: None,
-            finally: false,
-            phase,
             task_run: Some(format!("r1-{name}")),
-            start_time: None,
-            completion_time: None,
-            next_retry_time: None,
-            max_attempts: None,
-            message: None,
-            queued: false,
-            attempts: Vec::new(),
-            instances: Vec::new(),
-            fans_out: false,
+            ..TaskView::without_task_run(name, phase)
         }
     }
 }

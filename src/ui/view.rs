@@ -379,23 +379,7 @@ mod tests {
     use super::*;
 
     fn task(name: &str, phase: TaskPhase) -> TaskView {
-        TaskView {
-            name: name.into(),
-            task: name.into(),
-            instance: None,
-            finally: false,
-            phase,
-            task_run: None,
-            start_time: None,
-            completion_time: None,
-            next_retry_time: None,
-            max_attempts: None,
-            message: None,
-            queued: false,
-            attempts: Vec::new(),
-            instances: Vec::new(),
-            fans_out: false,
-        }
+        TaskView::without_task_run(name, phase)
     }
 
     fn fan_out(name: &str, phases: &[TaskPhase]) -> TaskView {
