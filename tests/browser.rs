@@ -8,33 +8,13 @@
 
 mod common;
 
-use common::browser::{Browser, graph_page, serve};
+use common::browser::{Browser, eval, graph_page, press, serve};
 use common::dags;
 use fantoccini::Locator;
 use fantoccini::key::Key;
 use serde_json::{Value, json};
 use std::time::Duration;
 use weir::ui::graph::render_svg;
-
-async fn eval(browser: &Browser, script: &str) -> Value {
-    browser
-        .client
-        .execute(script, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("running {script}: {e}"))
-}
-
-async fn press(browser: &Browser, key: Key) {
-    let key: char = key.into();
-    browser
-        .client
-        .active_element()
-        .await
-        .expect("an active element")
-        .send_keys(&key.to_string())
-        .await
-        .expect("typing");
-}
 
 /// ml-training: train -> evaluate -> validate -> deploy, and the finally task `report`.
 const STATES: [(&str, &str); 5] = [

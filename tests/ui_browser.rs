@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::browser::Browser;
+use common::browser::{Browser, eval, press};
 use common::*;
 use fantoccini::Locator;
 use fantoccini::key::Key;
@@ -26,14 +26,6 @@ use weir::ui::AuthMode;
 use weir_testenv::TestNamespace;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-async fn eval(browser: &Browser, script: &str) -> Value {
-    browser
-        .client
-        .execute(script, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("running {script}: {e}"))
-}
 
 /// Polls `script` (a function body returning a value) until it returns `want`.
 async fn wait_js(browser: &Browser, what: &str, script: &str, want: Value) {
@@ -91,18 +83,6 @@ async fn fill(browser: &Browser, css: &str, text: &str) {
         .unwrap_or_else(|e| panic!("waiting for {css}: {e}"));
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
-}
-
-async fn press(browser: &Browser, key: Key) {
-    let key: char = key.into();
-    browser
-        .client
-        .active_element()
-        .await
-        .expect("an active element")
-        .send_keys(&key.to_string())
-        .await
-        .expect("typing");
 }
 
 /// Presses Tab until the element `id` has the focus (as a keyboard user would).

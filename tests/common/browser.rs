@@ -152,6 +152,28 @@ impl Browser {
     }
 }
 
+/// Runs `script` (a function body) in the page and returns what it returned.
+pub async fn eval(browser: &Browser, script: &str) -> serde_json::Value {
+    browser
+        .client
+        .execute(script, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("running {script}: {e}"))
+}
+
+/// Presses `key` in the element that has the focus, as a keyboard user would.
+pub async fn press(browser: &Browser, key: fantoccini::key::Key) {
+    let key: char = key.into();
+    browser
+        .client
+        .active_element()
+        .await
+        .expect("an active element")
+        .send_keys(&key.to_string())
+        .await
+        .expect("typing");
+}
+
 fn kill_group(child: &mut Child) {
     // SAFETY: kill(2) with the driver's own process group id: nothing else is in it.
     unsafe {
