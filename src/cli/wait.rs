@@ -114,27 +114,39 @@ pub async fn follow(
 }
 
 /// Why the operator refused a rerun request, from its `RerunRefused` Event (best effort:
-/// reading Events needs its own permission).
+/// reading Events needs its own permission). The operator publishes the Event just after
+/// the status that shows the refusal, so it is looked for again for a few seconds.
 async fn refusal(cluster: &Cluster, run: &str, request: &str) -> String {
     use k8s_openapi::api::core::v1::Event;
     let params = kube::api::ListParams::default().fields(&format!(
         "involvedObject.name={run},reason={}",
         crate::api::reasons::RERUN_REFUSED
     ));
-    let found = cluster
-        .api::<Event>()
-        .list(&params)
-        .await
-        .ok()
-        .and_then(|events| {
-            events
+    let patience = tokio::time::Instant::now() + EVENT_PATIENCE;
+    loop {
+        let found = match cluster.api::<Event>().list(&params).await {
+            Ok(events) => events
                 .items
                 .into_iter()
                 .filter_map(|e| e.message)
-                .rfind(|m| m.contains(request))
-        });
-    found.unwrap_or_else(|| format!("see its Events (kubectl describe pipelinerun {run})"))
+                .rfind(|m| m.contains(request)),
+            // No permission to read Events (or no answer): nothing to wait for.
+            Err(_) => break,
+        };
+        if let Some(why) = found {
+            return why;
+        }
+        if tokio::time::Instant::now() >= patience {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    format!("see its Events (kubectl describe pipelinerun {run})")
 }
+
+/// How long to look for the Event that says why a rerun request was refused, once the
+/// status shows it was.
+const EVENT_PATIENCE: Duration = Duration::from_secs(10);
 
 fn footer(view: &RunView, rows: &[Row], now: Timestamp) -> String {
     let done = rows.iter().filter(|r| r.phase.is_terminal()).count();
