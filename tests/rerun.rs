@@ -328,7 +328,11 @@ async fn a_bad_request_is_refused_with_the_reason() {
     })
     .await;
     assert_eq!(phase(&run), RunPhase::Failed, "nothing ran again");
-    assert!(run.status.unwrap().rerun.unwrap().tasks.is_empty());
+    let applied = run.status.unwrap().rerun.unwrap();
+    assert!(applied.tasks.is_empty());
+    // The reason is in the status itself, written with the refusal.
+    let why = applied.refused.expect("status.rerun.refused");
+    assert!(why.contains("unknown task(s) transfrom"), "{why}");
     let events = events_with_reason(&ns, "RerunRefused");
     assert!(
         events.iter().any(|e| e.contains("unknown task(s) transfrom")),

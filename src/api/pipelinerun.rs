@@ -231,6 +231,11 @@ pub struct AppliedRerun {
     /// Rerun tasks left out of `tasks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_omitted: Option<u32>,
+    /// Why the request was not applied, when it was refused (then `tasks` is empty). Kept
+    /// here as well as in a `RerunRefused` Event, so a client that reads the status reads
+    /// the reason with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// How many rerun requests the run has had.
     pub count: u32,
 }

@@ -71,7 +71,12 @@ pub async fn follow(
         if refused && view.is_finished() {
             display.finish();
             let request = until.rerun_request.as_deref().unwrap_or_default();
-            let why = refusal(cluster, name, request).await;
+            // The status says why; an operator older than `status.rerun.refused` said so
+            // only in an Event.
+            let why = match view.rerun.as_ref().and_then(|r| r.refused.clone()) {
+                Some(why) => why,
+                None => refusal(cluster, name, request).await,
+            };
             anyhow::bail!("the operator did not apply rerun request {request} of {name}: {why}");
         }
         if view.is_finished() && !waiting_for_rerun {
@@ -113,9 +118,10 @@ pub async fn follow(
     }
 }
 
-/// Why the operator refused a rerun request, from its `RerunRefused` Event (best effort:
-/// reading Events needs its own permission). The operator publishes the Event just after
-/// the status that shows the refusal, so it is looked for again for a few seconds.
+/// Why the operator refused a rerun request, from its `RerunRefused` Event, for an operator
+/// that does not write `status.rerun.refused` (best effort: reading Events needs its own
+/// permission). The operator publishes the Event just after the status that shows the
+/// refusal, so it is looked for again for a few seconds.
 async fn refusal(cluster: &Cluster, run: &str, request: &str) -> String {
     use k8s_openapi::api::core::v1::Event;
     let params = kube::api::ListParams::default().fields(&format!(

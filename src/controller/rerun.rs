@@ -90,19 +90,25 @@ pub async fn apply(
         .as_deref()
         .map(|m| format!(" (asked by {m})"))
         .unwrap_or_default();
-    let (tasks, event) = match selection {
+    let (tasks, refused, event) = match selection {
         Ok((rerun, names)) => {
             hold(ctx, run, &rerun, task_runs, &request.request).await?;
             mark_running(run, &mut status, &names, &by, now);
             let note = format!("rerun {}{by}: {}", request.request, names.join(", "));
-            (names, (EventType::Normal, reasons::RUN_RERUN, note))
+            (names, None, (EventType::Normal, reasons::RUN_RERUN, note))
         }
         Err(why) => {
             let note = format!("rerun {} not applied{by}: {why}", request.request);
-            (Vec::new(), (EventType::Warning, reasons::RERUN_REFUSED, note))
+            (
+                Vec::new(),
+                Some(why),
+                (EventType::Warning, reasons::RERUN_REFUSED, note),
+            )
         }
     };
-    status.rerun = Some(applied(&status, request, requested_by, tasks, now));
+    let mut record = applied(&status, request, requested_by, tasks, now);
+    record.refused = refused;
+    status.rerun = Some(record);
     apply_status(&runs_api(ctx, run), &run.name_any(), &status).await?;
     let (type_, reason, note) = event;
     ctx.event(&run.object_ref(&()), None, type_, reason, actions::RERUN, note)
@@ -178,6 +184,7 @@ fn applied(
         requested_by,
         tasks,
         tasks_omitted: (omitted > 0).then_some(omitted as u32),
+        refused: None,
         count: status.rerun.as_ref().map_or(0, |a| a.count) + 1,
     }
 }
@@ -244,6 +251,7 @@ mod tests {
                 requested_by: None,
                 tasks: vec![],
                 tasks_omitted: None,
+                refused: None,
                 count: 1,
             }),
             ..Default::default()
