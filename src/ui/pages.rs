@@ -619,15 +619,20 @@ fn gantt(v: &RunView, now: Timestamp) -> String {
             p = esc(phase),
             d = html::seconds(secs),
             ty = y + 12,
-            tx = (x + w + 4.0).min(label_w + width - 60.0),
+            // Always right of the bar, in the margin kept for it: over the bar it would be
+            // drawn in the bar's own colour.
+            tx = x + w + 4.0,
         );
     }
     format!(
         r#"<h2>Timeline</h2><svg id="gantt" class="gantt" width="{}" height="{}" role="img" aria-label="timeline of task attempts">{svg}</svg>"#,
-        label_w + width + 120.0,
+        label_w + width + DETAIL_MARGIN,
         bars.len() * row + 4
     )
 }
+
+/// Room right of the time axis for a bar's "Succeeded 59m 59s" at 12 px.
+const DETAIL_MARGIN: f64 = 160.0;
 
 fn conditions_table(run: &crate::api::PipelineRun) -> String {
     let conditions = run
@@ -1341,24 +1346,7 @@ mod tests {
             view_task("shard[1]", TaskPhase::Failed),
         ];
         shard.instances[1].instance = Some(1);
-        let run = RunView {
-            name: "r1".into(),
-            namespace: "n".into(),
-            pipeline: None,
-            trigger: None,
-            phase: "Running".into(),
-            reason: None,
-            message: None,
-            logical_date: None,
-            start_time: None,
-            completion_time: None,
-            progress: None,
-            params: Default::default(),
-            cancel_requested: false,
-            rerun_requested: None,
-            rerun: None,
-            tasks: vec![view_task("extract", TaskPhase::Succeeded), shard],
-        };
+        let run = run_view(vec![view_task("extract", TaskPhase::Succeeded), shard]);
         let (nodes, edges) = graph_of("n", &run, &spec);
         let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["extract", "shard", "load", "report"]);
@@ -1377,6 +1365,38 @@ mod tests {
     }
 
     #[test]
+    fn gantt_details_stay_right_of_their_bars() {
+        // The longest bar ends at the end of the axis: its words must not be drawn over it
+        // (in its own colour) but in the margin after it.
+        let attempt = |from: i64, to: i64, phase: &str| -> crate::api::Attempt {
+            serde_json::from_value(serde_json::json!({
+                "number": 1, "jobName": "j", "phase": phase,
+                "startTime": Timestamp::from_second(from).unwrap().to_string(),
+                "completionTime": Timestamp::from_second(to).unwrap().to_string(),
+            }))
+            .unwrap()
+        };
+        let mut long = view_task("long", TaskPhase::Failed);
+        long.attempts = vec![attempt(0, 100, "Failed")];
+        let mut short = view_task("short", TaskPhase::Succeeded);
+        short.attempts = vec![attempt(0, 1, "Succeeded")];
+        let svg = gantt(&run_view(vec![long, short]), Timestamp::from_second(200).unwrap());
+        let number = |s: &str, attr: &str| -> f64 {
+            let at = s.find(&format!(" {attr}=\"")).unwrap() + attr.len() + 3;
+            s[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let width = number(&svg, "width");
+        for bar in svg.split("<g ").skip(1) {
+            let rect = &bar[bar.find("<rect").unwrap()..];
+            let end = number(rect, "x") + number(rect, "width");
+            let detail = &bar[bar.find(r#"class="detail""#).unwrap() - 30..];
+            let tx = number(detail, "x");
+            assert!(tx > end, "detail at {tx} over its bar ending at {end}: {bar}");
+            assert!(tx + 110.0 <= width, "detail at {tx} cut off at {width}");
+        }
+    }
+
+    #[test]
     fn secret_env_values_are_references_never_values() {
         let env: k8s_openapi::api::core::v1::EnvVar = serde_json::from_value(serde_json::json!({
             "name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}
@@ -1389,6 +1409,27 @@ mod tests {
         let plain: k8s_openapi::api::core::v1::EnvVar =
             serde_json::from_value(serde_json::json!({"name": "A", "value": "<b>"})).unwrap();
         assert_eq!(env_value(&plain), "<code>&lt;b&gt;</code>");
+    }
+
+    fn run_view(tasks: Vec<TaskView>) -> RunView {
+        RunView {
+            name: "r1".into(),
+            namespace: "n".into(),
+            pipeline: None,
+            trigger: None,
+            phase: "Running".into(),
+            reason: None,
+            message: None,
+            logical_date: None,
+            start_time: None,
+            completion_time: None,
+            progress: None,
+            params: Default::default(),
+            cancel_requested: false,
+            rerun_requested: None,
+            rerun: None,
+            tasks,
+        }
     }
 
     fn view_task(name: &str, phase: TaskPhase) -> TaskView {
