@@ -105,6 +105,19 @@ spec:
     );
     assert_eq!(bad.phase, Some(TaskPhase::Failed));
     assert!(!events_with_reason(&ns, "TaskRetrying").is_empty());
+    // Warnings about tasks are on the run; routine news only on each task's TaskRun.
+    for (reason, on) in [
+        ("TaskRetrying", "PipelineRun"),
+        ("TaskFailed", "PipelineRun"),
+        ("TaskStarted", "TaskRun"),
+        ("TaskSucceeded", "TaskRun"),
+    ] {
+        let kinds = kinds_of_events(&ns, reason);
+        assert!(
+            !kinds.is_empty() && kinds.iter().all(|k| k == on),
+            "{reason} Events are about {kinds:?}, want {on}"
+        );
+    }
     assert!(
         events_with_reason(&ns, "TaskFailed")
             .iter()

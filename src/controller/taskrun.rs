@@ -558,8 +558,8 @@ fn next_reconcile(plan: &TaskPlan, status: &TaskRunStatus, now: jiff::Timestamp)
     }
 }
 
-/// Task events go to the owning PipelineRun (what people `kubectl describe`), with the
-/// TaskRun as the related object; a TaskRun made by hand gets them itself.
+/// Task events: Warnings on the owning PipelineRun, the rest on the TaskRun (see
+/// [`publish`]); a TaskRun made by hand gets them all itself.
 async fn publish_events(
     tr: &TaskRun,
     ctx: &Context,
@@ -584,10 +584,13 @@ async fn publish_events(
     }
 }
 
-/// Publishes one Event about a task.
+/// Publishes one Event about a task. A Warning (a failure, a retry, a disruption) goes to
+/// the owning PipelineRun (what people `kubectl describe`) with the TaskRun as the related
+/// object; routine news (started, succeeded, queued, cancelled) goes to the TaskRun alone,
+/// so that a run of thousands of tasks does not pile thousands of Events on one object.
 async fn publish(tr: &TaskRun, ctx: &Context, new: &TaskRunStatus, note: TaskEvent) {
     let own_ref = tr.object_ref(&());
-    let (regarding, related) = match owner_run(tr) {
+    let (regarding, related) = match owner_run(tr).filter(|_| on_run(&note)) {
         Some(run) => (run, Some(own_ref)),
         None => (own_ref, None),
     };
@@ -606,6 +609,11 @@ async fn publish(tr: &TaskRun, ctx: &Context, new: &TaskRunStatus, note: TaskEve
         note.text,
     )
     .await;
+}
+
+/// Whether an Event about a task also concerns its run: Warnings do.
+fn on_run(note: &TaskEvent) -> bool {
+    note.type_ == EventType::Warning
 }
 
 /// One Event about a task.

@@ -492,6 +492,20 @@ pub fn events_with_reason(ns: &TestNamespace, reason: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kinds of object the namespace's Events with `reason` are about, one per Event.
+pub fn kinds_of_events(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    let out = ns.kubectl_ok([
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.involvedObject.kind}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{reason}\t")))
+        .map(String::from)
+        .collect()
+}
+
 pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).to_string()
 }
