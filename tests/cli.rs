@@ -6,51 +6,18 @@
 
 mod common;
 
+use common::cli::*;
 use common::*;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use weir::api::{Pipeline, PipelineRun, RunPhase, TaskRun};
 use weir_testenv::{TestNamespace, wait_for};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `weir <args> -n <namespace>` with the test environment's kubeconfig.
-fn weir(ns: &TestNamespace, args: &[&str]) -> Output {
-    weir_as(ns.kubeconfig(), ns, args)
-}
-
-fn weir_as(kubeconfig: &Path, ns: &TestNamespace, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .args(["-n", ns.name()])
-        .env("KUBECONFIG", kubeconfig)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running weir")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Stdout of a `weir` that must have exited with `code`.
-fn expect_code(out: &Output, code: i32) -> String {
-    let (stdout, stderr) = text(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "weir exited {}:\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    stdout
-}
 
 /// Stderr of a `weir` that must have failed with exit code 2 (an error).
 fn expect_error(out: &Output) -> String {

@@ -497,7 +497,14 @@ spec:
     wait_for(
         "the run to take its snapshot",
         Duration::from_secs(60),
-        || async { runs.get("pinned").await.ok()?.status?.pipeline_spec.map(|_| ()) },
+        || async {
+            runs.get("pinned")
+                .await
+                .ok()?
+                .status?
+                .pipeline_revision
+                .map(|_| ())
+        },
     )
     .await;
     // Break the pipeline and then delete it: the run in flight must not notice.

@@ -351,7 +351,7 @@ async fn kubectl_apply_is_refused_with_every_problem_and_its_path() {
     let runs: Api<PipelineRun> = ns.api();
     wait_for("the run to start", Duration::from_secs(60), || async {
         let run = runs.get("good").await.ok()?;
-        run.status?.pipeline_spec.map(|_| ())
+        run.status?.pipeline_revision.map(|_| ())
     })
     .await;
     let out = ns.kubectl([

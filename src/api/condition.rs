@@ -50,6 +50,8 @@ pub mod reasons {
     pub const RUN_TIMEOUT: &str = "RunTimeout";
     pub const TASK_FAILED: &str = "TaskFailed";
     pub const FINALLY_FAILED: &str = "FinallyFailed";
+    /// The PipelineRevision a run follows was deleted or altered by hand.
+    pub const REVISION_UNAVAILABLE: &str = "RevisionUnavailable";
     // Events only.
     pub const RUN_STARTED: &str = "RunStarted";
     pub const RUN_SUCCEEDED: &str = "RunSucceeded";

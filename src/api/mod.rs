@@ -10,6 +10,7 @@ pub mod params;
 pub mod pipeline;
 pub mod pipelinerun;
 pub mod pool;
+pub mod revision;
 pub mod schedule;
 pub mod task;
 pub mod taskrun;
@@ -22,6 +23,7 @@ pub use pipelinerun::{
     RunPhase, TaskCounts, TaskSummary,
 };
 pub use pool::{Pool, PoolHolder, PoolSpec, PoolStatus, QueuedTask};
+pub use revision::{PipelineRevision, PipelineRevisionSpec};
 pub use schedule::{ConcurrencyPolicy, Schedule, Trigger};
 pub use task::{
     FailureReason, PodTemplate, RetryOn, RetryPolicy, TaskDefaults, TaskPhase, TaskSpec, TriggerRule,

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Last Schedule","type":"date","jsonPath":".status.lastScheduleTime"}"#,
     printcolumn = r#"{"name":"Next Schedule","type":"string","jsonPath":".status.nextScheduleTime","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.currentRevision","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -106,6 +107,11 @@ pub struct PipelineStatus {
     /// its message otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// The PipelineRevision the next run will follow: the pipeline's name and a hash of its
+    /// spec. It exists once a run of this version has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
 
     /// Number of tasks, `finally` tasks included.
     #[serde(default, skip_serializing_if = "Option::is_none")]

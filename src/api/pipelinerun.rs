@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
     printcolumn = r#"{"name":"Logical Date","type":"string","jsonPath":".spec.logicalDate","priority":1}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.pipelineRevision","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineRunSpec {
@@ -185,9 +186,10 @@ pub struct PipelineRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_omitted: Option<u32>,
 
-    /// The pipeline as it was when the run started; the run follows this copy only.
+    /// The PipelineRevision this run follows: the pipeline as it was when the run started.
+    /// Set once, when the run starts; later edits of the Pipeline never change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline_spec: Option<PipelineSpec>,
+    pub pipeline_revision: Option<String>,
 
     /// The last rerun request applied to the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -175,6 +175,11 @@ pub const TASK_RUNS: Resource = Resource {
     plural: "taskruns",
     group: crate::api::GROUP,
 };
+pub const PIPELINE_REVISIONS: Resource = Resource {
+    singular: "pipelinerevision",
+    plural: "pipelinerevisions",
+    group: crate::api::GROUP,
+};
 pub const PODS: Resource = Resource {
     singular: "pod",
     plural: "pods",

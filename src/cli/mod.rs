@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod cluster;
 pub mod completion;
 pub mod crd;
+pub mod diff;
 pub mod get;
 pub mod graph;
 pub mod list;
@@ -53,6 +54,8 @@ enum Command {
     Rerun(rerun::Args),
     /// Cancel a run: running tasks stop, finally tasks still run.
     Cancel(cancel::Args),
+    /// Show what changed between the pipeline version a run followed and another version.
+    Diff(diff::Args),
     /// Create the runs of every schedule interval in a date range (skipping existing ones).
     Backfill(backfill::Args),
     /// Suspend a Pipeline's schedule (runs already created go on).
@@ -105,6 +108,7 @@ impl Cli {
             Command::List(args) => list::run(args),
             Command::Rerun(args) => rerun::run(args),
             Command::Cancel(args) => cancel::run(args),
+            Command::Diff(args) => diff::run(args),
             Command::Suspend(args) => suspend::suspend(args),
             Command::Resume(args) => suspend::resume(args),
             Command::Ui(args) => ui::run(args),

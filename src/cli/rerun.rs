@@ -93,7 +93,8 @@ pub async fn request_rerun(
         .await
         .explain(cluster, "get", PIPELINE_RUNS, Some(name))?;
     let status = run.status.clone().unwrap_or_default();
-    let Some(spec) = status.pipeline_spec.or(run.spec.pipeline_spec.clone()) else {
+    let followed = crate::controller::revision::followed_spec(&cluster.client, &run).await?;
+    let Some(spec) = followed.filter(|_| status.pipeline_revision.is_some()) else {
         bail!("pipelinerun {name} has not started (it has no pipeline yet): there is nothing to rerun");
     };
     check_tasks(name, &spec, &what.tasks)?;

@@ -20,6 +20,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub run: PipelineRun,
+    /// The pipeline the run follows ([`followed`]).
+    pub spec: Option<PipelineSpec>,
     pub task_runs: Vec<TaskRun>,
 }
 
@@ -33,7 +35,18 @@ pub async fn fetch(cluster: &Cluster, name: &str, cached: bool) -> anyhow::Resul
             .await
             .explain(cluster, "get", PIPELINE_RUNS, Some(name))?;
     let task_runs = task_runs_of(cluster, &run, cached).await?;
-    Ok(Snapshot { run, task_runs })
+    let spec = followed(cluster, &run).await;
+    Ok(Snapshot { run, spec, task_runs })
+}
+
+/// The pipeline a run follows: its PipelineRevision once it started, else its inline spec.
+/// `None` when there is none yet, or its revision cannot be read (the run's condition says
+/// why).
+pub async fn followed(cluster: &Cluster, run: &PipelineRun) -> Option<PipelineSpec> {
+    crate::controller::revision::followed_spec(&cluster.client, run)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The TaskRuns of a run, found by its UID label.
@@ -195,14 +208,6 @@ pub fn phase_text(run: &PipelineRun) -> String {
     }
 }
 
-/// The pipeline the run follows: the snapshot in its status, else its inline spec.
-fn pipeline_of(run: &PipelineRun) -> Option<&PipelineSpec> {
-    run.status
-        .as_ref()
-        .and_then(|s| s.pipeline_spec.as_ref())
-        .or(run.spec.pipeline_spec.as_ref())
-}
-
 /// Task names in the order `weir run` shows them: by DAG step, then as listed; `finally`
 /// tasks last. A spec that does not validate keeps its listed order.
 fn task_order(spec: &PipelineSpec) -> Vec<(&TaskSpec, bool)> {
@@ -269,7 +274,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
 pub fn view(snapshot: &Snapshot) -> RunView {
     let run = &snapshot.run;
     let status = run.status.clone().unwrap_or_default();
-    let spec = pipeline_of(run);
+    let spec = snapshot.spec.as_ref().or(run.spec.pipeline_spec.as_ref());
     let summary: BTreeMap<&str, &crate::api::TaskSummary> =
         status.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut by_task: BTreeMap<&str, Vec<&TaskRun>> = BTreeMap::new();
@@ -442,10 +447,11 @@ mod tests {
             "spec": {"pipelineRef": {"name": "p"}},
         }))
         .unwrap();
-        let spec: PipelineSpec = serde_json::from_value(yaml_tasks).unwrap();
+        // What the view reads when the snapshot holds no revision's spec.
+        run.spec.pipeline_spec = Some(serde_json::from_value(yaml_tasks).unwrap());
         run.status = Some(crate::api::PipelineRunStatus {
             phase: Some(RunPhase::Running),
-            pipeline_spec: Some(spec),
+            pipeline_revision: Some("p-0123456789".into()),
             tasks: summary,
             start_time: Some(Time(ts(0))),
             ..Default::default()
@@ -566,6 +572,7 @@ mod tests {
         );
         let snapshot = Snapshot {
             run,
+            spec: None,
             task_runs: vec![
                 task_run(
                     "fan",
@@ -620,6 +627,7 @@ mod tests {
         });
         let v = view(&Snapshot {
             run: r,
+            spec: None,
             task_runs: vec![],
         });
         assert_eq!(v.rerun_requested.as_deref(), Some("t1"));

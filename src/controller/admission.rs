@@ -237,7 +237,7 @@ fn pipeline_name(run: &PipelineRun) -> Option<&str> {
 fn is_started(run: &PipelineRun) -> bool {
     run.status
         .as_ref()
-        .is_some_and(|s| s.start_time.is_some() || s.pipeline_spec.is_some())
+        .is_some_and(|s| s.start_time.is_some() || s.pipeline_revision.is_some())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod pipelinerun;
 pub mod pool;
 pub mod rerun;
+pub mod revision;
 pub mod schedule;
 pub mod taskrun;
 
@@ -50,6 +51,8 @@ pub enum Error {
     Serialization(#[from] serde_json::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -61,6 +64,7 @@ impl Error {
             Error::Kube(_) => "transport",
             Error::Serialization(_) => "serialization",
             Error::MissingField(_) => "invalid-object",
+            Error::Conflict(_) => "conflict",
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cluster-wide defaults for task pods, set by whoever installs the operator.
     pub task_defaults: Arc<job::TaskPodDefaults>,
+    /// The PipelineRevisions read so far (they never change).
+    pub revisions: Arc<revision::RevisionCache>,
 }
 
 impl Context {
@@ -87,6 +93,7 @@ impl Context {
             client,
             metrics: Arc::default(),
             task_defaults: Arc::default(),
+            revisions: Arc::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::api::condition_types::READY;
 use crate::api::{
     ConditionStatus, Pipeline, PipelineRun, PipelineStatus, RunPhase, actions, reasons, set_condition,
 };
-use crate::engine::validate;
+use crate::engine::{revision, validate};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -62,6 +62,7 @@ fn validated_status(
     let mut status = PipelineStatus {
         observed_generation: generation,
         task_count: Some((p.spec.tasks.len() + p.spec.finally.len()) as u32),
+        current_revision: Some(revision::name(Some(&p.name_any()), &revision::hash(&p.spec))),
         ..status
     };
     let (ready, reason, message) = match validation {

@@ -90,18 +90,22 @@ struct Refusal {
 async fn pin(ctx: &Context, run: &PipelineRun, now: Timestamp) -> Result<Pin> {
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
     let mut status = run.status.clone().unwrap_or_default();
-    if status.pipeline_spec.is_none() {
+    if status.pipeline_revision.is_none() {
         // The cache may lag behind our own snapshot write: ask the API server.
         let fresh = api.get_status(&run.name_any()).await?;
-        if let Some(fresh) = fresh.status.filter(|s| s.pipeline_spec.is_some()) {
+        if let Some(fresh) = fresh.status.filter(|s| s.pipeline_revision.is_some()) {
             if is_finished(Some(&fresh)) {
                 return Ok(Pin::Wait(Action::await_change()));
             }
             status = fresh;
         }
     }
-    if let Some(spec) = &status.pipeline_spec {
-        return match check(run, spec) {
+    if let Some(name) = status.pipeline_revision.clone() {
+        let spec = match followed(ctx, run, &name).await? {
+            Ok(spec) => spec,
+            Err(refusal) => return fail(ctx, run, status, refusal, now).await,
+        };
+        return match check(run, &spec) {
             Ok((valid, context, timeout)) => {
                 let started_at = status.start_time.as_ref().map_or(now, |t| t.0);
                 Ok(Pin::Ready(Box::new(Pinned {
@@ -116,6 +120,37 @@ async fn pin(ctx: &Context, run: &PipelineRun, now: Timestamp) -> Result<Pin> {
         };
     }
     start(ctx, run, status, now).await
+}
+
+/// The spec of the revision `name` a started run follows. A revision that is gone is made
+/// again when the run's source still has the same spec (its garbage collection may race
+/// with a new run adopting it); otherwise the run cannot go on.
+async fn followed(
+    ctx: &Context,
+    run: &PipelineRun,
+    name: &str,
+) -> Result<std::result::Result<Arc<PipelineSpec>, Refusal>> {
+    use super::revision::{Read, ensure, read_cached};
+    let message = match read_cached(ctx, &namespace(run)?, name).await? {
+        Read::Spec(spec) => return Ok(Ok(spec)),
+        Read::Altered(message) => message,
+        Read::Missing(message) => match find_pipeline(ctx, run).await? {
+            Found::Spec(spec)
+                if crate::engine::revision::name(
+                    run.spec.pipeline_ref.as_ref().map(|r| r.name.as_str()),
+                    &crate::engine::revision::hash(&spec),
+                ) == name =>
+            {
+                ensure(ctx, run, &spec).await?;
+                return Ok(Ok(Arc::new(*spec)));
+            }
+            _ => message,
+        },
+    };
+    Ok(Err(Refusal {
+        reason: reasons::REVISION_UNAVAILABLE,
+        message,
+    }))
 }
 
 /// A run without a snapshot: find its pipeline, wait for a slot, check it, start it.
@@ -142,7 +177,7 @@ async fn start(
         Ok(checked) => checked,
         Err(refusal) => return fail(ctx, run, status, refusal, now).await,
     };
-    status.pipeline_spec = Some(*spec);
+    status.pipeline_revision = Some(super::revision::ensure(ctx, run, &spec).await?);
     status.start_time = Some(Time(now));
     status.phase = Some(RunPhase::Pending);
     set_condition(

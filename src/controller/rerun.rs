@@ -36,7 +36,7 @@ pub fn new_request(run: &PipelineRun) -> Option<&RerunRequest> {
 
 /// Whether a run that finished must still be reconciled: it has a rerun request to apply.
 pub fn wanted(run: &PipelineRun) -> bool {
-    run.status.as_ref().is_some_and(|s| s.pipeline_spec.is_some()) && new_request(run).is_some()
+    run.status.as_ref().is_some_and(|s| s.pipeline_revision.is_some()) && new_request(run).is_some()
 }
 
 /// What the run step reads of a TaskRun's part in a rerun: the request it was selected
@@ -243,7 +243,7 @@ mod tests {
             },
         );
         run.status = Some(PipelineRunStatus {
-            pipeline_spec: Some(Default::default()),
+            pipeline_revision: Some("p-0123456789".into()),
             phase: Some(RunPhase::Failed),
             rerun: applied.map(|r| AppliedRerun {
                 request: r.into(),

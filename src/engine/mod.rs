@@ -14,6 +14,7 @@ pub mod quote;
 pub mod rerun;
 pub mod resolve;
 pub mod retry;
+pub mod revision;
 pub mod schedule;
 pub mod step;
 pub mod suggest;

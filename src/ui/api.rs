@@ -156,6 +156,7 @@ pub async fn grid_of(user: &User, ns: &str, pipeline: &str) -> Result<(Grid, Vec
         let task_runs = crate::cli::runs::task_runs_of(&cluster, run, true).await?;
         anyhow::Ok(crate::cli::runs::Snapshot {
             run: run.clone(),
+            spec: crate::cli::runs::followed(&cluster, run).await,
             task_runs,
         })
     }))

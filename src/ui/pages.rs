@@ -697,10 +697,8 @@ async fn graph_page(user: User, Path((ns, run)): Path<(String, String)>) -> Page
     let snapshot = data::snapshot(&user.cluster(&ns), &run).await?;
     let run_view = crate::cli::runs::view(&snapshot);
     let spec = snapshot
-        .run
-        .status
-        .as_ref()
-        .and_then(|s| s.pipeline_spec.clone())
+        .spec
+        .clone()
         .or(snapshot.run.spec.pipeline_spec.clone())
         .unwrap_or_default();
     let (nodes, edges) = graph_of(&ns, &run_view, &spec);

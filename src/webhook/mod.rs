@@ -140,14 +140,28 @@ async fn review_run(
         Some(o) => Some(read(Some(o), "PipelineRun")?),
         None => None,
     };
-    let started = old
-        .as_ref()
-        .is_some_and(|o| o.status.as_ref().is_some_and(|s| s.pipeline_spec.is_some()));
-    let referenced = match (&run.spec.pipeline_ref, &run.spec.pipeline_spec) {
-        (Some(r), None) if !started => lookup(&reviewer.client, namespace, &r.name).await,
+    let started = old.as_ref().filter(|o| review::is_started(o));
+    let referenced = match (started, &run.spec.pipeline_ref, &run.spec.pipeline_spec) {
+        (Some(old), _, _) => followed(&reviewer.client, old).await,
+        (None, Some(r), None) => lookup(&reviewer.client, namespace, &r.name).await,
         _ => Referenced::NotNeeded,
     };
     Ok(review::pipeline_run_problems(&run, old.as_ref(), &referenced))
+}
+
+/// The revision a started run follows; unreadable, its rerun requests are left to the
+/// operator to check.
+async fn followed(client: &kube::Client, run: &PipelineRun) -> Referenced {
+    let read = crate::controller::revision::followed_spec(client, run);
+    match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
+        Ok(Ok(Some(spec))) => Referenced::Found(Box::new(spec)),
+        Ok(Ok(None)) => Referenced::NotNeeded,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, run = %kube::ResourceExt::name_any(run), "webhook: cannot read the run's revision; its rerun request is left to the operator");
+            Referenced::Unknown
+        }
+        Err(_) => Referenced::Unknown,
+    }
 }
 
 async fn lookup(client: &kube::Client, namespace: &str, name: &str) -> Referenced {

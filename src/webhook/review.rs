@@ -73,19 +73,25 @@ fn from_validation(prefix: &str, errors: &ValidationErrors) -> Vec<FieldProblem>
         .collect()
 }
 
+/// Whether a run has started: it follows a PipelineRevision.
+pub fn is_started(run: &PipelineRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.pipeline_revision.is_some())
+}
+
 /// Problems of a PipelineRun being created (`old` None) or updated. A run that has started
-/// (its pipeline is pinned in its status) may change only `spec.cancelled` and
-/// `spec.rerun`; before that, it is checked as the controller will check it when it starts.
+/// (it follows a PipelineRevision, which `referenced` then holds) may change only
+/// `spec.cancelled` and `spec.rerun`; before that, it is checked as the controller will
+/// check it when it starts.
 pub fn pipeline_run_problems(
     run: &PipelineRun,
     old: Option<&PipelineRun>,
     referenced: &Referenced,
 ) -> Vec<FieldProblem> {
-    if let Some(old) = old
-        && let Some(pinned) = old.status.as_ref().and_then(|s| s.pipeline_spec.as_ref())
-    {
+    if let Some(old) = old.filter(|o| is_started(o)) {
         let mut problems = started_run_changes(&old.spec, run);
-        problems.extend(rerun_problems(old, run, pinned));
+        if let Referenced::Found(pinned) = referenced {
+            problems.extend(rerun_problems(old, run, pinned));
+        }
         return problems;
     }
     let source = match run_source(&run.spec) {
@@ -218,7 +224,7 @@ mod tests {
     fn started(spec: serde_json::Value) -> PipelineRun {
         let mut r = run(spec);
         r.status = Some(PipelineRunStatus {
-            pipeline_spec: Some(two_tasks()),
+            pipeline_revision: Some("etl-0123456789".into()),
             ..Default::default()
         });
         r
@@ -341,7 +347,8 @@ mod tests {
             tasks: vec!["bb".into()],
             ..Default::default()
         });
-        let problems = pipeline_run_problems(&rerun, Some(&old), &Referenced::NotNeeded);
+        let pinned = Referenced::Found(Box::new(two_tasks()));
+        let problems = pipeline_run_problems(&rerun, Some(&old), &pinned);
         assert_eq!(paths(&problems), ["spec.rerun.tasks"]);
         assert!(problems[0].message.contains("unknown task(s) bb"), "{problems:?}");
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod cli;
 pub mod dags;
 pub mod manifests;
 
@@ -608,7 +609,7 @@ metadata:
   labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
 rules:
   - apiGroups: [weir.dev]
-    resources: [pipelines, pipelineruns, taskruns]
+    resources: [pipelines, pipelineruns, taskruns, pipelinerevisions]
     verbs: [get, list, watch]
 "#,
     );

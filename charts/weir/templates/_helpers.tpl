@@ -114,6 +114,12 @@ watched namespace (namespaced scope).
 - apiGroups: [weir.dev]
   resources: [pools/status]
   verbs: [update]
+# PipelineRevisions: made when a run starts (or shared: a run adds itself to the owners of
+# an existing one, under the resourceVersion read), and read by the runs that follow them.
+# Never deleted by the operator: the garbage collector removes one with its last run.
+- apiGroups: [weir.dev]
+  resources: [pipelinerevisions]
+  verbs: [get, create, patch]
 # Owner references with blockOwnerDeletion (TaskRun -> PipelineRun, Job -> TaskRun) need
 # update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [weir.dev]

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Arithmetic on the leaves.
     ("retry", 2),
     ("pool", 2),
+    ("revision", 2),
     ("schedule", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
