@@ -104,7 +104,50 @@ pub fn controller<K: Reconciled>(
         .reflect(writer)
         .applied_objects()
         .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
-    (Controller::for_stream(objects, reader.clone()), reader)
+    let controller = Controller::for_stream(objects, reader.clone()).trigger_backoff(WatchBackoff::default());
+    (controller, reader)
+}
+
+/// How long the watches behind a controller wait before trying again after an error: from
+/// 250 ms, doubling, at most [`WatchBackoff::MAX`]; back to the start after a minute without
+/// errors. kube-runtime's default grows to 30 s, so after an API server restart the watches
+/// (and every run) could sit idle for half a minute after the server was back.
+#[derive(Debug, Clone, Default)]
+pub struct WatchBackoff {
+    failures: u32,
+    last: Option<std::time::Instant>,
+}
+
+impl WatchBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(4);
+    const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) > Self::RESET_AFTER)
+        {
+            self.failures = 0;
+        }
+        self.last = Some(now);
+        let delay = Self::FIRST
+            .saturating_mul(1 << self.failures.min(8))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
 }
 
 /// Child objects (watched by metadata only) that wake up their owner of kind `K`, as
@@ -202,5 +245,24 @@ pub fn on_result<K: Reconciled>(queue: &Queue) -> impl FnMut(Outcome<K>) -> std:
             Err(err) => tracing::warn!(controller = ?K::CONTROLLER, %err, "controller"),
         }
         std::future::ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff as _;
+    use std::time::Duration;
+
+    #[test]
+    fn watch_retries_double_to_a_few_seconds_and_start_over_after_a_reset() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(7).collect();
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        // What an API server down for 10 s costs at most once it is back: one delay.
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX));
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(250)));
     }
 }

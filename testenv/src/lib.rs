@@ -60,11 +60,23 @@ pub async fn env() -> &'static TestEnv {
         .expect("starting the test environment panicked")
 }
 
+/// The checkout whose tests are running. Cargo sets `CARGO_MANIFEST_DIR` for a test binary
+/// at run time (the package under test: the repository root, or `testenv/`); the value
+/// compiled into this crate can name another checkout that shares the target directory
+/// (cargo does not rebuild a workspace member that only moved).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
+        .map(Path::to_path_buf);
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    running
+        .iter()
+        .flat_map(|dir| [Some(dir.clone()), dir.parent().map(Path::to_path_buf)])
+        .flatten()
+        .chain(compiled.clone())
+        .find(|dir| dir.join("hack/testenv/up.sh").is_file())
+        .or(compiled)
         .expect("testenv crate is inside the repository")
-        .to_path_buf()
 }
 
 fn start() -> TestEnv {
