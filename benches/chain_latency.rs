@@ -1,7 +1,16 @@
-//! Scheduling latency on the real test control plane: a 50-task chain of no-op tasks, and
-//! for each link the time from the moment a Job is seen complete to the moment its
-//! successor's Job is seen created, both observed by a separate watch client (as a person
-//! running `kubectl get jobs -w` would see them). Prints the median and p95.
+//! Weir beside a bare Kubernetes client, in one run on the real test control plane, each
+//! seen by a separate watch client (as a person running `kubectl get jobs -w` would):
+//!
+//! - **chain**: a 50-task chain of no-op tasks; for each link, the time from the moment a Job
+//!   is seen complete to the moment its successor's Job is seen created. The baseline is a
+//!   client that watches Jobs and creates Job N+1 as soon as it sees Job N complete.
+//! - **fan**: 120 independent no-op tasks; the Job-creation rate (Jobs per second from the
+//!   first Job seen to the last) and the time until every Job completed. The baseline
+//!   creates the 120 Jobs itself, one request after another.
+//!
+//! Prints both and their ratio: absolute times on a shared machine are noisy, the ratio
+//! less so. Issue 14's goals: hop p50 <= 3x and p95 <= 4x the bare client's, a creation
+//! rate >= 60 % of the bare client's, and the fan's end-to-end time within 5 %.
 //!
 //! Run: `cargo bench --bench chain_latency` (starts or reuses the test environment).
 
@@ -9,9 +18,15 @@
 mod common;
 
 use common::{JobEvent, JobRecorder, Operator, install_crds, wait_run_done};
-use std::time::Duration;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use std::time::{Duration, Instant};
+use weir_testenv::TestNamespace;
 
-const TASKS: usize = 50;
+const CHAIN: usize = 50;
+const FAN: usize = 120;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -25,52 +40,202 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let ns = weir_testenv::env().await.namespace("bench-chain").await;
-        install_crds(&ns).await;
-        let _operator = Operator::start(&ns);
-        let jobs = JobRecorder::start(&ns).await;
-        ns.apply(&format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
-            common::chain_tasks(TASKS, "true")
-        ));
-        let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
-        assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+        let env = weir_testenv::env().await;
+        let weir_chain = {
+            let ns = env.namespace("bench-chain").await;
+            install_crds(&ns).await;
+            let _operator = Operator::start(&ns);
+            let jobs = JobRecorder::start(&ns).await;
+            ns.apply(&format!(
+                "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
+                common::chain_tasks(CHAIN, "true")
+            ));
+            let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
+            assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+            hops(&jobs.events())
+        };
+        let bare_chain = {
+            let ns = env.namespace("bench-chain-bare").await;
+            let jobs = JobRecorder::start(&ns).await;
+            bare_chain(&ns, &jobs).await;
+            hops(&jobs.events())
+        };
+        let weir_fan = {
+            let ns = env.namespace("bench-fan").await;
+            let _operator = Operator::start(&ns);
+            let jobs = JobRecorder::start(&ns).await;
+            let tasks: String = (0..FAN)
+                .map(|i| format!("      - {{name: f{i}, image: busybox, command: [sh, -c, 'true']}}\n"))
+                .collect();
+            let started = Instant::now();
+            ns.apply(&format!(
+                "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: fan}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
+            ));
+            let run = wait_run_done(&ns, "fan", Duration::from_secs(600)).await;
+            assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+            fan(&jobs.events(), started)
+        };
+        let bare_fan = {
+            let ns = env.namespace("bench-fan-bare").await;
+            let jobs = JobRecorder::start(&ns).await;
+            let started = Instant::now();
+            let api: Api<Job> = ns.api();
+            for i in 0..FAN {
+                api.create(&PostParams::default(), &job(&format!("f{i}")))
+                    .await
+                    .unwrap();
+            }
+            wait_jobs_done(&jobs, FAN).await;
+            fan(&jobs.events(), started)
+        };
+        report(&weir_chain, &bare_chain, &weir_fan, &bare_fan);
+    });
+}
 
-        let events = jobs.events();
-        let finished_at = |task: &str| {
-            events.iter().find_map(|e| match e {
-                JobEvent::Finished { task: t, at, .. } if t == task => Some(*at),
-                _ => None,
-            })
+/// A no-op Job that the recorder files under `task`.
+fn job(task: &str) -> Job {
+    let labels = serde_json::json!({"weir.dev/task": task, "weir.dev/attempt": "1"});
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": task, "labels": labels},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "task", "image": "busybox", "command": ["sh", "-c", "true"]}
+            ]},
+        }},
+    }))
+    .unwrap()
+}
+
+/// The baseline chain: create `s0`, then `s{i+1}` as soon as the watch shows `s{i}` complete.
+async fn bare_chain(ns: &TestNamespace, jobs: &JobRecorder) {
+    let api: Api<Job> = ns.api();
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    api.create(&PostParams::default(), &job("s0")).await.unwrap();
+    let mut next = 1;
+    while next < CHAIN {
+        let Some(Ok(seen)) = stream.next().await else {
+            continue;
         };
-        let created_at = |task: &str| {
-            events.iter().find_map(|e| match e {
-                JobEvent::Created { task: t, at, .. } if t == task => Some(*at),
-                _ => None,
-            })
-        };
-        let mut gaps: Vec<Duration> = (1..TASKS)
-            .filter_map(|i| {
-                let done = finished_at(&format!("s{}", i - 1))?;
-                let next = created_at(&format!("s{i}"))?;
-                Some(next.saturating_duration_since(done))
-            })
-            .collect();
-        gaps.sort();
-        assert_eq!(gaps.len(), TASKS - 1, "every link measured");
-        let total: Duration = run
+        let complete = seen
             .status
             .as_ref()
-            .and_then(|s| s.duration.clone())
-            .map(|d| weir::engine::duration::parse(&d).unwrap_or_default())
-            .unwrap_or_default();
-        println!(
-            "chain of {TASKS} no-op tasks: Job complete -> successor Job created: median {:?}, p95 {:?}, max {:?} ({} links); run took {:?}",
-            percentile(&gaps, 0.5),
-            percentile(&gaps, 0.95),
-            gaps.last().unwrap(),
-            gaps.len(),
-            total
-        );
-    });
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+        if complete && seen.metadata.name.as_deref() == Some(&format!("s{}", next - 1)) {
+            api.create(&PostParams::default(), &job(&format!("s{next}")))
+                .await
+                .unwrap();
+            next += 1;
+        }
+    }
+    wait_jobs_done(jobs, CHAIN).await;
+}
+
+async fn wait_jobs_done(jobs: &JobRecorder, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while finished(&jobs.events()).len() < count {
+        assert!(Instant::now() < deadline, "{count} Jobs did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn finished(events: &[JobEvent]) -> Vec<(String, Instant)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Finished { task, at, .. } => Some((task.clone(), *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn created(events: &[JobEvent]) -> Vec<(String, Instant)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Created { task, at, .. } => Some((task.clone(), *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each link's gap from `s{i-1}` complete to `s{i}` created, sorted.
+fn hops(events: &[JobEvent]) -> Vec<Duration> {
+    let (done, made) = (finished(events), created(events));
+    let at =
+        |list: &[(String, Instant)], task: String| list.iter().find(|(t, _)| *t == task).map(|(_, at)| *at);
+    let mut gaps: Vec<Duration> = (1..CHAIN)
+        .filter_map(|i| {
+            let done = at(&done, format!("s{}", i - 1))?;
+            Some(at(&made, format!("s{i}"))?.saturating_duration_since(done))
+        })
+        .collect();
+    gaps.sort();
+    assert_eq!(gaps.len(), CHAIN - 1, "every link measured");
+    gaps
+}
+
+/// Jobs per second from the first Job seen to the last, and the time from `started` until
+/// every Job completed.
+struct Fan {
+    rate: f64,
+    total: Duration,
+}
+
+fn fan(events: &[JobEvent], started: Instant) -> Fan {
+    let made: Vec<Instant> = created(events).into_iter().map(|(_, at)| at).collect();
+    let done: Vec<Instant> = finished(events).into_iter().map(|(_, at)| at).collect();
+    assert_eq!(
+        (made.len(), done.len()),
+        (FAN, FAN),
+        "every Job created and finished once"
+    );
+    let first = made.iter().min().unwrap();
+    let last = made.iter().max().unwrap();
+    let span = last.duration_since(*first).as_secs_f64().max(1e-3);
+    Fan {
+        rate: (FAN - 1) as f64 / span,
+        total: done.iter().max().unwrap().duration_since(started),
+    }
+}
+
+fn report(weir_chain: &[Duration], bare_chain: &[Duration], weir_fan: &Fan, bare_fan: &Fan) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let ratio = |a: Duration, b: Duration| ms(a) / ms(b).max(1e-3);
+    let (wp50, wp95) = (percentile(weir_chain, 0.5), percentile(weir_chain, 0.95));
+    let (bp50, bp95) = (percentile(bare_chain, 0.5), percentile(bare_chain, 0.95));
+    println!("{:<44} {:>12} {:>12} {:>8}", "", "weir", "bare client", "ratio");
+    println!(
+        "{:<44} {:>9.1} ms {:>9.1} ms {:>7.1}x",
+        format!("chain of {CHAIN}: hop p50"),
+        ms(wp50),
+        ms(bp50),
+        ratio(wp50, bp50)
+    );
+    println!(
+        "{:<44} {:>9.1} ms {:>9.1} ms {:>7.1}x",
+        format!("chain of {CHAIN}: hop p95"),
+        ms(wp95),
+        ms(bp95),
+        ratio(wp95, bp95)
+    );
+    println!(
+        "{:<44} {:>8.1} /s {:>8.1} /s {:>7.0} %",
+        format!("fan of {FAN}: Jobs created per second"),
+        weir_fan.rate,
+        bare_fan.rate,
+        100.0 * weir_fan.rate / bare_fan.rate.max(1e-3)
+    );
+    println!(
+        "{:<44} {:>10.1} s {:>10.1} s {:>7.0} %",
+        format!("fan of {FAN}: all Jobs complete"),
+        weir_fan.total.as_secs_f64(),
+        bare_fan.total.as_secs_f64(),
+        100.0 * weir_fan.total.as_secs_f64() / bare_fan.total.as_secs_f64().max(1e-3)
+    );
 }
