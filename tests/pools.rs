@@ -42,6 +42,22 @@ impl Timeline {
         format!("[sh, -c, '{}; sleep {seconds}; {}']", mark("start"), mark("end"))
     }
 
+    /// A task's command: marks its start, waits (up to 20 s) until another task is running
+    /// too, sleeps, marks its end. On a loaded machine a task of a second may start and end
+    /// before the next one's process starts; this keeps two at once whenever the pool
+    /// allows two, and a pool that allowed only one would still show one.
+    fn overlapping_command(&self, seconds: f64) -> String {
+        let file = self.path.display();
+        let mark =
+            |what: &str| format!(r#"echo "{what} $WEIR_PIPELINE_RUN/$WEIR_TASK $(date +%s%N)" >> {file}"#);
+        let running = format!("$(( $(grep -c ^start {file}) - $(grep -c ^end {file}) ))");
+        format!(
+            "[sh, -c, '{}; i=0; while [ {running} -lt 2 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; sleep {seconds}; {}']",
+            mark("start"),
+            mark("end")
+        )
+    }
+
     /// A task's command: marks its start, waits until the test calls [`Timeline::release`],
     /// marks its end.
     fn held_command(&self) -> String {
@@ -225,7 +241,14 @@ async fn three_runs_on_two_slots(prefix: &str, kills: usize, second: bool) {
     let _second = second.then(|| Operator::start_with(&ns, Some("second"), &[]));
     let timeline = Timeline::new(&ns);
     let tasks: String = (1..=5)
-        .map(|i| pool_task(&format!("t{i}"), "warehouse", "", &timeline.command(1.0)))
+        .map(|i| {
+            pool_task(
+                &format!("t{i}"),
+                "warehouse",
+                "",
+                &timeline.overlapping_command(1.0),
+            )
+        })
         .collect();
     let runs: Vec<String> = (1..=3).map(|i| format!("load-{i}")).collect();
     let manifests: String = pool("warehouse", 2) + &runs.iter().map(|r| run(r, &tasks)).collect::<String>();

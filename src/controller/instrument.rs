@@ -104,9 +104,16 @@ pub fn controller<K: Reconciled>(
         .reflect(writer)
         .applied_objects()
         .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
-    let controller = Controller::for_stream(objects, reader.clone()).trigger_backoff(WatchBackoff::default());
+    let controller = Controller::for_stream(objects, reader.clone())
+        .trigger_backoff(WatchBackoff::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY));
     (controller, reader)
 }
+
+/// Most reconciles of one controller at a time. Unbounded (kube-runtime's default), an
+/// operator starting on 10,000 TaskRuns begins 10,000 reconciles at once, each listing Jobs
+/// and pods: a burst on the API server, and memory the process keeps afterwards.
+pub const CONCURRENCY: u16 = 32;
 
 /// How long the watches behind a controller wait before trying again after an error: from
 /// 250 ms, doubling, at most [`WatchBackoff::MAX`]; back to the start after a minute without
