@@ -1,13 +1,19 @@
 //! The CustomResourceDefinitions, generated from the Rust types. `weir crd` prints them and
 //! `weir crd --output-dir crds/` writes the committed files; CI regenerates and diffs.
 
-use crate::api::{Pipeline, PipelineRun, Pool, TaskRun};
+use crate::api::{Asset, Pipeline, PipelineRun, Pool, TaskRun};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Every CRD of Weir, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Pipeline::crd(), PipelineRun::crd(), TaskRun::crd(), Pool::crd()]
+    vec![
+        Pipeline::crd(),
+        PipelineRun::crd(),
+        TaskRun::crd(),
+        Pool::crd(),
+        Asset::crd(),
+    ]
 }
 
 /// The file name of a CRD in `crds/`.

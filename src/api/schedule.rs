@@ -87,6 +87,8 @@ pub enum Trigger {
     Manual,
     /// `weir backfill`.
     Backfill,
+    /// Updates of the assets in the pipeline's `spec.assets`.
+    Asset,
 }
 
 impl Trigger {
@@ -96,6 +98,7 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
+            Trigger::Asset => "asset",
         }
     }
 }

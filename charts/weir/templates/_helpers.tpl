@@ -114,6 +114,16 @@ watched namespace (namespaced scope).
 - apiGroups: [weir.dev]
   resources: [pools/status]
   verbs: [update]
+# Assets: created on their first event (a task that produces one succeeded); read by the
+# Pipelines that consume them and watched to wake those. Events are appended by replacing
+# the status under the resourceVersion read (no event is lost, no sequence number reused);
+# the consumers are patched in.
+- apiGroups: [weir.dev]
+  resources: [assets]
+  verbs: [get, list, watch, create]
+- apiGroups: [weir.dev]
+  resources: [assets/status]
+  verbs: [update, patch]
 # Owner references with blockOwnerDeletion (TaskRun -> PipelineRun, Job -> TaskRun) need
 # update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [weir.dev]
