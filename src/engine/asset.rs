@@ -168,7 +168,8 @@ pub struct TriggerInput<'a> {
     pub consumed: &'a [AssetSequence],
     /// The status of each asset named in the trigger that has an Asset object.
     pub assets: &'a BTreeMap<String, AssetStatus>,
-    /// When the Pipeline was created: events before it do not count.
+    /// When the Pipeline was created: events before it do not count. (Kubernetes keeps
+    /// whole seconds of both times, so an event of the same second counts.)
     pub created: Timestamp,
     /// Unfinished runs of the pipeline, and its `maxActiveRuns`.
     pub unfinished: u32,
@@ -215,7 +216,7 @@ pub fn plan_asset_run(input: &TriggerInput<'_>) -> Result<AssetRun, Hold> {
     };
     let updated = |asset: &String| {
         input.assets.get(asset).is_some_and(|s| {
-            s.sequence > consumed_of(asset) && s.last_update_time.as_ref().is_some_and(|t| t.0 > since)
+            s.sequence > consumed_of(asset) && s.last_update_time.as_ref().is_some_and(|t| t.0 >= since)
         })
     };
     let (holds, missing): (bool, Vec<String>) = if trigger.all.is_empty() {
@@ -242,7 +243,7 @@ pub fn plan_asset_run(input: &TriggerInput<'_>) -> Result<AssetRun, Hold> {
         let fresh: Vec<&AssetEvent> = status
             .events
             .iter()
-            .filter(|e| e.sequence > consumed_of(asset) && e.time.0 > since)
+            .filter(|e| e.sequence > consumed_of(asset) && e.time.0 >= since)
             .collect();
         let keep = fresh.len().saturating_sub(MAX_RUN_EVENTS_PER_ASSET);
         events.extend(fresh[keep..].iter().map(|e| AssetEvent {
@@ -273,7 +274,8 @@ pub fn plan_asset_run(input: &TriggerInput<'_>) -> Result<AssetRun, Hold> {
     })
 }
 
-/// The first instant whose events count: after the Pipeline was created and within the window.
+/// The first instant whose events count: from the Pipeline's creation on, and within the
+/// window.
 fn since(created: Timestamp, window: Option<Duration>, now: Timestamp) -> Timestamp {
     let window_start = window
         .and_then(|w| jiff::SignedDuration::try_from(w).ok())

@@ -202,6 +202,13 @@ fn any_of_runs_on_the_first_and_consumes_what_the_others_had() {
 }
 
 #[test]
+fn an_event_in_the_second_the_pipeline_was_created_counts() {
+    // Kubernetes stores both times in whole seconds.
+    let c = case(&["a"], &[], &[("a", status(&[(1, "2024-03-01T00:00:00Z")]))]);
+    assert!(c.plan("2024-03-01T00:00:00Z").is_ok());
+}
+
+#[test]
 fn events_before_the_pipeline_or_outside_the_window_do_not_count() {
     let old = status(&[(1, "2024-02-01T00:00:00Z")]);
     let c = case(&["a"], &[], &[("a", old)]);
