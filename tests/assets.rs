@@ -336,3 +336,202 @@ spec:
     }
     wait_run_done(&ns, &first.name_any(), LONG).await;
 }
+
+/// One HTTP call to the trigger endpoint: its status and JSON body.
+async fn call(base: &str, path: &str, headers: &[(&str, &str)], body: String) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt as _;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut request = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("{base}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .unwrap();
+    let response = client
+        .request(request)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
+    (status, json)
+}
+
+/// The address the operator's trigger endpoint is bound to, from its log.
+async fn trigger_base(op: &Operator) -> String {
+    wait_for(
+        "the trigger endpoint's address",
+        Duration::from_secs(60),
+        || async {
+            let log = op.log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("serving the HTTP trigger endpoint"))?;
+            let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+            Some(format!("http://{addr}"))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_trigger_creates_one_run_per_idempotency_key_and_refuses_a_wrong_token() {
+    let ns = weir_testenv::env().await.namespace("assets-http").await;
+    install_crds(&ns).await;
+    let op = Operator::start_with(&ns, None, &["--trigger-addr", "127.0.0.1:0"]);
+    let token = "s3cret-token-for-the-loader";
+    ns.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: etl-trigger}}
+stringData: {{token: "{token}"}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: etl}}
+spec:
+  httpTrigger: {{secretName: etl-trigger}}
+  params: [{{name: day}}]
+  tasks:
+    - name: t
+      image: busybox
+      command: [sh, -c, 'echo {{{{ params.day }}}}']
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: closed}}
+spec:
+  tasks: [{{name: t, image: busybox, command: ["true"]}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Asset
+metadata: {{name: {object}}}
+spec:
+  name: raw/orders
+  httpTrigger: {{secretName: etl-trigger}}
+"#,
+        object = object_name("raw/orders"),
+    ));
+    let base = trigger_base(&op).await;
+    let path = format!("/v1/namespaces/{}/pipelines/etl/runs", ns.name());
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", "order-42"),
+    ];
+    let body = r#"{"params": {"day": "2024-03-01"}}"#.to_string();
+    let (status, first) = call(&base, &path, &headers, body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["created"], true);
+    // The same call again (a client that did not see the answer): the same run, not a new one.
+    let (status, again) = call(&base, &path, &headers, body.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (again["run"].clone(), again["created"].clone()),
+        (first["run"].clone(), false.into())
+    );
+    let runs: Api<PipelineRun> = ns.api();
+    let http_runs = runs
+        .list(&ListParams::default().labels(&format!("{}=http", labels::TRIGGER)))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(http_runs.len(), 1);
+    let run = wait_run_done(&ns, first["run"].as_str().unwrap(), LONG).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded);
+    assert_eq!(
+        task_run(&ns, &run.name_any(), "t").await.spec.command[2],
+        "echo 2024-03-01"
+    );
+
+    // Refusals, each with a JSON message.
+    let wrong = [
+        ("authorization", "Bearer s3cret-token-for-the-loadeR"),
+        ("content-type", "application/json"),
+    ];
+    let cases: Vec<(String, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        (path.clone(), wrong.to_vec(), body.clone(), 401, "wrong token"),
+        (
+            path.clone(),
+            vec![("content-type", "application/json")],
+            body.clone(),
+            401,
+            "Authorization: Bearer",
+        ),
+        (
+            path.clone(),
+            headers.to_vec(),
+            r#"{"params": {"dya": "x"}}"#.into(),
+            400,
+            "dya",
+        ),
+        (
+            path.clone(),
+            headers.to_vec(),
+            "x".repeat(70_000),
+            413,
+            "larger than",
+        ),
+        (
+            path.clone(),
+            vec![("authorization", auth.as_str())],
+            body.clone(),
+            415,
+            "application/json",
+        ),
+        (
+            format!("/v1/namespaces/{}/pipelines/closed/runs", ns.name()),
+            headers.to_vec(),
+            body.clone(),
+            403,
+            "accepts no HTTP triggers",
+        ),
+        (
+            format!("/v1/namespaces/{}/pipelines/nope/runs", ns.name()),
+            headers.to_vec(),
+            body.clone(),
+            404,
+            "no pipeline nope",
+        ),
+        (
+            "/v1/namespaces/elsewhere/pipelines/etl/runs".into(),
+            headers.to_vec(),
+            body.clone(),
+            404,
+            "does not serve namespace",
+        ),
+    ];
+    for (path, headers, body, want, says) in cases {
+        let (status, reply) = call(&base, &path, &headers, body).await;
+        let error = reply["error"].as_str().unwrap_or_default().to_string();
+        assert_eq!(status, want, "{path}: {reply}");
+        assert!(error.contains(says), "{path}: {error:?} should say {says:?}");
+    }
+    let still = runs
+        .list(&ListParams::default().labels(&format!("{}=http", labels::TRIGGER)))
+        .await
+        .unwrap();
+    assert_eq!(still.items.len(), 1, "no refused call made a run");
+
+    // Asset events: with the Asset's token, once per key.
+    let events = format!("/v1/namespaces/{}/asset-events", ns.name());
+    let event = r#"{"asset": "raw/orders", "extra": {"batch": "7"}}"#.to_string();
+    for _ in 0..2 {
+        let (status, reply) = call(&base, &events, &headers, event.clone()).await;
+        assert_eq!((status, reply["sequence"].clone()), (200, 1.into()), "{reply}");
+    }
+    let (status, reply) = call(&base, &events, &wrong, event).await;
+    assert_eq!(status, 401, "{reply}");
+    let (status, reply) = call(&base, &events, &headers, r#"{"asset": "raw/unknown"}"#.into()).await;
+    assert_eq!(status, 403, "{reply}");
+    let recorded = asset(&ns, "raw/orders").await.status.unwrap();
+    assert_eq!(recorded.sequence, 1);
+    assert_eq!(recorded.events[0].source, "http");
+    assert_eq!(recorded.events[0].extra["batch"], "7");
+}

@@ -39,6 +39,21 @@ pub struct AssetSpec {
     /// `warehouse/sales/daily`.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9/._-]*$"))]
     pub name: String,
+
+    /// Lets callers of the operator's HTTP trigger endpoint record events of this asset
+    /// with the token kept in a Secret (see `docs/triggers.md`). Unset: no HTTP events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_trigger: Option<HttpTrigger>,
+}
+
+/// Where the token of the HTTP trigger endpoint is kept.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTrigger {
+    /// A Secret in the same namespace; its key `token` holds the token callers send as
+    /// `Authorization: Bearer <token>` (at least 16 characters, compared in constant time).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// The updates of an asset, newest last, and who consumes it.

@@ -15,7 +15,9 @@ pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
-pub use asset::{Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, ProducedAsset};
+pub use asset::{
+    Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
+};
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
@@ -55,7 +57,8 @@ pub mod labels {
     /// Attempt number of a Job (1 for the first try).
     pub const ATTEMPT: &str = "weir.dev/attempt";
     /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`), `backfill` or
-    /// `asset` (an update of an asset in the pipeline's `spec.assets`).
+    /// `asset` (an update of an asset in the pipeline's `spec.assets`) or `http` (the HTTP
+    /// trigger endpoint).
     pub const TRIGGER: &str = "weir.dev/trigger";
     /// On Jobs, for Kueue: the LocalQueue named by `podTemplate.kueueQueueName`.
     pub const KUEUE_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";

@@ -80,6 +80,11 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<super::asset::AssetTrigger>,
 
+    /// Lets callers of the operator's HTTP trigger endpoint start runs of this pipeline, with
+    /// params, when they present the token kept in a Secret (see `docs/triggers.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_trigger: Option<super::asset::HttpTrigger>,
+
     /// Most runs of this pipeline that may be active at once, whatever created them (the
     /// schedule, `weir trigger`, `weir backfill` or a PipelineRun written by hand). Runs
     /// beyond it wait in phase `Pending` with reason `Queued` and start, oldest logical date

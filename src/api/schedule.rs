@@ -89,6 +89,8 @@ pub enum Trigger {
     Backfill,
     /// Updates of the assets in the pipeline's `spec.assets`.
     Asset,
+    /// The operator's HTTP trigger endpoint.
+    Http,
 }
 
 impl Trigger {
@@ -99,6 +101,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
             Trigger::Asset => "asset",
+            Trigger::Http => "http",
         }
     }
 }

@@ -49,6 +49,7 @@ pub async fn record_event(client: &Client, ns: &str, name: &str, event: NewEvent
                     },
                     spec: AssetSpec {
                         name: name.to_string(),
+                        http_trigger: None,
                     },
                     status: None,
                 };

@@ -141,6 +141,13 @@ watched namespace (namespaced scope).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.httpTrigger.enabled }}
+# The HTTP trigger endpoint compares a caller's token with the Secret that a Pipeline's or
+# Asset's spec.httpTrigger names. Only with httpTrigger.enabled.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}
