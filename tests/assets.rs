@@ -455,7 +455,9 @@ spec:
         ("authorization", "Bearer s3cret-token-for-the-loadeR"),
         ("content-type", "application/json"),
     ];
-    let cases: Vec<(String, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    // (path, headers, body, the status, what the error says)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (path.clone(), wrong.to_vec(), body.clone(), 401, "wrong token"),
         (
             path.clone(),
