@@ -31,7 +31,8 @@ declare -A VALUES=(
     --set taskPodDefaults.securityContext.runAsNonRoot=true --set taskPodDefaults.containerSecurityContext.allowPrivilegeEscalation=false
     --set imagePullSecrets[0].name=registry --set priorityClassName=system-cluster-critical
     --set nodeSelector.kubernetes\.io/os=linux --set tolerations[0].key=dedicated --set tolerations[0].operator=Exists
-    --set replicaCount=3 --set leaderElection.leaseName=weir-lease --set operator.extraArgs[0]=--log-level=debug"
+    --set replicaCount=3 --set leaderElection.leaseName=weir-lease --set operator.extraArgs[0]=--log-level=debug
+    --set httpTrigger.enabled=true --set httpTrigger.service.annotations.team=data"
   [single]="--set replicaCount=1 --set leaderElection.enabled=false --set podDisruptionBudget.enabled=false --set metrics.service.enabled=false
     --set webhook.enabled=false"
   [certmanager]="--set webhook.certManager.enabled=true --set webhook.failurePolicy=Fail --set webhook.timeoutSeconds=10

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod engine;
 pub mod graph;
 pub mod http;
+pub mod http_trigger;
 pub mod leader;
 pub mod local;
 pub mod manifest;

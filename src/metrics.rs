@@ -22,13 +22,15 @@ pub enum ControllerKind {
     pipelinerun,
     taskrun,
     pool,
+    asset,
 }
 
-const CONTROLLERS: [ControllerKind; 4] = [
+const CONTROLLERS: [ControllerKind; 5] = [
     ControllerKind::pipeline,
     ControllerKind::pipelinerun,
     ControllerKind::taskrun,
     ControllerKind::pool,
+    ControllerKind::asset,
 ];
 
 /// How a run or a task ended.

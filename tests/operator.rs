@@ -530,7 +530,7 @@ spec:
 }
 
 /// Every example in `examples/`, each a Pipeline plus a PipelineRun named `<example>-manual`.
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "daily-sales-etl",
     "ml-training",
     "data-quality",
@@ -538,6 +538,7 @@ const EXAMPLES: [&str; 7] = [
     "flaky-task",
     "partitioned-etl",
     "warehouse-loads",
+    "retrain-churn",
 ];
 
 #[tokio::test]

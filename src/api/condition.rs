@@ -60,6 +60,8 @@ pub mod reasons {
     pub const RUN_CANCELLING: &str = "RunCancelling";
     pub const RUN_QUEUED: &str = "RunQueued";
     pub const RUN_SCHEDULED: &str = "RunScheduled";
+    /// A run was created because the assets of the pipeline's `spec.assets` were updated.
+    pub const RUN_TRIGGERED_BY_ASSETS: &str = "RunTriggeredByAssets";
     pub const RUNS_REPLACED: &str = "RunsReplaced";
     pub const INTERVALS_SKIPPED: &str = "IntervalsSkipped";
     pub const TASK_STARTED: &str = "TaskStarted";

@@ -5,6 +5,7 @@
 //! live in the schema; everything else is checked by `engine::validate`, which the operator,
 //! the CLI and (later) the admission webhook share.
 
+pub mod asset;
 pub mod condition;
 pub mod params;
 pub mod pipeline;
@@ -15,6 +16,9 @@ pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
+pub use asset::{
+    Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
+};
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
@@ -54,7 +58,9 @@ pub mod labels {
     pub const INSTANCE: &str = "weir.dev/instance";
     /// Attempt number of a Job (1 for the first try).
     pub const ATTEMPT: &str = "weir.dev/attempt";
-    /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`) or `backfill`.
+    /// What created a PipelineRun: `schedule`, `manual` (`weir trigger`), `backfill` or
+    /// `asset` (an update of an asset in the pipeline's `spec.assets`) or `http` (the HTTP
+    /// trigger endpoint).
     pub const TRIGGER: &str = "weir.dev/trigger";
     /// On Jobs, for Kueue: the LocalQueue named by `podTemplate.kueueQueueName`.
     pub const KUEUE_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";
@@ -74,4 +80,7 @@ pub mod annotations {
     /// On TaskRuns selected by a rerun request and waiting for their turn to run again: the
     /// request. Set and removed by the operator only.
     pub const RERUN: &str = "weir.dev/rerun";
+    /// On asset-triggered runs: the sequence numbers of the asset events the run consumed
+    /// (JSON), so that a Pipeline whose status write was lost records them from the run.
+    pub const CONSUMED_ASSETS: &str = "weir.dev/consumed-assets";
 }

@@ -75,6 +75,17 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 
+    /// Creates runs when assets are updated (by tasks that `produce` them, `weir asset
+    /// update` or the HTTP trigger): when all of them, or any, have new events since the
+    /// last asset-triggered run. Works alongside `schedule` or without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<super::asset::AssetTrigger>,
+
+    /// Lets callers of the operator's HTTP trigger endpoint start runs of this pipeline, with
+    /// params, when they present the token kept in a Secret (see `docs/triggers.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_trigger: Option<super::asset::HttpTrigger>,
+
     /// Most runs of this pipeline that may be active at once, whatever created them (the
     /// schedule, `weir trigger`, `weir backfill` or a PipelineRun written by hand). Runs
     /// beyond it wait in phase `Pending` with reason `Queued` and start, oldest logical date
@@ -141,4 +152,9 @@ pub struct PipelineStatus {
     /// Names of the queued runs in the order they will start (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued_runs: Vec<String>,
+
+    /// For each asset of `spec.assets`, the newest event an asset-triggered run was started
+    /// for: events after it are the ones the next run waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumed_assets: Vec<super::asset::AssetSequence>,
 }

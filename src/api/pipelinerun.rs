@@ -73,6 +73,12 @@ pub struct PipelineRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_interval_end: Option<Time>,
 
+    /// For a run started by asset updates (`spec.assets` of its pipeline): the events that
+    /// started it, oldest first (at most 20 per asset). Templates read them as
+    /// `{{ assetEvents }}` and `{{ assetEvent.<field> }}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asset_events: Vec<super::asset::AssetEvent>,
+
     /// Asks to run part of the run again (Airflow's "clear"), running or finished: the
     /// tasks named, or every task that did not succeed. Tasks that succeeded keep their
     /// outputs; rerun tasks get new attempts (numbered on from the earlier ones, which stay

@@ -87,6 +87,10 @@ pub enum Trigger {
     Manual,
     /// `weir backfill`.
     Backfill,
+    /// Updates of the assets in the pipeline's `spec.assets`.
+    Asset,
+    /// The operator's HTTP trigger endpoint.
+    Http,
 }
 
 impl Trigger {
@@ -96,6 +100,8 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
+            Trigger::Asset => "asset",
+            Trigger::Http => "http",
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<super::params::OutputSpec>,
 
+    /// Assets the task updates when it succeeds: each gets an event (which run, logical
+    /// date, extra values from the task's outputs), and pipelines whose `spec.assets` names
+    /// the asset may start a run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produces: Vec<super::asset::ProducedAsset>,
+
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<super::params::ForEach>,

@@ -78,6 +78,10 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
 
+    /// Assets the task updates when it succeeds (see `Pipeline.spec.tasks[].produces`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produces: Vec<super::asset::ProducedAsset>,
+
     /// For an instance of a fanned-out task: its index among the task's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u32>,
@@ -146,6 +150,15 @@ pub struct TaskRunStatus {
     /// What the succeeded attempt handed on, by output name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub outputs: std::collections::BTreeMap<String, String>,
+
+    /// The asset events recorded for the task's success (see `spec.produces`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asset_events: Vec<super::asset::AssetSequence>,
+
+    /// The succeeded attempt `assetEvents` were recorded for (a rerun that succeeds again
+    /// records new events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_events_attempt: Option<u32>,
 
     /// When the next attempt will start, while the task waits for its retry delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -165,6 +165,11 @@ pub const PIPELINE_RUNS: Resource = Resource {
     plural: "pipelineruns",
     group: crate::api::GROUP,
 };
+pub const ASSETS: Resource = Resource {
+    singular: "asset",
+    plural: "assets",
+    group: crate::api::GROUP,
+};
 pub const PIPELINES: Resource = Resource {
     singular: "pipeline",
     plural: "pipelines",

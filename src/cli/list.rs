@@ -25,7 +25,7 @@ pub struct Args {
     /// Succeeded, Failed, Cancelled. Case does not matter.
     #[arg(long, value_name = "PHASE", value_delimiter = ',')]
     phase: Vec<String>,
-    /// Only runs made this way: schedule, manual or backfill.
+    /// Only runs made this way: schedule, manual, backfill, asset or http.
     #[arg(long, value_name = "TRIGGER")]
     trigger: Option<String>,
     /// Only runs matching this label selector (`-l team=data,env!=dev`), as kubectl takes it.

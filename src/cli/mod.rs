@@ -3,6 +3,7 @@
 //! dispatches them. The subcommands that talk to a cluster share `cluster` (kubeconfig,
 //! namespace, errors people can act on), `runs` (a run read as a tree), `output` and `wait`.
 
+pub mod asset;
 pub mod backfill;
 pub mod cancel;
 pub mod cluster;
@@ -62,6 +63,8 @@ enum Command {
     Suspend(suspend::Args),
     /// Resume a Pipeline's suspended schedule.
     Resume(suspend::Args),
+    /// Record an update of an asset, starting the pipelines that wait for it.
+    Asset(asset::Args),
     /// Serve the web UI and its JSON API (grid, graph, logs, actions) on 127.0.0.1.
     Ui(ui::Args),
     /// Run a pipeline on this machine: each task as a local process, in DAG order.
@@ -111,6 +114,7 @@ impl Cli {
             Command::Diff(args) => diff::run(args),
             Command::Suspend(args) => suspend::suspend(args),
             Command::Resume(args) => suspend::resume(args),
+            Command::Asset(args) => asset::run(args),
             Command::Ui(args) => ui::run(args),
             Command::Completion(args) => completion::run(args),
         }

@@ -48,6 +48,10 @@ pub struct Args {
     /// Default `securityContext` of every task container, as JSON; a task's own wins.
     #[arg(long, env = "WEIR_TASK_CONTAINER_SECURITY_CONTEXT")]
     task_container_security_context: Option<String>,
+    /// Serve the HTTP trigger endpoint (runs and asset events started from outside, see
+    /// docs/triggers.md) on this address, for example `0.0.0.0:8082`. Unset: not served.
+    #[arg(long, env = "WEIR_TRIGGER_ADDR")]
+    trigger_addr: Option<SocketAddr>,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -155,6 +159,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     namespaces.dedup();
     let scopes = controller::scopes(&namespaces);
     let webhook = start_webhook(&args, &client, &namespaces, &stop_http).await?;
+    let triggers = start_triggers(&args, &client, &namespaces, &stop_http).await?;
 
     let result = if args.leader_elect {
         let config = LeaseConfig::new(
@@ -187,10 +192,32 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     if let Some(webhook) = webhook {
         let _ = webhook.await;
     }
+    if let Some(triggers) = triggers {
+        let _ = triggers.await;
+    }
     result
 }
 
 /// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.
+/// The HTTP trigger endpoint, when `--trigger-addr` is given. Every replica serves it (a call
+/// only writes to the API server, so a standby answers as well as the leader).
+async fn start_triggers(
+    args: &Args,
+    client: &kube::Client,
+    namespaces: &[String],
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = args.trigger_addr else {
+        return Ok(None);
+    };
+    let router = crate::http_trigger::router(client.clone(), namespaces.to_vec());
+    let (bound, server) = crate::http_trigger::serve(addr, router, stop.clone().cancelled_owned())
+        .await
+        .with_context(|| format!("listening on {addr} (--trigger-addr)"))?;
+    tracing::info!(addr = %bound, "serving the HTTP trigger endpoint");
+    Ok(Some(tokio::spawn(server)))
+}
+
 async fn start_webhook(
     args: &Args,
     client: &kube::Client,

@@ -130,9 +130,22 @@ pub async fn create_run(
     like: Option<&PipelineRun>,
     check: bool,
 ) -> Result<(), TriggerError> {
+    create_run_by(cluster, pipeline, name, given, like, check, Trigger::Manual).await
+}
+
+/// [`create_run`], labelled with what triggered it (the HTTP trigger endpoint labels its runs
+/// `http`).
+pub async fn create_run_by(
+    cluster: &super::cluster::Cluster,
+    pipeline: &crate::api::Pipeline,
+    name: &str,
+    given: &BTreeMap<String, String>,
+    like: Option<&PipelineRun>,
+    check: bool,
+    trigger: Trigger,
+) -> Result<(), TriggerError> {
     let now = jiff::Timestamp::now();
-    let mut run =
-        new_run(pipeline, name, Trigger::Manual, now, None).map_err(|e| TriggerError::Other(e.into()))?;
+    let mut run = new_run(pipeline, name, trigger, now, None).map_err(|e| TriggerError::Other(e.into()))?;
     if let Some(earlier) = like {
         copy_from(&mut run, earlier);
     }

@@ -53,6 +53,18 @@ impl Reconciled for PipelineRun {
     }
 }
 
+impl Reconciled for crate::api::Asset {
+    const CONTROLLER: ControllerKind = ControllerKind::asset;
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "reconcile",
+            controller = "asset",
+            namespace = %self.namespace().unwrap_or_default(),
+            asset = %self.spec.name,
+        )
+    }
+}
+
 impl Reconciled for Pool {
     const CONTROLLER: ControllerKind = ControllerKind::pool;
     fn span(&self) -> tracing::Span {

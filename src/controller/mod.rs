@@ -4,6 +4,7 @@
 //! server-side apply under one field manager.
 
 pub mod admission;
+pub mod asset;
 #[cfg(test)]
 mod fixture;
 pub mod instrument;
@@ -17,7 +18,7 @@ pub mod schedule;
 pub mod taskrun;
 
 use crate::api::Pipeline;
-use crate::api::{PipelineRun, Pool, TaskRun};
+use crate::api::{Asset, PipelineRun, Pool, TaskRun};
 use crate::metrics::ControllerKind;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -51,7 +52,8 @@ pub enum Error {
     Serialization(#[from] serde_json::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
-    #[error("{0}")]
+    /// A compare-and-swap write lost to other writers every time it was tried.
+    #[error("conflict: {0}")]
     Conflict(String),
 }
 
@@ -337,13 +339,45 @@ fn controllers_for(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> [Started; 4] {
+) -> [Started; 5] {
     [
         pipeline_controller(ctx, scope, shutdown),
         run_controller(ctx, scope, shutdown),
         task_run_controller(ctx, scope, shutdown),
         pool_controller(ctx, scope, shutdown),
+        asset_controller(ctx, scope, shutdown),
     ]
+}
+
+/// Assets: their `status.consumers`, kept from the Pipelines that name them.
+fn asset_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let client = &ctx.client;
+    let queue = ctx.metrics.queue(ControllerKind::asset);
+    let (c, cache) = controller(scope.api::<Asset>(client), watcher::Config::default(), &queue);
+    let wake = queue.clone();
+    let running = c
+        .watches(
+            scope.api::<Pipeline>(client),
+            watcher::Config::default(),
+            move |p| {
+                let assets = asset::assets_of_pipeline(p);
+                for a in &assets {
+                    wake.add(a.namespace.as_deref(), &a.name);
+                }
+                assets
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconciler(&queue, asset::reconcile), error_policy, ctx.clone())
+        .for_each(on_result(&queue));
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
 }
 
 /// Pools: their status derived again whenever a TaskRun that uses them changes, which
@@ -403,6 +437,16 @@ fn pipeline_controller(
         &queue,
         pipeline::pipeline_of_run,
     );
+    // Asset events wake the Pipelines whose spec.assets names the asset.
+    let pipelines = cache.clone();
+    let wake = queue.clone();
+    let c = c.watches(scope.api::<Asset>(client), watcher::Config::default(), move |a| {
+        let consumers = asset::pipelines_of_asset(&pipelines, &a);
+        for p in &consumers {
+            wake.add(p.namespace.as_deref(), &p.name);
+        }
+        consumers
+    });
     let running = c
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())

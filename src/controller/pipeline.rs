@@ -32,6 +32,10 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     let mut status = validated_status(&p, old.clone(), &validation, now);
     // The validation result is written even when scheduling fails (it is retried).
     let scheduled = super::schedule::reconcile_pipeline(&ctx, &p, &mut status, validation.is_ok(), now).await;
+    let by_assets = match &scheduled {
+        Ok(_) => super::asset::reconcile_pipeline(&ctx, &p, &mut status, validation.is_ok(), now).await,
+        Err(_) => Ok(None),
+    };
     update_status(&ctx, &p, &old, &status).await?;
     // Runs and the clock bring the Pipeline here too; validation news is told once.
     if let Err(message) = validation
@@ -47,7 +51,8 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await;
     }
-    Ok(scheduled?.map_or_else(Action::await_change, Action::requeue))
+    let again = [scheduled?, by_assets?].into_iter().flatten().min();
+    Ok(again.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// `status` with what validation found: the generation it describes, the task count and

@@ -53,6 +53,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
     let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
     let status = waiting_status(status, &gate, tr.metadata.generation, now);
+    let status = super::asset::record_produced(&ctx, &ns, &tr, status).await?;
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
     publish_events(&tr, &ctx, &old, &status, &plan, started).await;
     if let Some(event) = wait_event(&tr.spec.task_name, &old, &gate) {

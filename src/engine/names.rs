@@ -33,7 +33,8 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         })
 }
 
-fn short_hash(text: &str) -> String {
+/// The first 8 hex digits of the SHA-256 of `text`.
+pub fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }

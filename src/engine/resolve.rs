@@ -4,10 +4,10 @@
 
 use super::params::effective_params;
 use super::quote::{self, q};
-use super::template::{self, Reference, RunField, Values};
+use super::template::{self, AssetEventField, Reference, RunField, Values};
 use super::validate::ValidPipeline;
 use crate::api::params::DEFAULT_MAX_INSTANCES;
-use crate::api::{PipelineRunSpec, PipelineSpec, TaskRunSpec, TaskSpec};
+use crate::api::{AssetEvent, PipelineRunSpec, PipelineSpec, TaskRunSpec, TaskSpec};
 use jiff::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -38,6 +38,7 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         timeout: task.timeout.clone().or(defaults.timeout),
         pod_template: spec.pod_template.clone(),
         outputs: task.outputs.iter().map(|o| o.name.clone()).collect(),
+        produces: task.produces.clone(),
         instance: None,
         cancelled: false,
         rerun: None,
@@ -59,6 +60,8 @@ pub struct RunContext {
     pub data_interval_end: Option<Timestamp>,
     /// Effective parameters (see [`effective_params`]).
     pub params: BTreeMap<String, Value>,
+    /// The asset events that started the run, oldest first (none for other runs).
+    pub asset_events: Vec<AssetEvent>,
 }
 
 /// Who a run is: its name, namespace and uid, and the pipeline it was made from (empty for
@@ -92,6 +95,7 @@ impl RunContext {
             data_interval_start: run.and_then(|r| time(r.data_interval_start.as_ref())),
             data_interval_end: run.and_then(|r| time(r.data_interval_end.as_ref())),
             params: effective_params(pipeline, given)?,
+            asset_events: run.map(|r| r.asset_events.clone()).unwrap_or_default(),
         })
     }
 }
@@ -160,8 +164,36 @@ impl Values for TaskValues<'_> {
                 .and_then(|i| i.get(key))
                 .cloned()
                 .ok_or_else(|| format!("no matrix value item.{key}")),
+            Reference::AssetEvents => serde_json::to_value(&self.run.asset_events).map_err(|e| e.to_string()),
+            Reference::AssetEvent(field) => asset_event_value(&self.run.asset_events, field),
         }
     }
+}
+
+/// `assetEvent.<field>` of the newest triggering event (for `extra.<key>`, the newest that
+/// has the key).
+fn asset_event_value(events: &[AssetEvent], field: &AssetEventField) -> Result<Value, String> {
+    let newest = events.last().ok_or_else(|| {
+        format!(
+            "{{{{ {} }}}}: the run was not started by asset events",
+            Reference::AssetEvent(field.clone())
+        )
+    })?;
+    let text = |s: Option<&String>| Value::String(s.cloned().unwrap_or_default());
+    Ok(match field {
+        AssetEventField::Asset => text(newest.asset.as_ref()),
+        AssetEventField::Sequence => Value::from(newest.sequence),
+        AssetEventField::Time => Value::String(newest.time.0.to_string()),
+        AssetEventField::LogicalDate => timestamp(newest.logical_date.as_ref().map(|t| t.0)),
+        AssetEventField::PipelineRun => text(newest.pipeline_run.as_ref()),
+        AssetEventField::Source => Value::String(newest.source.clone()),
+        AssetEventField::Extra(key) => events
+            .iter()
+            .rev()
+            .find_map(|e| e.extra.get(key))
+            .map(|v| Value::String(v.clone()))
+            .ok_or_else(|| format!("no triggering asset event has the extra value {}", q(key)))?,
+    })
 }
 
 /// What a task whose trigger rule holds comes to, with the values known now.

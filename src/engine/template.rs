@@ -24,6 +24,56 @@ pub enum Reference {
     Output { task: String, key: String },
     /// `item` (a `forEach.items` element) or `item.<key>` (a `forEach.matrix` dimension)
     Item(Option<String>),
+    /// `assetEvents`: the events that started an asset-triggered run, as a JSON list
+    AssetEvents,
+    /// `assetEvent.<field>` or `assetEvent.extra.<key>`: of the newest event that started
+    /// the run (for `extra`, the newest that has the key)
+    AssetEvent(AssetEventField),
+}
+
+/// What `assetEvent.` reads of a triggering event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AssetEventField {
+    Asset,
+    Sequence,
+    Time,
+    LogicalDate,
+    PipelineRun,
+    Source,
+    Extra(String),
+}
+
+impl AssetEventField {
+    const NAMED: [(&'static str, AssetEventField); 6] = [
+        ("asset", AssetEventField::Asset),
+        ("sequence", AssetEventField::Sequence),
+        ("time", AssetEventField::Time),
+        ("logicalDate", AssetEventField::LogicalDate),
+        ("pipelineRun", AssetEventField::PipelineRun),
+        ("source", AssetEventField::Source),
+    ];
+
+    fn parse(parts: &[&str]) -> Result<AssetEventField, String> {
+        match parts {
+            ["extra", key] if is_ident(key) => Ok(AssetEventField::Extra(key.to_string())),
+            [field] => AssetEventField::NAMED
+                .iter()
+                .find(|(n, _)| n == field)
+                .map(|(_, f)| f.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = AssetEventField::NAMED.iter().map(|(n, _)| *n).collect();
+                    format!(
+                        "unknown assetEvent field {} (known: {}, extra.KEY)",
+                        q(field),
+                        known.join(", ")
+                    )
+                }),
+            _ => Err(format!(
+                "{} is not a known reference (use assetEvent.FIELD or assetEvent.extra.KEY)",
+                q(&format!("assetEvent.{}", parts.join(".")))
+            )),
+        }
+    }
 }
 
 /// The run fields templates can read.
@@ -64,6 +114,15 @@ impl fmt::Display for Reference {
             Reference::Output { task, key } => write!(f, "tasks.{task}.outputs.{key}"),
             Reference::Item(None) => f.write_str("item"),
             Reference::Item(Some(k)) => write!(f, "item.{k}"),
+            Reference::AssetEvents => f.write_str("assetEvents"),
+            Reference::AssetEvent(AssetEventField::Extra(k)) => write!(f, "assetEvent.extra.{k}"),
+            Reference::AssetEvent(field) => {
+                let name = AssetEventField::NAMED
+                    .iter()
+                    .find(|(_, v)| v == field)
+                    .map_or("?", |(n, _)| n);
+                write!(f, "assetEvent.{name}")
+            }
         }
     }
 }
@@ -102,8 +161,10 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
         }),
         ["item"] => Ok(Reference::Item(None)),
         ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
+        ["assetEvents"] => Ok(Reference::AssetEvents),
+        ["assetEvent", rest @ ..] => AssetEventField::parse(rest).map(Reference::AssetEvent),
         _ => Err(format!(
-            "{} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item or item.KEY)",
+            "{} is not a known reference (use params.NAME, run.FIELD, tasks.TASK.outputs.KEY, item, item.KEY, assetEvents or assetEvent.FIELD)",
             q(expr)
         )),
     }

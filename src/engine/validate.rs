@@ -366,6 +366,11 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     if spec.max_active_runs == Some(0) {
         errors.spec("maxActiveRuns", "must be at least 1");
     }
+    if let Some(trigger) = &spec.assets {
+        for (field, message) in super::asset::check_trigger(trigger) {
+            errors.spec(field, message);
+        }
+    }
 
     let dag = match Dag::new(upstream) {
         Ok(dag) => Some(dag),
@@ -435,6 +440,27 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     }
     check_env(&task.env, path, Some(name), errors);
     check_pool(task, path, spec, errors);
+    check_produces(task, path, errors);
+}
+
+/// Produced assets have valid names, and their extra values name declared outputs.
+fn check_produces(task: &TaskSpec, path: &str, errors: &mut Collector) {
+    let name = task.name.as_str();
+    for (i, produced) in task.produces.iter().enumerate() {
+        let field = format!("{path}.produces[{i}]");
+        if let Err(e) = super::asset::check_name(&produced.asset) {
+            errors.task(name, format!("{field}.asset"), e);
+        }
+        for key in &produced.extra {
+            if !task.outputs.iter().any(|o| &o.name == key) {
+                errors.task(
+                    name,
+                    format!("{field}.extra"),
+                    format!("{} is not one of the task's outputs", q(key)),
+                );
+            }
+        }
+    }
 }
 
 /// A pool name must be a Kubernetes object name; `poolSlots` needs a pool and at least 1.
@@ -691,6 +717,15 @@ fn check_data_flow(
                         }
                     }
                     Reference::Run(_) => {}
+                    Reference::AssetEvents | Reference::AssetEvent(_) if spec.assets.is_none() => errors.task(
+                        name,
+                        &field,
+                        format!(
+                            "{{{{ {} }}}} reads the asset events that start a run, and the pipeline has no spec.assets",
+                            reference
+                        ),
+                    ),
+                    Reference::AssetEvents | Reference::AssetEvent(_) => {}
                     Reference::Item(key) => match (&task.for_each, key) {
                         (None, _) => errors.task(
                             name,

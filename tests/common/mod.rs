@@ -60,6 +60,7 @@ pub async fn install_crds(ns: &TestNamespace) {
                         "crd/pipelineruns.weir.dev",
                         "crd/taskruns.weir.dev",
                         "crd/pools.weir.dev",
+                        "crd/assets.weir.dev",
                     ])
                     .output()
                     .expect("running kubectl wait");
@@ -90,6 +91,8 @@ pub struct Operator {
     /// More `weir operator` arguments, and `POD_NAME` (names the replica) if set.
     extra_args: Vec<String>,
     pod_name: Option<String>,
+    /// Environment variables of the process (fault points such as `WEIR_CRASH_AT`).
+    env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -109,9 +112,47 @@ impl Operator {
             starts: 0,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             pod_name: pod_name.map(String::from),
+            env: Vec::new(),
         };
         op.spawn();
         op
+    }
+
+    /// An operator with environment variables set (for example a `WEIR_CRASH_AT` fault
+    /// point); [`Operator::restart_without_env`] starts it again without them.
+    pub fn start_with_env(ns: &TestNamespace, env: &[(&str, &str)]) -> Operator {
+        let mut op = Operator {
+            child: None,
+            log: std::env::temp_dir().join(format!("weir-operator-{}.log", ns.name())),
+            namespace: ns.name().to_string(),
+            kubeconfig: ns.kubeconfig().to_path_buf(),
+            starts: 0,
+            extra_args: Vec::new(),
+            pod_name: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        op.spawn();
+        op
+    }
+
+    /// Waits up to `timeout` for the process to end by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.as_mut()?.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Starts the operator again with no extra environment variables.
+    pub fn restart_without_env(&mut self) {
+        self.kill();
+        self.env.clear();
+        self.spawn();
     }
 
     fn spawn(&mut self) {
@@ -141,6 +182,7 @@ impl Operator {
         if let Some(pod) = &self.pod_name {
             command.env("POD_NAME", pod);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = command.spawn().expect("starting weir operator");
         self.child = Some(child);
     }

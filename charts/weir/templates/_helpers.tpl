@@ -120,6 +120,16 @@ watched namespace (namespaced scope).
 - apiGroups: [weir.dev]
   resources: [pipelinerevisions]
   verbs: [get, create, patch]
+# Assets: created on their first event (a task that produces one succeeded); read by the
+# Pipelines that consume them and watched to wake those. Events are appended by replacing
+# the status under the resourceVersion read (no event is lost, no sequence number reused);
+# the consumers are patched in.
+- apiGroups: [weir.dev]
+  resources: [assets]
+  verbs: [get, list, watch, create]
+- apiGroups: [weir.dev]
+  resources: [assets/status]
+  verbs: [update, patch]
 # Owner references with blockOwnerDeletion (TaskRun -> PipelineRun, Job -> TaskRun) need
 # update on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: [weir.dev]
@@ -137,6 +147,13 @@ watched namespace (namespaced scope).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.httpTrigger.enabled }}
+# The HTTP trigger endpoint compares a caller's token with the Secret that a Pipeline's or
+# Asset's spec.httpTrigger names. Only with httpTrigger.enabled.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}
