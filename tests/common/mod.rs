@@ -61,6 +61,7 @@ pub async fn install_crds(ns: &TestNamespace) {
                         "crd/taskruns.weir.dev",
                         "crd/pools.weir.dev",
                         "crd/assets.weir.dev",
+                        "crd/pipelinerevisions.weir.dev",
                     ])
                     .output()
                     .expect("running kubectl wait");
