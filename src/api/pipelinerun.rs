@@ -149,7 +149,10 @@ pub struct PipelineRunStatus {
 
     /// `Succeeded`: `Unknown` while the run is going, then `True`, or `False` with a reason
     /// (`TaskFailed`, `RunTimeout`, `Cancelled`, `InvalidPipeline`, `PipelineNotFound`).
+    /// `NotificationsDelivered`: `False` while a notification could not be delivered.
+    /// Keyed by `type`, so the run's reconcile and the notifier each own their conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// Pending, Running, Succeeded, Failed or Cancelled.
@@ -198,6 +201,11 @@ pub struct PipelineRunStatus {
     /// again forever. At most 20; a run with more fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusedTaskRun>,
+
+    /// The notifications of the run and how far each got: written by the notifier only
+    /// (before each try and after it), so a message is sent once per event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::NotificationRecord>,
 }
 
 /// A TaskRun the API server refused to create.

@@ -48,6 +48,14 @@ pub struct Args {
     /// Default `securityContext` of every task container, as JSON; a task's own wins.
     #[arg(long, env = "WEIR_TASK_CONTAINER_SECURITY_CONTEXT")]
     task_container_security_context: Option<String>,
+    /// Notifications sent for every run, as the JSON of a Pipeline's `notifications` list;
+    /// their Secrets are read in the operator's namespace (`--lease-namespace`).
+    #[arg(long, env = "WEIR_NOTIFICATIONS")]
+    notifications: Option<String>,
+    /// Address of the Weir UI (`https://weir.example.com`): notifications link to the run
+    /// there. Unset: no link.
+    #[arg(long, env = "WEIR_UI_URL")]
+    ui_url: Option<String>,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -146,7 +154,8 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     let ctx = Arc::new(
         Context::new(client.clone())
             .with_metrics(metrics.clone())
-            .with_task_defaults(task_defaults),
+            .with_task_defaults(task_defaults)
+            .with_notifier(notifier(&args)?),
     );
     let mut namespaces = args.namespaces.clone();
     namespaces.extend(args.namespace.clone());
@@ -188,6 +197,30 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         let _ = webhook.await;
     }
     result
+}
+
+/// The notifier's settings: the installation's default notifications, checked as a
+/// pipeline's are, and the UI's address.
+fn notifier(args: &Args) -> anyhow::Result<controller::notify::Notifier> {
+    let defaults: Vec<crate::api::Notification> =
+        match args.notifications.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(json) => serde_json::from_str(json)
+                .context("--notifications (WEIR_NOTIFICATIONS) is not a valid list of notifications")?,
+            None => Vec::new(),
+        };
+    let problems = crate::engine::notify::check(&defaults, &[], "notifications");
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        anyhow::bail!("--notifications (WEIR_NOTIFICATIONS): {}", list.join("; "));
+    }
+    if let Some(url) = &args.ui_url {
+        crate::engine::notify::check_url(url).map_err(|e| anyhow::anyhow!("--ui-url (WEIR_UI_URL): {e}"))?;
+    }
+    Ok(controller::notify::Notifier::new(
+        defaults,
+        args.ui_url.clone(),
+        args.lease_namespace.clone(),
+    ))
 }
 
 /// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.

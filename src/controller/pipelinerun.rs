@@ -155,7 +155,7 @@ async fn start(
         now,
     );
     // Persist the snapshot and start time before anything is created.
-    apply_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
+    apply_run_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
     drop(guard);
     let of = run
         .spec
@@ -708,7 +708,7 @@ async fn fail(
         run.metadata.generation,
         now,
     );
-    apply_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
+    apply_run_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
     ctx.event(
         &run.object_ref(&()),
         None,
@@ -724,9 +724,24 @@ async fn fail(
 
 async fn write_if_changed(ctx: &Context, run: &PipelineRun, status: &PipelineRunStatus) -> Result<()> {
     if run.status.as_ref() != Some(status) {
-        apply_status(&runs_api(ctx, run)?, &run.name_any(), status).await?;
+        apply_run_status(&runs_api(ctx, run)?, &run.name_any(), status).await?;
     }
     Ok(())
+}
+
+/// Writes a run's status as the run's reconcile owns it: everything but what the notifier
+/// writes (`notifications` and the `NotificationsDelivered` condition), which a status
+/// read a moment ago could hold stale and would write back over newer records.
+pub async fn apply_run_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunStatus) -> Result<()> {
+    apply_status(api, name, &own_part(status)).await
+}
+
+fn own_part(status: &PipelineRunStatus) -> PipelineRunStatus {
+    let mut own = status.clone();
+    own.notifications.clear();
+    own.conditions
+        .retain(|c| c.type_ != condition_types::NOTIFICATIONS_DELIVERED);
+    own
 }
 
 fn namespace(run: &PipelineRun) -> Result<String> {

@@ -6,6 +6,7 @@ pub mod duration;
 #[cfg(test)]
 pub mod fixture;
 pub mod names;
+pub mod notify;
 pub mod outputs;
 pub mod params;
 pub mod plan;

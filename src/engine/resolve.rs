@@ -160,6 +160,9 @@ impl Values for TaskValues<'_> {
                 .and_then(|i| i.get(key))
                 .cloned()
                 .ok_or_else(|| format!("no matrix value item.{key}")),
+            Reference::Notification(_) => Err(format!(
+                "{{{{ {reference} }}}} is only available in a notification's message"
+            )),
         }
     }
 }

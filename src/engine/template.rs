@@ -24,6 +24,34 @@ pub enum Reference {
     Output { task: String, key: String },
     /// `item` (a `forEach.items` element) or `item.<key>` (a `forEach.matrix` dimension)
     Item(Option<String>),
+    /// `notification.<field>`: only in a notification's message.
+    Notification(NoticeField),
+}
+
+/// What a notification's message can read of the event it tells about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoticeField {
+    Event,
+    Task,
+    Reason,
+    Message,
+    Link,
+    Logs,
+}
+
+impl NoticeField {
+    const ALL: [(&'static str, NoticeField); 6] = [
+        ("event", NoticeField::Event),
+        ("task", NoticeField::Task),
+        ("reason", NoticeField::Reason),
+        ("message", NoticeField::Message),
+        ("link", NoticeField::Link),
+        ("logs", NoticeField::Logs),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+    }
 }
 
 /// The run fields templates can read.
@@ -64,6 +92,7 @@ impl fmt::Display for Reference {
             Reference::Output { task, key } => write!(f, "tasks.{task}.outputs.{key}"),
             Reference::Item(None) => f.write_str("item"),
             Reference::Item(Some(k)) => write!(f, "item.{k}"),
+            Reference::Notification(field) => write!(f, "notification.{}", field.name()),
         }
     }
 }
@@ -100,6 +129,18 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
             task: task.to_string(),
             key: key.to_string(),
         }),
+        ["notification", field] => NoticeField::ALL
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, f)| Reference::Notification(*f))
+            .ok_or_else(|| {
+                let known: Vec<&str> = NoticeField::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown notification field {} (known: {})",
+                    q(field),
+                    known.join(", ")
+                )
+            }),
         ["item"] => Ok(Reference::Item(None)),
         ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
         _ => Err(format!(

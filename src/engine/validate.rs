@@ -366,6 +366,10 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     if spec.max_active_runs == Some(0) {
         errors.spec("maxActiveRuns", "must be at least 1");
     }
+    let declared: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
+    for (field, message) in super::notify::check(&spec.notifications, &declared, "notifications") {
+        errors.spec(field, message);
+    }
 
     let dag = match Dag::new(upstream) {
         Ok(dag) => Some(dag),
@@ -691,6 +695,14 @@ fn check_data_flow(
                         }
                     }
                     Reference::Run(_) => {}
+                    Reference::Notification(_) => errors.task(
+                        name,
+                        &field,
+                        format!(
+                            "{{{{ {} }}}} is only available in a notification's message",
+                            cut(&reference.to_string())
+                        ),
+                    ),
                     Reference::Item(key) => match (&task.for_each, key) {
                         (None, _) => errors.task(
                             name,

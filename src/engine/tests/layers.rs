@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("retry", 2),
     ("pool", 2),
     ("schedule", 2),
+    ("notify", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
     // Decisions over a valid pipeline.
