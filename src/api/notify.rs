@@ -20,9 +20,9 @@ pub struct Notification {
     pub name: String,
 
     /// The events that send a message: `Failed`, `Succeeded`, `Retrying`. Empty: `Failed`
-    /// only.
+    /// only. (Not `on`: YAML 1.1 readers such as kubectl's take a key `on` for `true`.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub on: Vec<NotifyEvent>,
+    pub events: Vec<NotifyEvent>,
 
     /// A generic webhook: the message is POSTed as a JSON object (see the docs for its
     /// fields). Exactly one of `webhook` and `slack` is set.

@@ -149,10 +149,9 @@ pub struct PipelineRunStatus {
 
     /// `Succeeded`: `Unknown` while the run is going, then `True`, or `False` with a reason
     /// (`TaskFailed`, `RunTimeout`, `Cancelled`, `InvalidPipeline`, `PipelineNotFound`).
-    /// `NotificationsDelivered`: `False` while a notification could not be delivered.
-    /// Keyed by `type`, so the run's reconcile and the notifier each own their conditions.
+    /// `NotificationsDelivered` (set by the notifier): `False` while a notification could
+    /// not be delivered, `True` once every one was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// Pending, Running, Succeeded, Failed or Cancelled.

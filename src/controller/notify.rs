@@ -8,9 +8,10 @@
 //! 3. hands each to a tokio task of its own ([`deliver`]), which POSTs it with an
 //!    `Idempotency-Key` header and records how it went, again under the `resourceVersion`.
 //!
-//! The notifier writes the run's status under its own field manager and owns only
-//! `status.notifications` and the `NotificationsDelivered` condition; the run's reconcile
-//! never writes them (see [`super::pipelinerun::apply_run_status`]).
+//! The notifier writes the run's status under its own field manager: `status.notifications`,
+//! which the run's reconcile never writes (see [`super::pipelinerun::apply_run_status`]),
+//! and the `NotificationsDelivered` condition, in the conditions as read (see
+//! [`write_records`]).
 //!
 //! [`engine::notify::due`]: crate::engine::notify::due
 //! [`engine::notify::plan`]: crate::engine::notify::plan
@@ -143,6 +144,14 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         now,
     );
     if cached.send.is_empty() {
+        if condition_stale(status) {
+            // The run's reconcile wrote the conditions back from an older read.
+            let api = runs_api(&ctx, &run)?;
+            let fresh = api.get_status(&run.name_any()).await?;
+            if let Some(records) = fresh.status.as_ref().map(|s| s.notifications.clone()) {
+                write_records(&api, &fresh, &records).await?;
+            }
+        }
         return Ok(requeue(cached.next, now));
     }
     // Something to send: decide again on the run as the API server has it now.
@@ -177,6 +186,22 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     Ok(requeue(plan.next, now))
 }
 
+/// Whether the `NotificationsDelivered` condition says something else than the records.
+fn condition_stale(status: &crate::api::PipelineRunStatus) -> bool {
+    let want = notify::condition(&status.notifications);
+    let have = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition_types::NOTIFICATIONS_DELIVERED);
+    match (want, have) {
+        (None, _) => false,
+        (Some((ok, reason, message)), Some(c)) => {
+            c.status != if ok { "True" } else { "False" } || c.reason != reason || c.message != message
+        }
+        (Some(_), None) => true,
+    }
+}
+
 fn requeue(next: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action {
     match next {
         Some(at) => {
@@ -194,22 +219,22 @@ fn runs_api(ctx: &Context, run: &PipelineRun) -> Result<Api<PipelineRun>> {
 
 /// Writes the records (and the condition they add up to) under `run`'s resourceVersion:
 /// a conflict means the run changed since it was read, and the caller decides again.
+///
+/// `conditions` is written whole, as read with the notifier's condition set: the API
+/// server (1.20 at least) treats the list as one value under server-side apply, so a list
+/// of the notifier's condition alone would drop `Succeeded`, and leaving the list out after
+/// writing it once would delete it.
 async fn write_records(
     api: &Api<PipelineRun>,
     run: &PipelineRun,
     records: &[NotificationRecord],
 ) -> Result<()> {
-    let mut conditions = Vec::new();
+    let mut conditions = run
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     if let Some((ok, reason, message)) = notify::condition(records) {
-        let old = run
-            .status
-            .as_ref()
-            .map(|s| s.conditions.clone())
-            .unwrap_or_default();
-        conditions = old
-            .into_iter()
-            .filter(|c| c.type_ == condition_types::NOTIFICATIONS_DELIVERED)
-            .collect();
         let status = if ok {
             ConditionStatus::True
         } else {

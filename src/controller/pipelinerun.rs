@@ -729,19 +729,14 @@ async fn write_if_changed(ctx: &Context, run: &PipelineRun, status: &PipelineRun
     Ok(())
 }
 
-/// Writes a run's status as the run's reconcile owns it: everything but what the notifier
-/// writes (`notifications` and the `NotificationsDelivered` condition), which a status
-/// read a moment ago could hold stale and would write back over newer records.
+/// Writes a run's status as the run's reconcile owns it: everything but the notifier's
+/// `notifications`, which a status read a moment ago could hold stale and would write back
+/// over newer records. (The notifier's `NotificationsDelivered` condition is written back
+/// as read: the API server treats `conditions` as one value, see `controller::notify`.)
 pub async fn apply_run_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunStatus) -> Result<()> {
-    apply_status(api, name, &own_part(status)).await
-}
-
-fn own_part(status: &PipelineRunStatus) -> PipelineRunStatus {
     let mut own = status.clone();
     own.notifications.clear();
-    own.conditions
-        .retain(|c| c.type_ != condition_types::NOTIFICATIONS_DELIVERED);
-    own
+    apply_status(api, name, &own).await
 }
 
 fn namespace(run: &PipelineRun) -> Result<String> {

@@ -94,10 +94,10 @@ pub struct Due {
 }
 
 fn events_of(n: &Notification) -> Vec<NotifyEvent> {
-    if n.on.is_empty() {
+    if n.events.is_empty() {
         vec![NotifyEvent::Failed]
     } else {
-        n.on.clone()
+        n.events.clone()
     }
 }
 

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 fn hook(name: &str, on: &[NotifyEvent]) -> Notification {
     Notification {
         name: name.into(),
-        on: on.to_vec(),
+        events: on.to_vec(),
         webhook: Some(WebhookTarget {
             url: Some("http://127.0.0.1:9/hook".into()),
             ..Default::default()
@@ -199,7 +199,7 @@ fn a_permanent_failure_is_not_tried_again_and_shows_in_the_condition() {
         "{message}"
     );
     after_try(&mut records[0], &TryOutcome::Sent, now);
-    assert_eq!(condition(&records).unwrap().0, true);
+    assert!(condition(&records).unwrap().0);
 }
 
 #[test]
