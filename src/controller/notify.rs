@@ -375,6 +375,13 @@ async fn try_send(
     let url = match (&target.url, &target.url_from) {
         (Some(url), _) => url.clone(),
         (None, Some(r)) => match secret_value(ctx, &secrets_ns, r).await {
+            // Never quote a Secret's value: it could be anything, and messages are public.
+            Ok(url) if notify::check_url(url.trim()).is_err() => {
+                return TryOutcome::Permanent(format!(
+                    "key {} of Secret {secrets_ns}/{} is not an http:// or https:// address",
+                    r.key, r.name
+                ));
+            }
             Ok(url) => url.trim().to_string(),
             Err(outcome) => return outcome,
         },

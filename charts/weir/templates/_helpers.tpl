@@ -131,6 +131,16 @@ watched namespace (namespaced scope).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Notifications: the last log lines of a failed task go into its failure message.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+# Notifications: webhook addresses and credentials named by a pipeline's `urlFrom` and
+# `authorizationFrom` (read in the run's namespace, only when a message is sent). Whoever
+# may write Pipelines there can already read its Secrets through a task's env.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}
