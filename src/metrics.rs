@@ -131,6 +131,7 @@ pub struct Metrics {
     pool_admissions: Counter,
     pool_sources: Mutex<Vec<PoolSource>>,
     notifications: Family<DeliveryLabels, Counter>,
+    deadlines_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -251,7 +252,14 @@ impl Metrics {
         ] {
             let _ = notifications.get_or_create(&DeliveryLabels { outcome });
         }
+        let deadlines_missed = Counter::default();
+        registry.register(
+            "deadlines_missed",
+            "PipelineRuns not done by their deadline (counted when it passed)",
+            deadlines_missed.clone(),
+        );
         Metrics {
+            deadlines_missed,
             notifications,
             registry,
             pools,
@@ -286,6 +294,10 @@ impl Metrics {
                 .get_or_create_owned(&ControllerLabels { controller }),
             start: Instant::now(),
         }
+    }
+
+    pub fn deadline_missed(&self) {
+        self.deadlines_missed.inc();
     }
 
     /// Counts one try to deliver a notification.

@@ -426,3 +426,81 @@ async fn an_undeliverable_notification_shows_as_a_condition_an_event_and_a_metri
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_missed_deadline_is_said_once_when_it_passes_and_notifies_before_the_run_ends() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let (ns, op) = setup("notify-late").await;
+    let pipeline = |name: &str, on_miss: &str| {
+        format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: {name}
+spec:
+  deadline: {{within: 2s, from: RunStart, onMiss: {on_miss}}}
+  tasks:
+    - name: slow
+      image: busybox
+      command: ["sh", "-c", "sleep 12"]
+  notifications:
+    - name: sla
+      events: [DeadlineMissed, Failed, Succeeded]
+      webhook:
+        url: http://{addr}/{name}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata:
+  name: {name}-1
+spec:
+  pipelineRef:
+    name: {name}
+"#
+        )
+    };
+    ns.apply(&pipeline("late", "Continue"));
+    ns.apply(&pipeline("strict", "Fail"));
+    let api: Api<PipelineRun> = ns.api();
+
+    // Continue: the miss is told while the task still runs; the run then succeeds.
+    let missed = wait_for("the DeadlineMissed message", RUN_TIMEOUT, || async {
+        receiver.received("/late").first().cloned().ok_or("none yet")
+    })
+    .await;
+    let run = api.get("late-1").await.unwrap();
+    assert!(!phase(&run).is_terminal(), "the message came after the run ended: {:?}", run.status);
+    assert_eq!(missed.body["event"], "DeadlineMissed");
+    assert_eq!(missed.key, format!("{}/sla/DeadlineMissed/0", uid(&run)));
+    let message = missed.body["message"].as_str().unwrap();
+    assert!(message.contains("2s after its start") && message.ends_with("it goes on"), "{message}");
+    let condition = weir::api::condition::find(&run.status.as_ref().unwrap().conditions, "DeadlineMissed").cloned();
+    assert_eq!(condition.map(|c| c.status), Some("True".into()));
+    let run = wait_run_done(&ns, "late-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "onMiss: Continue must not stop the run");
+
+    // Fail: stopped at the deadline, as by a timeout.
+    let run = wait_run_done(&ns, "strict-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    assert_eq!(condition_reason(&run), "RunTimeout");
+    wait_records(&ns, "strict-1", 2, &[DeliveryState::Sent]).await;
+    wait_records(&ns, "late-1", 2, &[DeliveryState::Sent]).await;
+    settle().await;
+    let events: Vec<String> = receiver
+        .received("/strict")
+        .iter()
+        .map(|r| r.body["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["DeadlineMissed", "Failed"]);
+    let late: Vec<String> = receiver
+        .received("/late")
+        .iter()
+        .map(|r| r.body["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(late, ["DeadlineMissed", "Succeeded"], "one DeadlineMissed message, however often the run is reconciled");
+    let said = events_with_reason(&ns, "DeadlineMissed");
+    assert!(!said.is_empty(), "no DeadlineMissed Event");
+    scrape_until(op.http_addr().await, &[("weir_deadlines_missed_total", 2.0)]).await;
+}

@@ -30,6 +30,8 @@ pub mod condition_types {
     /// On PipelineRuns, written by the notifier: `False` while a notification could not be
     /// delivered, `True` once all were.
     pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
+    /// On PipelineRuns with a deadline: `True` once the run was not done in time.
+    pub const DEADLINE_MISSED: &str = "DeadlineMissed";
 }
 
 /// Reasons of conditions and Events: CamelCase constants that tools and people can match on.
@@ -88,6 +90,8 @@ pub mod reasons {
     pub const NOTIFICATION_RETRYING: &str = "NotificationRetrying";
     /// A notification could not be delivered and is not tried again.
     pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
+    /// A run was not done by its deadline (condition and Event).
+    pub const DEADLINE_MISSED: &str = "DeadlineMissed";
 }
 
 /// The `action` of Events (what the operator was doing).

@@ -6,6 +6,7 @@
 //! the CLI and (later) the admission webhook share.
 
 pub mod condition;
+pub mod deadline;
 pub mod notify;
 pub mod params;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod task;
 pub mod taskrun;
 
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
+pub use deadline::{Deadline, DeadlineFrom, OnMiss};
 pub use notify::{DeliveryState, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, WebhookTarget};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};

@@ -19,7 +19,7 @@ pub struct Notification {
     )]
     pub name: String,
 
-    /// The events that send a message: `Failed`, `Succeeded`, `Retrying`. Empty: `Failed`
+    /// The events that send a message: `Failed`, `Succeeded`, `Retrying`, `DeadlineMissed`. Empty: `Failed`
     /// only. (Not `on`: YAML 1.1 readers such as kubectl's take a key `on` for `true`.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<NotifyEvent>,
@@ -52,6 +52,9 @@ pub enum NotifyEvent {
     Succeeded,
     /// An attempt of a task failed and the task will be tried again.
     Retrying,
+    /// The run was not done by its `deadline` (sent when it is missed, not when the run
+    /// ends).
+    DeadlineMissed,
 }
 
 impl NotifyEvent {
@@ -60,6 +63,7 @@ impl NotifyEvent {
             NotifyEvent::Failed => "Failed",
             NotifyEvent::Succeeded => "Succeeded",
             NotifyEvent::Retrying => "Retrying",
+            NotifyEvent::DeadlineMissed => "DeadlineMissed",
         }
     }
 }

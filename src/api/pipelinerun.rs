@@ -79,6 +79,10 @@ pub struct PipelineRunSpec {
     /// outcome. Applied once per `request`: set a new `request` to ask again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<RerunRequest>,
+
+    /// Overrides the pipeline's `deadline` for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<super::deadline::Deadline>,
 }
 
 /// A request to run part of a run again.

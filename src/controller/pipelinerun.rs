@@ -53,9 +53,27 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let mut task_runs = observe(&ctx, &run).await?;
     take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);
-    let step = plan(&pinned, &children, run.spec.cancelled, now);
+    let due = super::deadline::of(&run, &pinned.valid.spec, pinned.started_at);
+    pinned.timeout = super::deadline::timeout(due.as_ref(), pinned.started_at, pinned.timeout);
+    let missed = super::deadline::mark(due.as_ref(), &mut pinned.status, run.metadata.generation, now);
+    let mut step = plan(&pinned, &children, run.spec.cancelled, now);
+    super::deadline::shorten(&mut step.requeue_after, due.as_ref(), now);
     apply(&ctx, &run, &mut pinned, &task_runs, &step).await?;
-    update_status(&ctx, &run, &pinned, &children, &step, now).await
+    let action = update_status(&ctx, &run, &pinned, &children, &step, now).await?;
+    if let Some(note) = missed {
+        let regarding = run.object_ref(&());
+        ctx.event(
+            &regarding,
+            None,
+            EventType::Warning,
+            reasons::DEADLINE_MISSED,
+            actions::RECONCILE,
+            note,
+        )
+        .await;
+        ctx.metrics.deadline_missed();
+    }
+    Ok(action)
 }
 
 fn is_finished(status: Option<&PipelineRunStatus>) -> bool {

@@ -2,6 +2,7 @@
 //! Nothing here does I/O or reads the clock: time is always a parameter.
 
 pub mod dag;
+pub mod deadline;
 pub mod duration;
 #[cfg(test)]
 pub mod fixture;

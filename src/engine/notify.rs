@@ -127,6 +127,20 @@ fn events(status: &PipelineRunStatus) -> Vec<(NotifyEvent, String, Option<String
         }
         _ => {}
     }
+    let missed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::condition_types::DEADLINE_MISSED && c.status == "True");
+    if let Some(c) = missed {
+        let what = round.to_string();
+        out.push((
+            NotifyEvent::DeadlineMissed,
+            what,
+            None,
+            c.reason.clone(),
+            c.message.clone(),
+        ));
+    }
     for t in status.tasks.iter().filter(|t| t.phase == TaskPhase::Retrying) {
         let attempts = t.attempts.unwrap_or(0);
         let what = format!("{}/{attempts}", t.name);
@@ -406,6 +420,7 @@ pub fn default_text(notice: &Notice) -> String {
         match notice.event {
             Some(NotifyEvent::Failed) => "failed".to_string(),
             Some(NotifyEvent::Succeeded) => "succeeded".to_string(),
+            Some(NotifyEvent::DeadlineMissed) => "missed its deadline".to_string(),
             Some(NotifyEvent::Retrying) =>
                 format!("is retrying task {}", notice.task.as_deref().unwrap_or_default()),
             None => event.to_lowercase(),

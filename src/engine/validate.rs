@@ -370,6 +370,11 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     for (field, message) in super::notify::check(&spec.notifications, &declared, "notifications") {
         errors.spec(field, message);
     }
+    if let Some(deadline) = &spec.deadline {
+        for (field, message) in super::deadline::check(deadline, "deadline") {
+            errors.spec(field, message);
+        }
+    }
 
     let dag = match Dag::new(upstream) {
         Ok(dag) => Some(dag),

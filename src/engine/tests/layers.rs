@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pool", 2),
     ("schedule", 2),
     ("notify", 2),
+    ("deadline", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
     // Decisions over a valid pipeline.
