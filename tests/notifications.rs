@@ -471,15 +471,27 @@ spec:
     })
     .await;
     let run = api.get("late-1").await.unwrap();
-    assert!(!phase(&run).is_terminal(), "the message came after the run ended: {:?}", run.status);
+    assert!(
+        !phase(&run).is_terminal(),
+        "the message came after the run ended: {:?}",
+        run.status
+    );
     assert_eq!(missed.body["event"], "DeadlineMissed");
     assert_eq!(missed.key, format!("{}/sla/DeadlineMissed/0", uid(&run)));
     let message = missed.body["message"].as_str().unwrap();
-    assert!(message.contains("2s after its start") && message.ends_with("it goes on"), "{message}");
-    let condition = weir::api::condition::find(&run.status.as_ref().unwrap().conditions, "DeadlineMissed").cloned();
+    assert!(
+        message.contains("2s after its start") && message.ends_with("it goes on"),
+        "{message}"
+    );
+    let condition =
+        weir::api::condition::find(&run.status.as_ref().unwrap().conditions, "DeadlineMissed").cloned();
     assert_eq!(condition.map(|c| c.status), Some("True".into()));
     let run = wait_run_done(&ns, "late-1", RUN_TIMEOUT).await;
-    assert_eq!(phase(&run), RunPhase::Succeeded, "onMiss: Continue must not stop the run");
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "onMiss: Continue must not stop the run"
+    );
 
     // Fail: stopped at the deadline, as by a timeout.
     let run = wait_run_done(&ns, "strict-1", RUN_TIMEOUT).await;
@@ -499,7 +511,11 @@ spec:
         .iter()
         .map(|r| r.body["event"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(late, ["DeadlineMissed", "Succeeded"], "one DeadlineMissed message, however often the run is reconciled");
+    assert_eq!(
+        late,
+        ["DeadlineMissed", "Succeeded"],
+        "one DeadlineMissed message, however often the run is reconciled"
+    );
     let said = events_with_reason(&ns, "DeadlineMissed");
     assert!(!said.is_empty(), "no DeadlineMissed Event");
     scrape_until(op.http_addr().await, &[("weir_deadlines_missed_total", 2.0)]).await;
