@@ -477,7 +477,7 @@ spec:
         run.status
     );
     assert_eq!(missed.body["event"], "DeadlineMissed");
-    assert_eq!(missed.key, format!("{}/sla/DeadlineMissed/0", uid(&run)));
+    assert_eq!(missed.key, format!("{}/sla/DeadlineMissed/run", uid(&run)));
     let message = missed.body["message"].as_str().unwrap();
     assert!(
         message.contains("2s after its start") && message.ends_with("it goes on"),

@@ -132,7 +132,8 @@ fn events(status: &PipelineRunStatus) -> Vec<(NotifyEvent, String, Option<String
         .iter()
         .find(|c| c.type_ == crate::api::condition_types::DEADLINE_MISSED && c.status == "True");
     if let Some(c) = missed {
-        let what = round.to_string();
+        // Once per run: the condition stays through reruns, which must not say it again.
+        let what = "run".to_string();
         out.push((
             NotifyEvent::DeadlineMissed,
             what,

@@ -322,3 +322,30 @@ fn checks_name_every_problem_with_its_field() {
         ]
     );
 }
+
+#[test]
+fn a_missed_deadline_is_one_message_per_run_even_after_a_rerun() {
+    let ns = [hook("sla", &[NotifyEvent::DeadlineMissed])];
+    let mut status = failed_run();
+    status.phase = Some(RunPhase::Running);
+    status.conditions.push(Condition {
+        type_: "DeadlineMissed".into(),
+        status: "True".into(),
+        reason: "DeadlineMissed".into(),
+        message: "the run was not done by 2026-01-01T01:00:00Z (1h after its start); it goes on".into(),
+        last_transition_time: Time(t("2026-01-01T01:00:00Z")),
+        observed_generation: None,
+    });
+    let first: Vec<String> = due(&pipeline(&ns), &status).into_iter().map(|d| d.key).collect();
+    assert_eq!(first, ["sla/DeadlineMissed/run"]);
+    status.rerun = Some(AppliedRerun {
+        request: "r".into(),
+        time: Time(t("2026-01-01T02:00:00Z")),
+        requested_by: None,
+        tasks: vec![],
+        tasks_omitted: None,
+        count: 1,
+    });
+    let after: Vec<String> = due(&pipeline(&ns), &status).into_iter().map(|d| d.key).collect();
+    assert_eq!(after, first);
+}
