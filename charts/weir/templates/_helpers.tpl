@@ -135,12 +135,14 @@ watched namespace (namespaced scope).
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# Notifications: webhook addresses and credentials named by a pipeline's `urlFrom` and
-# `authorizationFrom` (read in the run's namespace, only when a message is sent). Whoever
-# may write Pipelines there can already read its Secrets through a task's env.
+{{- with .Values.notifications.secretNames }}
+# Notifications: the Secrets holding webhook addresses and credentials (`urlFrom`,
+# `authorizationFrom`), by name only: the operator reads no other Secret.
 - apiGroups: [""]
   resources: [secrets]
+  resourceNames: {{ toJson . }}
   verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}
