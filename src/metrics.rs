@@ -23,14 +23,16 @@ pub enum ControllerKind {
     taskrun,
     pool,
     asset,
+    notifier,
 }
 
-const CONTROLLERS: [ControllerKind; 5] = [
+const CONTROLLERS: [ControllerKind; 6] = [
     ControllerKind::pipeline,
     ControllerKind::pipelinerun,
     ControllerKind::taskrun,
     ControllerKind::pool,
     ControllerKind::asset,
+    ControllerKind::notifier,
 ];
 
 /// How a run or a task ended.
@@ -40,6 +42,23 @@ enum Outcome {
     succeeded,
     failed,
     cancelled,
+}
+
+/// How one try to deliver a notification ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    sent,
+    /// A failure worth trying again (connection, timeout, 5xx, 429).
+    transient_error,
+    /// A failure trying again cannot mend (a 4xx, a bad address, a forbidden Secret).
+    permanent_error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: DeliveryOutcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +132,8 @@ pub struct Metrics {
     pool_tasks_queued: Gauge,
     pool_admissions: Counter,
     pool_sources: Mutex<Vec<PoolSource>>,
+    notifications: Family<DeliveryLabels, Counter>,
+    deadlines_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -220,7 +241,28 @@ impl Metrics {
             "Attempts that took slots of a pool",
             pool_admissions.clone(),
         );
+        let notifications = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Tries to deliver a notification, by outcome",
+            notifications.clone(),
+        );
+        for outcome in [
+            DeliveryOutcome::sent,
+            DeliveryOutcome::transient_error,
+            DeliveryOutcome::permanent_error,
+        ] {
+            let _ = notifications.get_or_create(&DeliveryLabels { outcome });
+        }
+        let deadlines_missed = Counter::default();
+        registry.register(
+            "deadlines_missed",
+            "PipelineRuns not done by their deadline (counted when it passed)",
+            deadlines_missed.clone(),
+        );
         Metrics {
+            deadlines_missed,
+            notifications,
             registry,
             pools,
             pool_slots,
@@ -254,6 +296,17 @@ impl Metrics {
                 .get_or_create_owned(&ControllerLabels { controller }),
             start: Instant::now(),
         }
+    }
+
+    pub fn deadline_missed(&self) {
+        self.deadlines_missed.inc();
+    }
+
+    /// Counts one try to deliver a notification.
+    pub fn notification_tried(&self, outcome: DeliveryOutcome) {
+        self.notifications
+            .get_or_create(&DeliveryLabels { outcome })
+            .inc();
     }
 
     pub fn reconcile_error(&self, controller: ControllerKind, category: &'static str) {

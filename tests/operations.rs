@@ -6,70 +6,12 @@ mod common;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir::api::RunPhase;
 use weir_testenv::{TestNamespace, wait_for};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const LEASE: &str = "weir-operator";
-
-/// `GET path` over plain HTTP/1.0: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head}"))?;
-    Ok((code, body.to_string()))
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let (code, body) = get(addr, "/metrics").await.expect("GET /metrics");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// The value of the sample `series` (name with its labels, exactly as exposed).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series)?.1.parse().ok())
-}
-
-/// Scrapes until every `(series, value)` is exposed (counters move a moment after the status
-/// a test waits for: the Event is published in between), and returns the last scrape.
-async fn scrape_until(addr: SocketAddr, want: &[(&str, f64)]) -> String {
-    wait_for("the expected metrics", Duration::from_secs(30), || async {
-        let metrics = scrape(addr).await;
-        let wrong: Vec<String> = want
-            .iter()
-            .filter(|(series, value)| sample(&metrics, series) != Some(*value))
-            .map(|(series, value)| format!("{series} = {:?}, want {value}", sample(&metrics, series)))
-            .collect();
-        if wrong.is_empty() {
-            Ok(metrics)
-        } else {
-            Err(format!("{}\n{metrics}", wrong.join("; ")))
-        }
-    })
-    .await
-}
 
 fn leader_args(ns: &TestNamespace) -> Vec<&str> {
     vec![
@@ -102,7 +44,7 @@ async fn wait_holder(ns: &TestNamespace, want: &str, timeout: Duration) {
 async fn assert_idle_standby(op: &Operator) {
     let addr = op.http_addr().await;
     let (code, body) = wait_for("the standby to be ready", Duration::from_secs(30), || async {
-        get(addr, "/readyz").await.ok().filter(|(c, _)| *c == 200)
+        http_get(addr, "/readyz").await.ok().filter(|(c, _)| *c == 200)
     })
     .await;
     assert!(body.contains("standby"), "{code} {body}");
@@ -264,10 +206,10 @@ async fn a_leader_that_loses_its_lease_stops_at_once_and_stands_by() {
 async fn probes_answer_and_metrics_count_what_runs_did() {
     let (ns, op) = setup("metrics").await;
     let addr = op.http_addr().await;
-    let (code, _) = get(addr, "/livez").await.expect("GET /livez");
+    let (code, _) = http_get(addr, "/livez").await.expect("GET /livez");
     assert_eq!(code, 200);
     let (_, body) = wait_for("/readyz to answer 200", Duration::from_secs(30), || async {
-        get(addr, "/readyz").await.ok().filter(|(c, _)| *c == 200)
+        http_get(addr, "/readyz").await.ok().filter(|(c, _)| *c == 200)
     })
     .await;
     assert!(body.contains("synced"), "{body}");

@@ -27,6 +27,11 @@ pub mod condition_types {
     pub const SUCCEEDED: &str = "Succeeded";
     /// On Pipelines: whether the spec is valid and the schedule works.
     pub const READY: &str = "Ready";
+    /// On PipelineRuns, written by the notifier: `False` while a notification could not be
+    /// delivered, `True` once all were.
+    pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
+    /// On PipelineRuns with a deadline: `True` once the run was not done in time.
+    pub const DEADLINE_MISSED: &str = "DeadlineMissed";
 }
 
 /// Reasons of conditions and Events: CamelCase constants that tools and people can match on.
@@ -83,6 +88,14 @@ pub mod reasons {
     pub const POOL_NOT_FOUND: &str = "PoolNotFound";
     /// A task takes more slots than its pool has; it waits until the pool is made larger.
     pub const POOL_TOO_SMALL: &str = "PoolTooSmall";
+    /// A notification was delivered (Event), or every one was (condition).
+    pub const NOTIFICATION_SENT: &str = "NotificationSent";
+    /// A try to deliver a notification failed; it is tried again.
+    pub const NOTIFICATION_RETRYING: &str = "NotificationRetrying";
+    /// A notification could not be delivered and is not tried again.
+    pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
+    /// A run was not done by its deadline (condition and Event).
+    pub const DEADLINE_MISSED: &str = "DeadlineMissed";
 }
 
 /// The `action` of Events (what the operator was doing).
@@ -95,6 +108,7 @@ pub mod actions {
     pub const QUEUE: &str = "Queue";
     pub const RECONCILE: &str = "Reconcile";
     pub const RERUN: &str = "Rerun";
+    pub const NOTIFY: &str = "Notify";
 }
 
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status

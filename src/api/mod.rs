@@ -7,6 +7,8 @@
 
 pub mod asset;
 pub mod condition;
+pub mod deadline;
+pub mod notify;
 pub mod params;
 pub mod pipeline;
 pub mod pipelinerun;
@@ -20,6 +22,8 @@ pub use asset::{
     Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
 };
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
+pub use deadline::{Deadline, DeadlineFrom, OnMiss};
+pub use notify::{DeliveryState, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, WebhookTarget};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{

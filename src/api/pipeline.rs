@@ -104,6 +104,18 @@ pub struct PipelineSpec {
     /// Like `successfulRunsHistoryLimit`, for failed and cancelled runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_runs_history_limit: Option<u32>,
+
+    /// Messages sent to webhooks or Slack-compatible incoming webhooks when a run fails,
+    /// succeeds or retries a task, each sent once per event (recorded in the run's
+    /// `status.notifications`). The installation's default notifications are sent too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::Notification>,
+
+    /// When each run should be done by (an SLA). A miss is said once, when it happens:
+    /// condition `DeadlineMissed`, an Event, a metric and the `DeadlineMissed` notification.
+    /// The run goes on unless `onMiss: Fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<super::deadline::Deadline>,
 }
 
 /// What the operator observed of a Pipeline.

@@ -86,6 +86,10 @@ pub struct PipelineRunSpec {
     /// outcome. Applied once per `request`: set a new `request` to ask again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<RerunRequest>,
+
+    /// Overrides the pipeline's `deadline` for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<super::deadline::Deadline>,
 }
 
 /// A request to run part of a run again.
@@ -156,6 +160,8 @@ pub struct PipelineRunStatus {
 
     /// `Succeeded`: `Unknown` while the run is going, then `True`, or `False` with a reason
     /// (`TaskFailed`, `RunTimeout`, `Cancelled`, `InvalidPipeline`, `PipelineNotFound`).
+    /// `NotificationsDelivered` (set by the notifier): `False` while a notification could
+    /// not be delivered, `True` once every one was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -206,6 +212,11 @@ pub struct PipelineRunStatus {
     /// again forever. At most 20; a run with more fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusedTaskRun>,
+
+    /// The notifications of the run and how far each got: written by the notifier only
+    /// (before each try and after it), so a message is sent once per event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::NotificationRecord>,
 }
 
 /// A TaskRun the API server refused to create.

@@ -52,6 +52,14 @@ pub struct Args {
     /// docs/triggers.md) on this address, for example `0.0.0.0:8082`. Unset: not served.
     #[arg(long, env = "WEIR_TRIGGER_ADDR")]
     trigger_addr: Option<SocketAddr>,
+    /// Notifications sent for every run, as the JSON of a Pipeline's `notifications` list;
+    /// their Secrets are read in the operator's namespace (`--lease-namespace`).
+    #[arg(long, env = "WEIR_NOTIFICATIONS")]
+    notifications: Option<String>,
+    /// Address of the Weir UI (`https://weir.example.com`): notifications link to the run
+    /// there. Unset: no link.
+    #[arg(long, env = "WEIR_UI_URL")]
+    ui_url: Option<String>,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -150,7 +158,8 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     let ctx = Arc::new(
         Context::new(client.clone())
             .with_metrics(metrics.clone())
-            .with_task_defaults(task_defaults),
+            .with_task_defaults(task_defaults)
+            .with_notifier(notifier(&args)?),
     );
     let mut namespaces = args.namespaces.clone();
     namespaces.extend(args.namespace.clone());
@@ -196,6 +205,30 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         let _ = triggers.await;
     }
     result
+}
+
+/// The notifier's settings: the installation's default notifications, checked as a
+/// pipeline's are, and the UI's address.
+fn notifier(args: &Args) -> anyhow::Result<controller::notify::Notifier> {
+    let defaults: Vec<crate::api::Notification> =
+        match args.notifications.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(json) => serde_json::from_str(json)
+                .context("--notifications (WEIR_NOTIFICATIONS) is not a valid list of notifications")?,
+            None => Vec::new(),
+        };
+    let problems = crate::engine::notify::check(&defaults, &[], "notifications");
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        anyhow::bail!("--notifications (WEIR_NOTIFICATIONS): {}", list.join("; "));
+    }
+    if let Some(url) = &args.ui_url {
+        crate::engine::notify::check_url(url).map_err(|e| anyhow::anyhow!("--ui-url (WEIR_UI_URL): {e}"))?;
+    }
+    Ok(controller::notify::Notifier::new(
+        defaults,
+        args.ui_url.clone(),
+        args.lease_namespace.clone(),
+    ))
 }
 
 /// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.

@@ -98,7 +98,7 @@ pub async fn wait_in_queue(
     let generation = run.metadata.generation;
     if run.spec.cancelled {
         let status = cancelled_while_queued(status, generation, now);
-        super::apply_status(api, &run.name_any(), &status).await?;
+        super::pipelinerun::apply_run_status(api, &run.name_any(), &status).await?;
         let note = CANCELLED_WHILE_QUEUED.to_string();
         ctx.event(
             &run.object_ref(&()),
@@ -114,7 +114,7 @@ pub async fn wait_in_queue(
     let first_time = status.phase.is_none();
     let status = queued(status, &message, generation, now);
     if run.status.as_ref() != Some(&status) {
-        super::apply_status(api, &run.name_any(), &status).await?;
+        super::pipelinerun::apply_run_status(api, &run.name_any(), &status).await?;
     }
     if first_time {
         ctx.event(

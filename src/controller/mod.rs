@@ -5,10 +5,12 @@
 
 pub mod admission;
 pub mod asset;
+pub mod deadline;
 #[cfg(test)]
 mod fixture;
 pub mod instrument;
 pub mod job;
+pub mod notify;
 pub mod pipeline;
 pub mod pipelinerun;
 pub mod pool;
@@ -82,6 +84,8 @@ pub struct Context {
     pub task_defaults: Arc<job::TaskPodDefaults>,
     /// The PipelineRevisions read so far (they never change).
     pub revisions: Arc<revision::RevisionCache>,
+    /// The notifier's settings and the messages it is sending.
+    pub notifier: Arc<notify::Notifier>,
 }
 
 impl Context {
@@ -96,7 +100,14 @@ impl Context {
             metrics: Arc::default(),
             task_defaults: Arc::default(),
             revisions: Arc::default(),
+            notifier: Arc::default(),
         }
+    }
+
+    /// Sends notifications with these settings (installation defaults, UI address).
+    pub fn with_notifier(mut self, notifier: notify::Notifier) -> Self {
+        self.notifier = Arc::new(notifier);
+        self
     }
 
     /// Applies `defaults` to every task pod (a pipeline's own settings win).
@@ -334,18 +345,19 @@ async fn all_synced(caches: Vec<BoxFuture<'static, bool>>) -> bool {
     futures::future::join_all(caches).await.into_iter().all(|ok| ok)
 }
 
-/// The four controllers of one scope.
+/// The five controllers of one scope.
 fn controllers_for(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> [Started; 5] {
+) -> [Started; 6] {
     [
         pipeline_controller(ctx, scope, shutdown),
         run_controller(ctx, scope, shutdown),
         task_run_controller(ctx, scope, shutdown),
         pool_controller(ctx, scope, shutdown),
         asset_controller(ctx, scope, shutdown),
+        notifier_controller(ctx, scope, shutdown),
     ]
 }
 
@@ -373,6 +385,29 @@ fn asset_controller(
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconciler(&queue, asset::reconcile), error_policy, ctx.clone())
+        .for_each(on_result(&queue));
+    Started {
+        running: running.boxed(),
+        synced: synced(cache),
+    }
+}
+
+/// The notifier: PipelineRuns again, with a queue of their own, so that sending messages
+/// never waits behind (or holds up) the runs' reconciles.
+fn notifier_controller(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Started {
+    let queue = ctx.metrics.queue(ControllerKind::notifier);
+    let (c, cache) = controller(
+        scope.api::<PipelineRun>(&ctx.client),
+        watcher::Config::default(),
+        &queue,
+    );
+    let running = c
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconciler(&queue, notify::reconcile), error_policy, ctx.clone())
         .for_each(on_result(&queue));
     Started {
         running: running.boxed(),

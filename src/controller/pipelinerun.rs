@@ -53,9 +53,27 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let mut task_runs = observe(&ctx, &run).await?;
     take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);
-    let step = plan(&pinned, &children, run.spec.cancelled, now);
+    let due = super::deadline::of(&run, &pinned.valid.spec, pinned.started_at);
+    pinned.timeout = super::deadline::timeout(due.as_ref(), pinned.started_at, pinned.timeout);
+    let missed = super::deadline::mark(due.as_ref(), &mut pinned.status, run.metadata.generation, now);
+    let mut step = plan(&pinned, &children, run.spec.cancelled, now);
+    super::deadline::shorten(&mut step.requeue_after, due.as_ref(), now);
     apply(&ctx, &run, &mut pinned, &task_runs, &step).await?;
-    update_status(&ctx, &run, &pinned, &children, &step, now).await
+    let action = update_status(&ctx, &run, &pinned, &children, &step, now).await?;
+    if let Some(note) = missed {
+        let regarding = run.object_ref(&());
+        ctx.event(
+            &regarding,
+            None,
+            EventType::Warning,
+            reasons::DEADLINE_MISSED,
+            actions::RECONCILE,
+            note,
+        )
+        .await;
+        ctx.metrics.deadline_missed();
+    }
+    Ok(action)
 }
 
 fn is_finished(status: Option<&PipelineRunStatus>) -> bool {
@@ -190,7 +208,7 @@ async fn start(
         now,
     );
     // Persist the snapshot and start time before anything is created.
-    apply_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
+    apply_run_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
     drop(guard);
     let of = run
         .spec
@@ -743,7 +761,7 @@ async fn fail(
         run.metadata.generation,
         now,
     );
-    apply_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
+    apply_run_status(&runs_api(ctx, run)?, &run.name_any(), &status).await?;
     ctx.event(
         &run.object_ref(&()),
         None,
@@ -759,9 +777,19 @@ async fn fail(
 
 async fn write_if_changed(ctx: &Context, run: &PipelineRun, status: &PipelineRunStatus) -> Result<()> {
     if run.status.as_ref() != Some(status) {
-        apply_status(&runs_api(ctx, run)?, &run.name_any(), status).await?;
+        apply_run_status(&runs_api(ctx, run)?, &run.name_any(), status).await?;
     }
     Ok(())
+}
+
+/// Writes a run's status as the run's reconcile owns it: everything but the notifier's
+/// `notifications`, which a status read a moment ago could hold stale and would write back
+/// over newer records. (The notifier's `NotificationsDelivered` condition is written back
+/// as read: the API server treats `conditions` as one value, see `controller::notify`.)
+pub async fn apply_run_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunStatus) -> Result<()> {
+    let mut own = status.clone();
+    own.notifications.clear();
+    apply_status(api, name, &own).await
 }
 
 fn namespace(run: &PipelineRun) -> Result<String> {

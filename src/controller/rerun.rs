@@ -10,7 +10,7 @@
 //! have changed), `spec.rerun` is set to R and the annotation removed; the TaskRun
 //! controller then makes a new attempt, numbered on from the earlier ones.
 
-use super::{ApiResultExt, Context, Result, apply_status};
+use super::{ApiResultExt, Context, Result};
 use crate::api::{
     AppliedRerun, ConditionStatus, PipelineRun, PipelineRunStatus, RerunRequest, RunPhase, TaskPhase,
     TaskRun, TaskRunSpec, actions, annotations, condition_types, reasons, set_condition,
@@ -109,7 +109,7 @@ pub async fn apply(
     let mut record = applied(&status, request, requested_by, tasks, now);
     record.refused = refused;
     status.rerun = Some(record);
-    apply_status(&runs_api(ctx, run), &run.name_any(), &status).await?;
+    super::pipelinerun::apply_run_status(&runs_api(ctx, run), &run.name_any(), &status).await?;
     let (type_, reason, note) = event;
     ctx.event(&run.object_ref(&()), None, type_, reason, actions::RERUN, note)
         .await;

@@ -3,10 +3,12 @@
 
 pub mod asset;
 pub mod dag;
+pub mod deadline;
 pub mod duration;
 #[cfg(test)]
 pub mod fixture;
 pub mod names;
+pub mod notify;
 pub mod outputs;
 pub mod params;
 pub mod plan;

@@ -166,6 +166,9 @@ impl Values for TaskValues<'_> {
                 .ok_or_else(|| format!("no matrix value item.{key}")),
             Reference::AssetEvents => serde_json::to_value(&self.run.asset_events).map_err(|e| e.to_string()),
             Reference::AssetEvent(field) => asset_event_value(&self.run.asset_events, field),
+            Reference::Notification(_) => Err(format!(
+                "{{{{ {reference} }}}} is only available in a notification's message"
+            )),
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum Reference {
     /// `assetEvent.<field>` or `assetEvent.extra.<key>`: of the newest event that started
     /// the run (for `extra`, the newest that has the key)
     AssetEvent(AssetEventField),
+    /// `notification.<field>`: only in a notification's message.
+    Notification(NoticeField),
 }
 
 /// What `assetEvent.` reads of a triggering event.
@@ -73,6 +75,32 @@ impl AssetEventField {
                 q(&format!("assetEvent.{}", parts.join(".")))
             )),
         }
+    }
+}
+
+/// What a notification's message can read of the event it tells about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoticeField {
+    Event,
+    Task,
+    Reason,
+    Message,
+    Link,
+    Logs,
+}
+
+impl NoticeField {
+    const ALL: [(&'static str, NoticeField); 6] = [
+        ("event", NoticeField::Event),
+        ("task", NoticeField::Task),
+        ("reason", NoticeField::Reason),
+        ("message", NoticeField::Message),
+        ("link", NoticeField::Link),
+        ("logs", NoticeField::Logs),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
     }
 }
 
@@ -123,6 +151,7 @@ impl fmt::Display for Reference {
                     .map_or("?", |(n, _)| n);
                 write!(f, "assetEvent.{name}")
             }
+            Reference::Notification(field) => write!(f, "notification.{}", field.name()),
         }
     }
 }
@@ -159,6 +188,18 @@ fn parse_reference(expr: &str) -> Result<Reference, String> {
             task: task.to_string(),
             key: key.to_string(),
         }),
+        ["notification", field] => NoticeField::ALL
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, f)| Reference::Notification(*f))
+            .ok_or_else(|| {
+                let known: Vec<&str> = NoticeField::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown notification field {} (known: {})",
+                    q(field),
+                    known.join(", ")
+                )
+            }),
         ["item"] => Ok(Reference::Item(None)),
         ["item", key] if is_ident(key) => Ok(Reference::Item(Some(key.to_string()))),
         ["assetEvents"] => Ok(Reference::AssetEvents),

@@ -371,6 +371,15 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
             errors.spec(field, message);
         }
     }
+    let declared: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
+    for (field, message) in super::notify::check(&spec.notifications, &declared, "notifications") {
+        errors.spec(field, message);
+    }
+    if let Some(deadline) = &spec.deadline {
+        for (field, message) in super::deadline::check(deadline, "deadline") {
+            errors.spec(field, message);
+        }
+    }
 
     let dag = match Dag::new(upstream) {
         Ok(dag) => Some(dag),
@@ -726,6 +735,14 @@ fn check_data_flow(
                         ),
                     ),
                     Reference::AssetEvents | Reference::AssetEvent(_) => {}
+                    Reference::Notification(_) => errors.task(
+                        name,
+                        &field,
+                        format!(
+                            "{{{{ {} }}}} is only available in a notification's message",
+                            cut(&reference.to_string())
+                        ),
+                    ),
                     Reference::Item(key) => match (&task.for_each, key) {
                         (None, _) => errors.task(
                             name,

@@ -14,10 +14,12 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir::api::{PipelineRun, RunPhase, TaskRun};
 use weir_testenv::{TestNamespace, wait_for};
 
@@ -675,4 +677,62 @@ rules:
         .await
         .unwrap();
     String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+// The operator's HTTP port, as a scraper or a probe reads it.
+
+/// `GET path` over plain HTTP/1.0: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head}"))?;
+    Ok((code, body.to_string()))
+}
+
+pub async fn scrape(addr: SocketAddr) -> String {
+    let (code, body) = http_get(addr, "/metrics").await.expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The value of the sample `series` (name with its labels, exactly as exposed).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series)?.1.parse().ok())
+}
+
+/// Scrapes until every `(series, value)` is exposed (counters move a moment after the status
+/// a test waits for: the Event is published in between), and returns the last scrape.
+pub async fn scrape_until(addr: SocketAddr, want: &[(&str, f64)]) -> String {
+    wait_for("the expected metrics", Duration::from_secs(30), || async {
+        let metrics = scrape(addr).await;
+        let wrong: Vec<String> = want
+            .iter()
+            .filter(|(series, value)| sample(&metrics, series) != Some(*value))
+            .map(|(series, value)| format!("{series} = {:?}, want {value}", sample(&metrics, series)))
+            .collect();
+        if wrong.is_empty() {
+            Ok(metrics)
+        } else {
+            Err(format!("{}\n{metrics}", wrong.join("; ")))
+        }
+    })
+    .await
 }

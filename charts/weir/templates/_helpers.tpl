@@ -154,6 +154,18 @@ watched namespace (namespaced scope).
   resources: [secrets]
   verbs: [get]
 {{- end }}
+# Notifications: the last log lines of a failed task go into its failure message.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+{{- with .Values.notifications.secretNames }}
+# Notifications: the Secrets holding webhook addresses and credentials (`urlFrom`,
+# `authorizationFrom`), by name only: the operator reads no other Secret.
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: {{ toJson . }}
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}

@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("revision", 2),
     ("schedule", 2),
     ("asset", 2),
+    ("notify", 2),
+    ("deadline", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
     // Decisions over a valid pipeline.

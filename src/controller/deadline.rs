@@ -1,0 +1,192 @@
+//! A run's deadline, on the operator's side: when it is due (the run's own `deadline`, else
+//! its pipeline's), the `DeadlineMissed` condition set once when it passes (it is the record
+//! that the miss was said, and the notifier's cue), and what `onMiss: Fail` does to the
+//! run's timeout. The arithmetic is [`crate::engine::deadline`]'s.
+
+use crate::api::{
+    ConditionStatus, Deadline, OnMiss, PipelineRun, PipelineRunStatus, PipelineSpec, condition_types,
+    reasons, set_condition,
+};
+use crate::engine::deadline::{self as rules, RunTimes};
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// A run's deadline and when it is due.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Due {
+    pub at: Timestamp,
+    pub deadline: Deadline,
+}
+
+/// The run's deadline, if it has one and the moment it counts from is known.
+pub fn of(run: &PipelineRun, spec: &PipelineSpec, started_at: Timestamp) -> Option<Due> {
+    let deadline = run.spec.deadline.as_ref().or(spec.deadline.as_ref())?;
+    let times = RunTimes {
+        logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
+        data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
+        started: Some(started_at),
+        created: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    };
+    match rules::due_at(deadline, &times) {
+        Ok(at) => at.map(|at| Due {
+            at,
+            deadline: deadline.clone(),
+        }),
+        Err(err) => {
+            // Only a run's own override can get here (a pipeline's is validated): the
+            // schema's pattern lets through what the parser refuses, a number too large.
+            tracing::warn!(%err, "the run's deadline is ignored");
+            None
+        }
+    }
+}
+
+/// The run's timeout with `onMiss: Fail`: the run stops at its deadline.
+pub fn timeout(due: Option<&Due>, started_at: Timestamp, timeout: Option<Duration>) -> Option<Duration> {
+    match due {
+        Some(d) if d.deadline.on_miss == Some(OnMiss::Fail) => {
+            Some(rules::timeout_with(d.at, started_at, timeout))
+        }
+        _ => timeout,
+    }
+}
+
+/// Sets `DeadlineMissed` when the deadline has passed and it is not set yet; returns the
+/// Event's note when it was set now.
+pub fn mark(
+    due: Option<&Due>,
+    status: &mut PipelineRunStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<String> {
+    let due = due?;
+    let already = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition_types::DEADLINE_MISSED && c.status == "True");
+    if already || !rules::missed(due.at, now) {
+        return None;
+    }
+    let then = match due.deadline.on_miss.unwrap_or_default() {
+        OnMiss::Continue => "it goes on",
+        OnMiss::Fail => "it is stopped",
+    };
+    let message = format!(
+        "the run was not done by {} ({}); {then}",
+        due.at,
+        rules::describe(&due.deadline)
+    );
+    set_condition(
+        &mut status.conditions,
+        condition_types::DEADLINE_MISSED,
+        ConditionStatus::True,
+        reasons::DEADLINE_MISSED,
+        message.clone(),
+        generation,
+        now,
+    );
+    Some(message)
+}
+
+/// Looks again at the deadline, not later.
+pub fn shorten(requeue_after: &mut Option<Duration>, due: Option<&Due>, now: Timestamp) {
+    let Some(due) = due.filter(|d| !rules::missed(d.at, now)) else {
+        return;
+    };
+    let wait = rules::wait_until(due.at, now);
+    *requeue_after = Some(requeue_after.map_or(wait, |w| w.min(wait)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PipelineRunSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn run_with(deadline: Option<Deadline>) -> PipelineRun {
+        let mut run = PipelineRun::new(
+            "r",
+            PipelineRunSpec {
+                deadline,
+                ..Default::default()
+            },
+        );
+        run.metadata.creation_timestamp = Some(Time(t("2026-01-01T00:00:00Z")));
+        run
+    }
+
+    fn pipeline_deadline(within: &str, on_miss: Option<OnMiss>) -> PipelineSpec {
+        PipelineSpec {
+            deadline: Some(Deadline {
+                within: within.into(),
+                from: None,
+                on_miss,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_takes_its_own_deadline_over_its_pipelines() {
+        let start = t("2026-01-01T00:00:01Z");
+        let due = of(&run_with(None), &pipeline_deadline("1h", None), start).unwrap();
+        assert_eq!(due.at, t("2026-01-01T01:00:00Z"));
+        let own = Deadline {
+            within: "5m".into(),
+            ..Default::default()
+        };
+        let due = of(&run_with(Some(own)), &pipeline_deadline("1h", None), start).unwrap();
+        assert_eq!(due.at, t("2026-01-01T00:05:00Z"));
+        assert_eq!(of(&run_with(None), &PipelineSpec::default(), start), None);
+    }
+
+    #[test]
+    fn a_miss_is_marked_once_and_requeues_stop_at_the_deadline() {
+        let start = t("2026-01-01T00:00:00Z");
+        let due = of(&run_with(None), &pipeline_deadline("1h", None), start);
+        let mut status = PipelineRunStatus::default();
+        assert_eq!(
+            mark(due.as_ref(), &mut status, None, t("2026-01-01T00:59:00Z")),
+            None
+        );
+        let mut requeue = Some(Duration::from_secs(300));
+        shorten(&mut requeue, due.as_ref(), t("2026-01-01T00:59:00Z"));
+        assert_eq!(requeue, Some(Duration::from_secs(60)));
+        let note = mark(due.as_ref(), &mut status, None, t("2026-01-01T01:00:00Z")).unwrap();
+        assert!(
+            note.contains("1h after its scheduled time") && note.ends_with("it goes on"),
+            "{note}"
+        );
+        assert_eq!(status.conditions[0].reason, "DeadlineMissed");
+        assert_eq!(
+            mark(due.as_ref(), &mut status, None, t("2026-01-01T01:00:05Z")),
+            None
+        );
+        let mut requeue = None;
+        shorten(&mut requeue, due.as_ref(), t("2026-01-01T01:00:05Z"));
+        assert_eq!(requeue, None);
+    }
+
+    #[test]
+    fn on_miss_fail_stops_the_run_at_its_deadline() {
+        let start = t("2026-01-01T00:10:00Z");
+        let fail = of(
+            &run_with(None),
+            &pipeline_deadline("1h", Some(OnMiss::Fail)),
+            start,
+        );
+        assert_eq!(
+            timeout(fail.as_ref(), start, None),
+            Some(Duration::from_secs(3000))
+        );
+        let go_on = of(&run_with(None), &pipeline_deadline("1h", None), start);
+        assert_eq!(
+            timeout(go_on.as_ref(), start, Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! Notifications on the real control plane, to a receiver this test process serves on
+//! loopback: what a failed run sends, that it is sent once also when the operator is
+//! killed right after the failure, that a try cut short by a crash is sent again with the
+//! same idempotency key, and how an undeliverable message shows.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use common::*;
+use kube::api::Api;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir::api::{DeliveryState, NotificationRecord, PipelineRun, RunPhase};
+use weir_testenv::{TestNamespace, wait_for};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    key: String,
+    authorization: Option<String>,
+    body: serde_json::Value,
+}
+
+/// How the receiver answers a request to a path (in order; then 200).
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    Status(u16),
+    /// Tells the test (through `held`) and never answers.
+    Hold,
+}
+
+#[derive(Default)]
+struct Inner {
+    received: Vec<Received>,
+    script: HashMap<String, VecDeque<Reply>>,
+    held: Option<tokio::sync::mpsc::UnboundedSender<Received>>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Inner>>);
+
+impl Receiver {
+    /// Serves on a free loopback port; returns its address.
+    async fn start(&self) -> SocketAddr {
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(receive))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn script(&self, path: &str, replies: &[Reply]) {
+        self.0
+            .lock()
+            .unwrap()
+            .script
+            .insert(path.into(), replies.iter().copied().collect());
+    }
+
+    fn on_hold(&self) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.0.lock().unwrap().held = Some(tx);
+        rx
+    }
+
+    fn received(&self, path: &str) -> Vec<Received> {
+        let inner = self.0.lock().unwrap();
+        inner
+            .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, uri: Uri, headers: HeaderMap, body: String) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let got = Received {
+        path: uri.path().to_string(),
+        key: header("idempotency-key").unwrap_or_default(),
+        authorization: header("authorization"),
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    };
+    let reply = {
+        let mut inner = receiver.0.lock().unwrap();
+        inner.received.push(got.clone());
+        inner.script.get_mut(&got.path).and_then(VecDeque::pop_front)
+    };
+    match reply {
+        None => StatusCode::OK,
+        Some(Reply::Status(code)) => StatusCode::from_u16(code).unwrap(),
+        Some(Reply::Hold) => {
+            if let Some(tx) = receiver.0.lock().unwrap().held.clone() {
+                let _ = tx.send(got);
+            }
+            std::future::pending().await
+        }
+    }
+}
+
+/// A pipeline whose task `boom` logs two lines and fails; `notifications` is its
+/// `notifications:` block, indented under `spec`.
+fn failing_pipeline(name: &str, notifications: &str) -> String {
+    format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: {name}
+spec:
+  tasks:
+    - name: extract
+      image: busybox
+      command: ["sh", "-c", "echo extracted"]
+    - name: boom
+      image: busybox
+      dependsOn: [extract]
+      command: ["sh", "-c", "echo 'loading rows'; echo 'error: disk full'; exit 3"]
+  notifications:
+{notifications}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata:
+  name: {name}-1
+spec:
+  pipelineRef:
+    name: {name}
+"#
+    )
+}
+
+async fn records(ns: &TestNamespace, run: &str) -> Vec<NotificationRecord> {
+    let api: Api<PipelineRun> = ns.api();
+    api.get(run)
+        .await
+        .ok()
+        .and_then(|r| r.status)
+        .map(|s| s.notifications)
+        .unwrap_or_default()
+}
+
+/// Waits until every record of the run has reached one of `states`, and there are `count`.
+async fn wait_records(
+    ns: &TestNamespace,
+    run: &str,
+    count: usize,
+    states: &[DeliveryState],
+) -> Vec<NotificationRecord> {
+    wait_for("the notification records", RUN_TIMEOUT, || async {
+        let records = records(ns, run).await;
+        let done = records.len() == count && records.iter().all(|r| states.contains(&r.state));
+        if done {
+            Ok(records)
+        } else {
+            Err(format!("{records:?}"))
+        }
+    })
+    .await
+}
+
+fn uid(run: &PipelineRun) -> String {
+    run.metadata.uid.clone().unwrap()
+}
+
+/// Long enough for a duplicate to arrive if one were on its way (the notifier acts within
+/// milliseconds of a status change); the count is asserted after it, not a duration.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+#[tokio::test]
+async fn a_failed_run_sends_one_failure_notification_with_the_failed_task_and_its_last_log_lines() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let ns = weir_testenv::env().await.namespace("notify").await;
+    install_crds(&ns).await;
+    let _op = Operator::start_with(&ns, None, &["--ui-url", "https://weir.example.com/"]);
+    ns.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: hooks
+stringData:
+  url: http://{addr}/oncall
+  token: Bearer s3cret
+"#
+    ));
+    let notifications = format!(
+        r#"    - name: oncall
+      webhook:
+        urlFrom: {{name: hooks, key: url}}
+        authorizationFrom: {{name: hooks, key: token}}
+    - name: team
+      events: [Failed, Succeeded]
+      slack:
+        url: http://{addr}/slack
+      message: "{{{{ run.pipeline }}}} {{{{ notification.event }}}} at {{{{ notification.task }}}}: {{{{ notification.link }}}}"
+    - name: cheers
+      events: [Succeeded]
+      slack:
+        url: http://{addr}/cheers"#
+    );
+    ns.apply(&failing_pipeline("nightly", &notifications));
+    let run = wait_run_done(&ns, "nightly-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    let records = wait_records(&ns, "nightly-1", 2, &[DeliveryState::Sent]).await;
+    settle().await;
+
+    let oncall = receiver.received("/oncall");
+    assert_eq!(oncall.len(), 1, "{oncall:#?}");
+    let got = &oncall[0];
+    assert_eq!(got.key, format!("{}/oncall/Failed/0", uid(&run)));
+    assert_eq!(got.authorization.as_deref(), Some("Bearer s3cret"));
+    assert_eq!(got.body["event"], "Failed");
+    assert_eq!(got.body["run"], "nightly-1");
+    assert_eq!(got.body["pipeline"], "nightly");
+    assert_eq!(got.body["task"], "boom");
+    assert_eq!(got.body["reason"], "TaskFailed");
+    assert_eq!(
+        got.body["link"],
+        format!("https://weir.example.com/ns/{}/runs/nightly-1", ns.name())
+    );
+    assert_eq!(got.body["logs"], "loading rows\nerror: disk full");
+    let text = got.body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "Weir: run {}/nightly-1 of pipeline nightly failed (TaskFailed)",
+            ns.name()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("error: disk full"), "{text}");
+
+    let slack = receiver.received("/slack");
+    assert_eq!(slack.len(), 1, "{slack:#?}");
+    assert_eq!(
+        slack[0].body,
+        serde_json::json!({"text": format!("nightly Failed at boom: https://weir.example.com/ns/{}/runs/nightly-1", ns.name())})
+    );
+    assert!(
+        receiver.received("/cheers").is_empty(),
+        "a Succeeded-only notification was sent for a failure"
+    );
+    assert!(records.iter().all(|r| r.attempts == 1), "{records:?}");
+
+    let run = ns.api::<PipelineRun>().get("nightly-1").await.unwrap();
+    let delivered =
+        weir::api::condition::find(&run.status.unwrap().conditions, "NotificationsDelivered").cloned();
+    assert_eq!(
+        delivered.map(|c| (c.status, c.reason)),
+        Some(("True".into(), "NotificationSent".into()))
+    );
+    // Events of the same reason on one run make a series: one Event, counted.
+    assert!(!events_with_reason(&ns, "NotificationSent").is_empty());
+}
+
+#[tokio::test]
+async fn the_failure_notification_is_sent_once_when_the_operator_is_killed_right_after_the_failure() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let (ns, mut op) = setup("notify-kill").await;
+    let notifications = format!(
+        r#"    - name: oncall
+      webhook:
+        url: http://{addr}/oncall"#
+    );
+    ns.apply(&failing_pipeline("crashy", &notifications));
+    let api: Api<PipelineRun> = ns.api();
+    wait_for("the run to fail", RUN_TIMEOUT, || async {
+        let run = api.get("crashy-1").await.ok()?;
+        (run.status?.phase? == RunPhase::Failed).then_some(())
+    })
+    .await;
+    op.kill();
+    let sent_before_the_kill = receiver.received("/oncall").len();
+    op.restart();
+    let records = wait_records(&ns, "crashy-1", 1, &[DeliveryState::Sent]).await;
+    settle().await;
+    // One notification. Delivery is at least once: had the kill fallen between the
+    // receiver's answer and the record of it, the message would come again with the same
+    // Idempotency-Key, which a receiver uses to drop the repeat (the next test).
+    let got = receiver.received("/oncall");
+    let keys: std::collections::BTreeSet<&str> = got.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "sent before the kill: {sent_before_the_kill}; received: {got:#?}"
+    );
+    assert!(got.iter().all(|r| r.body == got[0].body), "{got:#?}");
+    assert_eq!(got[0].body["event"], "Failed");
+    // A first try cut short before it went out is tried again, and counted.
+    assert!(records[0].attempts as usize >= got.len(), "{records:?} {got:#?}");
+    eprintln!(
+        "requests received: {}, tries recorded: {}",
+        got.len(),
+        records[0].attempts
+    );
+}
+
+#[tokio::test]
+async fn a_try_cut_short_by_a_crash_is_sent_again_with_the_same_idempotency_key() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    receiver.script("/oncall", &[Reply::Hold]);
+    let mut held = receiver.on_hold();
+    let (ns, mut op) = setup("notify-cut").await;
+    let notifications = format!(
+        r#"    - name: oncall
+      webhook:
+        url: http://{addr}/oncall"#
+    );
+    ns.apply(&failing_pipeline("cut", &notifications));
+    // The operator dies while the receiver has the message and has not answered.
+    let first = tokio::time::timeout(RUN_TIMEOUT, held.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(records(&ns, "cut-1").await[0].state, DeliveryState::Sending);
+    op.kill();
+    op.restart();
+    let records = wait_records(&ns, "cut-1", 1, &[DeliveryState::Sent]).await;
+    settle().await;
+    let got = receiver.received("/oncall");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(
+        got[1].key, first.key,
+        "the second try must carry the first one's key"
+    );
+    assert_eq!(got[1].body["key"], first.body["key"]);
+    assert_eq!(records[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn an_undeliverable_notification_shows_as_a_condition_an_event_and_a_metric_and_a_refused_try_is_retried()
+ {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    receiver.script("/gone", &[Reply::Status(404)]);
+    receiver.script("/busy", &[Reply::Status(503)]);
+    let (ns, op) = setup("notify-fail").await;
+    let notifications = format!(
+        r#"    - name: gone
+      webhook:
+        url: http://{addr}/gone
+    - name: busy
+      slack:
+        url: http://{addr}/busy
+    - name: nosecret
+      slack:
+        urlFrom: {{name: missing, key: url}}"#
+    );
+    ns.apply(&failing_pipeline("unlucky", &notifications));
+    wait_run_done(&ns, "unlucky-1", RUN_TIMEOUT).await;
+    // 404: given up at once. 503: tried again after the backoff, then sent.
+    let records = wait_for("the records", RUN_TIMEOUT, || async {
+        let records = records(&ns, "unlucky-1").await;
+        let state = |name: &str| records.iter().find(|r| r.notification == name).map(|r| r.state);
+        let ok = state("gone") == Some(DeliveryState::Failed)
+            && state("busy") == Some(DeliveryState::Sent)
+            && state("nosecret") == Some(DeliveryState::Retrying);
+        if ok {
+            Ok(records)
+        } else {
+            Err(format!("{records:?}"))
+        }
+    })
+    .await;
+    let by_name = |name: &str| records.iter().find(|r| r.notification == name).unwrap().clone();
+    assert_eq!(by_name("busy").attempts, 2);
+    assert_eq!(receiver.received("/busy").len(), 2);
+    assert_eq!(receiver.received("/gone").len(), 1);
+    let gone = by_name("gone");
+    assert!(
+        gone.message.as_deref().unwrap().contains("answered 404"),
+        "{gone:?}"
+    );
+    assert!(
+        !gone.message.as_deref().unwrap().contains("/gone"),
+        "the address's path is a credential: {gone:?}"
+    );
+    let nosecret = by_name("nosecret");
+    assert!(
+        nosecret.message.as_deref().unwrap().contains("not found"),
+        "{nosecret:?}"
+    );
+
+    let run = ns.api::<PipelineRun>().get("unlucky-1").await.unwrap();
+    let delivered =
+        weir::api::condition::find(&run.status.as_ref().unwrap().conditions, "NotificationsDelivered")
+            .cloned()
+            .expect("a NotificationsDelivered condition");
+    assert_eq!(
+        (delivered.status.as_str(), delivered.reason.as_str()),
+        ("False", "NotificationFailed")
+    );
+    // The run's own condition is untouched by the notifier.
+    assert_eq!(condition_reason(&run), "TaskFailed");
+    let failed = events_with_reason(&ns, "NotificationFailed");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.contains("gone/Failed/0") && e.contains("404")),
+        "{failed:?}"
+    );
+    assert!(!events_with_reason(&ns, "NotificationRetrying").is_empty());
+    scrape_until(
+        op.http_addr().await,
+        &[
+            (
+                "weir_notification_deliveries_total{outcome=\"permanent_error\"}",
+                1.0,
+            ),
+            ("weir_notification_deliveries_total{outcome=\"sent\"}", 1.0),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missed_deadline_is_said_once_when_it_passes_and_notifies_before_the_run_ends() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let (ns, op) = setup("notify-late").await;
+    let pipeline = |name: &str, on_miss: &str| {
+        format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: {name}
+spec:
+  deadline: {{within: 2s, from: RunStart, onMiss: {on_miss}}}
+  tasks:
+    - name: slow
+      image: busybox
+      command: ["sh", "-c", "sleep 12"]
+  notifications:
+    - name: sla
+      events: [DeadlineMissed, Failed, Succeeded]
+      webhook:
+        url: http://{addr}/{name}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata:
+  name: {name}-1
+spec:
+  pipelineRef:
+    name: {name}
+"#
+        )
+    };
+    ns.apply(&pipeline("late", "Continue"));
+    ns.apply(&pipeline("strict", "Fail"));
+    let api: Api<PipelineRun> = ns.api();
+
+    // Continue: the miss is told while the task still runs; the run then succeeds.
+    let missed = wait_for("the DeadlineMissed message", RUN_TIMEOUT, || async {
+        receiver.received("/late").first().cloned().ok_or("none yet")
+    })
+    .await;
+    let run = api.get("late-1").await.unwrap();
+    assert!(
+        !phase(&run).is_terminal(),
+        "the message came after the run ended: {:?}",
+        run.status
+    );
+    assert_eq!(missed.body["event"], "DeadlineMissed");
+    assert_eq!(missed.key, format!("{}/sla/DeadlineMissed/run", uid(&run)));
+    let message = missed.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("2s after its start") && message.ends_with("it goes on"),
+        "{message}"
+    );
+    let condition =
+        weir::api::condition::find(&run.status.as_ref().unwrap().conditions, "DeadlineMissed").cloned();
+    assert_eq!(condition.map(|c| c.status), Some("True".into()));
+    let run = wait_run_done(&ns, "late-1", RUN_TIMEOUT).await;
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "onMiss: Continue must not stop the run"
+    );
+
+    // Fail: stopped at the deadline, as by a timeout.
+    let run = wait_run_done(&ns, "strict-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    assert_eq!(condition_reason(&run), "RunTimeout");
+    wait_records(&ns, "strict-1", 2, &[DeliveryState::Sent]).await;
+    wait_records(&ns, "late-1", 2, &[DeliveryState::Sent]).await;
+    settle().await;
+    let events: Vec<String> = receiver
+        .received("/strict")
+        .iter()
+        .map(|r| r.body["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["DeadlineMissed", "Failed"]);
+    let late: Vec<String> = receiver
+        .received("/late")
+        .iter()
+        .map(|r| r.body["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        late,
+        ["DeadlineMissed", "Succeeded"],
+        "one DeadlineMissed message, however often the run is reconciled"
+    );
+    let said = events_with_reason(&ns, "DeadlineMissed");
+    assert!(!said.is_empty(), "no DeadlineMissed Event");
+    scrape_until(op.http_addr().await, &[("weir_deadlines_missed_total", 2.0)]).await;
+}
