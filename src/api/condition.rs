@@ -79,6 +79,11 @@ pub mod reasons {
     pub const POOL_NOT_FOUND: &str = "PoolNotFound";
     /// A task takes more slots than its pool has; it waits until the pool is made larger.
     pub const POOL_TOO_SMALL: &str = "PoolTooSmall";
+    /// A deleted run's objects were deleted from the artifact store.
+    pub const ARTIFACTS_DELETED: &str = "ArtifactsDeleted";
+    /// A deleted run's objects could not be deleted in time; the run was let go, and they
+    /// are left in the store.
+    pub const ARTIFACTS_KEPT: &str = "ArtifactsKept";
 }
 
 /// The `action` of Events (what the operator was doing).
@@ -91,6 +96,7 @@ pub mod actions {
     pub const QUEUE: &str = "Queue";
     pub const RECONCILE: &str = "Reconcile";
     pub const RERUN: &str = "Rerun";
+    pub const DELETE: &str = "Delete";
 }
 
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status

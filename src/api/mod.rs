@@ -5,6 +5,7 @@
 //! live in the schema; everything else is checked by `engine::validate`, which the operator,
 //! the CLI and (later) the admission webhook share.
 
+pub mod artifact;
 pub mod condition;
 pub mod params;
 pub mod pipeline;
@@ -14,6 +15,7 @@ pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
+pub use artifact::{ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput};
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
