@@ -4,6 +4,7 @@
 //! server-side apply under one field manager.
 
 pub mod admission;
+pub mod artifacts;
 #[cfg(test)]
 mod fixture;
 pub mod instrument;
