@@ -123,7 +123,10 @@ spec:
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("training done"), "{stdout}");
     assert!(stderr.contains("the log kept in the artifact store"), "{stderr}");
