@@ -69,7 +69,7 @@ enum Command {
     /// Draw a pipeline's DAG as text, Graphviz DOT or Mermaid.
     Graph(graph::Args),
     /// Run the operator: watch Pipelines, PipelineRuns and TaskRuns and run their tasks as Jobs.
-    Operator(operator::Args),
+    Operator(Box<operator::Args>),
     /// Print the CustomResourceDefinitions (or write one file each into a directory).
     Crd(crd::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -100,7 +100,7 @@ impl Cli {
 
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Operator(args) => operator::run(args),
+            Command::Operator(args) => operator::run(*args),
             Command::Crd(args) => crd::run(args),
             Command::Validate(args) => validate::run(args),
             Command::Trigger(args) => trigger::run(args),

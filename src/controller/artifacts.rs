@@ -148,141 +148,6 @@ fn secret_env(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{ArtifactSpec, TaskRunSpec};
-    use crate::controller::job::{TaskPodDefaults, build_job};
-
-    fn task_run(artifacts: bool) -> TaskRun {
-        let mut tr = TaskRun::new(
-            "ml-run-train",
-            TaskRunSpec {
-                task_name: "train".into(),
-                image: "python:3.12".into(),
-                command: vec!["python3".into(), "train.py".into()],
-                args: vec!["--epochs".into(), "3".into()],
-                artifacts: if artifacts {
-                    vec![ArtifactSpec {
-                        name: "model".into(),
-                        path: "/out/model.pkl".into(),
-                    }]
-                } else {
-                    Vec::new()
-                },
-                ..Default::default()
-            },
-        );
-        tr.metadata.namespace = Some("ml".into());
-        tr.metadata.uid = Some("uid-1".into());
-        tr.annotations_mut()
-            .insert(annotations::PIPELINE_RUN.into(), "ml-run".into());
-        tr
-    }
-
-    fn defaults(store: bool) -> TaskPodDefaults {
-        TaskPodDefaults {
-            artifacts: ArtifactSettings {
-                store: store.then(|| ArtifactStoreSpec {
-                    bucket: "weir".into(),
-                    prefix: Some("team".into()),
-                    endpoint: Some("http://127.0.0.1:9000".into()),
-                    credentials_secret: Some("s3-creds".into()),
-                    ..Default::default()
-                }),
-                exec_image: Some("registry.local/weir:test".into()),
-                keep_logs: false,
-                keep_after_run: false,
-                delete_timeout: None,
-            },
-            ..Default::default()
-        }
-    }
-
-    fn pod(tr: &TaskRun, d: &TaskPodDefaults) -> PodSpec {
-        build_job(tr, 2, d).unwrap().spec.unwrap().template.spec.unwrap()
-    }
-
-    #[test]
-    fn a_task_without_artifacts_runs_as_written() {
-        let p = pod(&task_run(false), &defaults(true));
-        assert!(p.init_containers.is_none() && p.volumes.is_none());
-        assert_eq!(p.containers[0].command.as_ref().unwrap()[0], "python3");
-    }
-
-    #[test]
-    fn a_task_with_artifacts_runs_under_weir_exec() {
-        let p = pod(&task_run(true), &defaults(true));
-        let c = &p.containers[0];
-        assert_eq!(c.command.as_deref().unwrap(), ["/weir-exec/weir", "exec", "--"]);
-        assert_eq!(
-            c.args.as_deref().unwrap(),
-            ["python3", "train.py", "--epochs", "3"]
-        );
-        let init = &p.init_containers.as_ref().unwrap()[0];
-        assert_eq!(init.image.as_deref(), Some("registry.local/weir:test"));
-        assert_eq!(init.args.as_deref().unwrap(), ["exec-install", "/weir-exec/weir"]);
-        assert!(p.volumes.as_ref().unwrap()[0].empty_dir.is_some());
-        let env = c.env.as_ref().unwrap();
-        let plan: Plan = serde_json::from_str(
-            env.iter()
-                .find(|v| v.name == exec::PLAN_ENV)
-                .and_then(|v| v.value.as_deref())
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(plan.prefix, "team/ml/ml-run/ml-run-train/2");
-        assert_eq!(plan.artifacts[0].path, "/out/model.pkl");
-        assert!(plan.keep_log);
-        // Credentials only by reference, never as values.
-        let key = env.iter().find(|v| v.name == store::SECRET_KEY_ENV).unwrap();
-        assert!(key.value.is_none());
-        let reference = key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!(
-            (reference.name.as_str(), reference.key.as_str()),
-            ("s3-creds", "secretAccessKey")
-        );
-    }
-
-    #[test]
-    fn a_pipelines_store_wins_and_logs_can_be_kept_for_every_task() {
-        let mut tr = task_run(true);
-        tr.spec.artifact_store = Some(ArtifactStoreSpec {
-            bucket: "own".into(),
-            ..Default::default()
-        });
-        let p = pod(&tr, &defaults(true));
-        let plan = p.containers[0]
-            .env
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == exec::PLAN_ENV)
-            .unwrap();
-        assert!(plan.value.as_ref().unwrap().contains("\"own\""));
-        assert!(
-            !p.containers[0]
-                .env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|v| v.name == store::ACCESS_KEY_ENV)
-        );
-
-        let mut d = defaults(true);
-        d.artifacts.keep_logs = true;
-        assert!(pod(&task_run(false), &d).init_containers.is_some());
-        let without_store = TaskPodDefaults {
-            artifacts: ArtifactSettings {
-                keep_logs: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert!(pod(&task_run(false), &without_store).init_containers.is_none());
-    }
-}
-
 /// How long deleting a run waits for its objects to leave the store before it lets the run
 /// go anyway (with an Event saying what was left): a store that is down or refuses must
 /// not keep a run from being deleted forever.
@@ -444,4 +309,139 @@ async fn delete_run_objects(
         .delete_prefix(&artifact::run_prefix(spec.prefix.as_deref(), namespace, run))
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ArtifactSpec, TaskRunSpec};
+    use crate::controller::job::{TaskPodDefaults, build_job};
+
+    fn task_run(artifacts: bool) -> TaskRun {
+        let mut tr = TaskRun::new(
+            "ml-run-train",
+            TaskRunSpec {
+                task_name: "train".into(),
+                image: "python:3.12".into(),
+                command: vec!["python3".into(), "train.py".into()],
+                args: vec!["--epochs".into(), "3".into()],
+                artifacts: if artifacts {
+                    vec![ArtifactSpec {
+                        name: "model".into(),
+                        path: "/out/model.pkl".into(),
+                    }]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            },
+        );
+        tr.metadata.namespace = Some("ml".into());
+        tr.metadata.uid = Some("uid-1".into());
+        tr.annotations_mut()
+            .insert(annotations::PIPELINE_RUN.into(), "ml-run".into());
+        tr
+    }
+
+    fn defaults(store: bool) -> TaskPodDefaults {
+        TaskPodDefaults {
+            artifacts: ArtifactSettings {
+                store: store.then(|| ArtifactStoreSpec {
+                    bucket: "weir".into(),
+                    prefix: Some("team".into()),
+                    endpoint: Some("http://127.0.0.1:9000".into()),
+                    credentials_secret: Some("s3-creds".into()),
+                    ..Default::default()
+                }),
+                exec_image: Some("registry.local/weir:test".into()),
+                keep_logs: false,
+                keep_after_run: false,
+                delete_timeout: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn pod(tr: &TaskRun, d: &TaskPodDefaults) -> PodSpec {
+        build_job(tr, 2, d).unwrap().spec.unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn a_task_without_artifacts_runs_as_written() {
+        let p = pod(&task_run(false), &defaults(true));
+        assert!(p.init_containers.is_none() && p.volumes.is_none());
+        assert_eq!(p.containers[0].command.as_ref().unwrap()[0], "python3");
+    }
+
+    #[test]
+    fn a_task_with_artifacts_runs_under_weir_exec() {
+        let p = pod(&task_run(true), &defaults(true));
+        let c = &p.containers[0];
+        assert_eq!(c.command.as_deref().unwrap(), ["/weir-exec/weir", "exec", "--"]);
+        assert_eq!(
+            c.args.as_deref().unwrap(),
+            ["python3", "train.py", "--epochs", "3"]
+        );
+        let init = &p.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("registry.local/weir:test"));
+        assert_eq!(init.args.as_deref().unwrap(), ["exec-install", "/weir-exec/weir"]);
+        assert!(p.volumes.as_ref().unwrap()[0].empty_dir.is_some());
+        let env = c.env.as_ref().unwrap();
+        let plan: Plan = serde_json::from_str(
+            env.iter()
+                .find(|v| v.name == exec::PLAN_ENV)
+                .and_then(|v| v.value.as_deref())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(plan.prefix, "team/ml/ml-run/ml-run-train/2");
+        assert_eq!(plan.artifacts[0].path, "/out/model.pkl");
+        assert!(plan.keep_log);
+        // Credentials only by reference, never as values.
+        let key = env.iter().find(|v| v.name == store::SECRET_KEY_ENV).unwrap();
+        assert!(key.value.is_none());
+        let reference = key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("s3-creds", "secretAccessKey")
+        );
+    }
+
+    #[test]
+    fn a_pipelines_store_wins_and_logs_can_be_kept_for_every_task() {
+        let mut tr = task_run(true);
+        tr.spec.artifact_store = Some(ArtifactStoreSpec {
+            bucket: "own".into(),
+            ..Default::default()
+        });
+        let p = pod(&tr, &defaults(true));
+        let plan = p.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == exec::PLAN_ENV)
+            .unwrap();
+        assert!(plan.value.as_ref().unwrap().contains("\"own\""));
+        assert!(
+            !p.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == store::ACCESS_KEY_ENV)
+        );
+
+        let mut d = defaults(true);
+        d.artifacts.keep_logs = true;
+        assert!(pod(&task_run(false), &d).init_containers.is_some());
+        let without_store = TaskPodDefaults {
+            artifacts: ArtifactSettings {
+                keep_logs: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(pod(&task_run(false), &without_store).init_containers.is_none());
+    }
 }
