@@ -41,6 +41,10 @@ declare -A VALUES=(
     --set webhook.certManager.issuerRef.kind=ClusterIssuer --set rbac.scope=namespaced --set watchNamespaces={etl}"
   [ui]="--set ui.enabled=true --set ui.namespace=etl --set ui.service.annotations.team=data"
   [uireadonly]="--set ui.enabled=true --set ui.auth=readonly --set ui.serviceAccount.create=false --set ui.serviceAccount.name=viewer"
+  [artifacts]="--set artifacts.bucket=weir-artifacts --set artifacts.prefix=weir --set artifacts.endpoint=http://minio.storage:9000
+    --set artifacts.region=eu-west-1 --set artifacts.credentialsSecret=weir-s3 --set artifacts.keepLogs=true
+    --set artifacts.keepAfterRunDeletion=true --set artifacts.execImage=registry.local/weir:1 --set rbac.scope=namespaced
+    --set watchNamespaces={etl,ml}"
 )
 
 echo "helm lint" >&2

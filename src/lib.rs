@@ -4,6 +4,7 @@
 //! `controller` the Kubernetes side that drives the engine.
 
 pub mod api;
+pub mod artifacts;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -999,3 +999,85 @@ fn outputs_over_the_termination_message_limit_fail_the_attempt() {
     );
     assert_eq!(started(&sandbox.events()), BTreeSet::from(["big".to_string()]));
 }
+
+/// `weir run` keeps artifacts in a local directory and moves them with `weir exec`, as the
+/// operator does with a bucket: a file, a directory and a fan-in reach the tasks reading
+/// them, and a missing one is an `ArtifactError` naming the path.
+#[test]
+fn artifacts_move_through_a_local_directory_store() {
+    let sandbox = Sandbox::new("artifacts");
+    let work = sandbox.dir.join("work");
+    let store = sandbox.dir.join("store");
+    let file = sandbox.write(
+        "artifacts.yaml",
+        &format!(
+            r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: files}}
+spec:
+  defaults: {{image: busybox}}
+  tasks:
+    - name: make
+      command: [sh, -c, 'mkdir -p {w}/make/dir/sub && echo model > {w}/make/model.bin && echo a > {w}/make/dir/sub/a.txt']
+      artifacts:
+        - {{name: model, path: {w}/make/model.bin}}
+        - {{name: tree, path: {w}/make/dir}}
+    - name: part
+      forEach: {{items: [eu, us]}}
+      command: [sh, -c, 'mkdir -p {w}/part && echo "{{{{ item }}}}" > {w}/part/{{{{ item }}}}']
+      artifacts: [{{name: piece, path: '{w}/part/{{{{ item }}}}'}}]
+    - name: use
+      dependsOn: [make, part]
+      command: [sh, -c, 'cat {w}/use/model.bin {w}/use/tree/sub/a.txt {w}/use/pieces/0 {w}/use/pieces/1 > {w}/seen']
+      inputs:
+        - {{from: tasks.make.artifacts.model, path: {w}/use/model.bin}}
+        - {{from: tasks.make.artifacts.tree, path: {w}/use/tree}}
+        - {{from: tasks.part.artifacts.piece, path: {w}/use/pieces}}
+"#,
+            w = work.display()
+        ),
+    );
+    let out = sandbox.run(&[
+        file.to_str().unwrap(),
+        "--name",
+        "files-1",
+        "--artifact-dir",
+        store.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(work.join("seen")).unwrap(),
+        "model\na\neu\nus\n"
+    );
+    let model = store.join("local/files-1/files-1-make/1/model");
+    assert_eq!(std::fs::read_to_string(&model).unwrap(), "model\n");
+    assert!(
+        store
+            .join("local/files-1/files-1-make/1/tree/listing.json")
+            .is_file()
+    );
+
+    // An artifact whose path is missing fails the attempt, saying which path.
+    let missing = sandbox.write(
+        "missing.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: nothing}
+spec:
+  defaults: {image: busybox}
+  tasks:
+    - name: make
+      command: [sh, -c, 'true']
+      artifacts: [{name: model, path: /nonexistent/weir-test/model.bin}]
+"#,
+    );
+    let out = sandbox.run(&[missing.to_str().unwrap(), "--name", "nothing-1"]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("ArtifactError") && output.contains("/nonexistent/weir-test/model.bin"),
+        "{output}"
+    );
+}

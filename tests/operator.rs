@@ -127,7 +127,8 @@ spec:
 
 #[tokio::test]
 async fn gate_failure_stops_deploy_and_finally_still_reports() {
-    let (ns, _op) = setup("mlgate").await;
+    let s3 = common::s3::S3Server::start("mlgate");
+    let (ns, _op) = common::s3::setup_with_store("mlgate", &s3, common::s3::SECRET_KEY).await;
     let jobs = JobRecorder::start(&ns).await;
     ns.apply(&example("ml-training").replace(r#"value: "0.90""#, r#"value: "0.99""#));
     let run = wait_run_done(&ns, "ml-training-manual", RUN_TIMEOUT).await;
@@ -543,7 +544,9 @@ const EXAMPLES: [&str; 8] = [
 
 #[tokio::test]
 async fn examples_run_to_completion_and_kubectl_wait_works() {
-    let (ns, _op) = setup("examples").await;
+    // ml-training passes its model through artifacts.
+    let s3 = common::s3::S3Server::start("examples");
+    let (ns, _op) = common::s3::setup_with_store("examples", &s3, common::s3::SECRET_KEY).await;
     for name in EXAMPLES {
         ns.apply(&example(name));
     }

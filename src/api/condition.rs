@@ -96,6 +96,11 @@ pub mod reasons {
     pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
     /// A run was not done by its deadline (condition and Event).
     pub const DEADLINE_MISSED: &str = "DeadlineMissed";
+    /// A deleted run's objects were deleted from the artifact store.
+    pub const ARTIFACTS_DELETED: &str = "ArtifactsDeleted";
+    /// A deleted run's objects could not be deleted in time; the run was let go, and they
+    /// are left in the store.
+    pub const ARTIFACTS_KEPT: &str = "ArtifactsKept";
 }
 
 /// The `action` of Events (what the operator was doing).
@@ -109,6 +114,7 @@ pub mod actions {
     pub const RECONCILE: &str = "Reconcile";
     pub const RERUN: &str = "Rerun";
     pub const NOTIFY: &str = "Notify";
+    pub const DELETE: &str = "Delete";
 }
 
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status

@@ -5,6 +5,7 @@
 //! live in the schema; everything else is checked by `engine::validate`, which the operator,
 //! the CLI and (later) the admission webhook share.
 
+pub mod artifact;
 pub mod asset;
 pub mod condition;
 pub mod deadline;
@@ -18,6 +19,7 @@ pub mod schedule;
 pub mod task;
 pub mod taskrun;
 
+pub use artifact::{ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput};
 pub use asset::{
     Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
 };

@@ -71,6 +71,11 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
 
+    /// Where this pipeline's artifacts are kept, instead of the installation's artifact store
+    /// (the operator's `--artifact-bucket` and related flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_store: Option<super::artifact::ArtifactStoreSpec>,
+
     /// Creates runs on a cron schedule, each covering one data interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,

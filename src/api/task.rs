@@ -92,6 +92,15 @@ pub struct TaskSpec {
     /// the asset may start a run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub produces: Vec<super::asset::ProducedAsset>,
+    /// Files and directories the task leaves for later tasks, uploaded to the artifact store
+    /// when its command exits 0. A task with artifacts or inputs needs `command`: it runs
+    /// under `weir exec`, which moves the files (see docs/artifacts.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<super::artifact::ArtifactSpec>,
+
+    /// Artifacts of upstream tasks put into the container before the command starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<super::artifact::ArtifactInput>,
 
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +295,9 @@ pub enum FailureReason {
     /// The container exited 0 but a declared output is missing, or the outputs could not
     /// be read (malformed, or over the 4 KiB termination-message limit).
     OutputError,
+    /// `weir exec` could not move the task's artifacts: the store refused (wrong
+    /// credentials, no such bucket), a digest did not match, a declared path was missing.
+    ArtifactError,
     /// A failure Kubernetes gave no more precise reason for.
     Unknown,
 }
@@ -305,6 +317,7 @@ impl FailureReason {
             FailureReason::Lost => "Lost",
             FailureReason::Cancelled => "Cancelled",
             FailureReason::OutputError => "OutputError",
+            FailureReason::ArtifactError => "ArtifactError",
             FailureReason::Unknown => "Unknown",
         }
     }

@@ -81,6 +81,18 @@ pub struct TaskRunSpec {
     /// Assets the task updates when it succeeds (see `Pipeline.spec.tasks[].produces`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub produces: Vec<super::asset::ProducedAsset>,
+    /// Files and directories the task leaves for later tasks (see
+    /// `Pipeline.spec.tasks[].artifacts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<super::artifact::ArtifactSpec>,
+
+    /// Artifacts of upstream tasks put into the container before the command starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<super::artifact::ResolvedInput>,
+
+    /// The pipeline's own artifact store, if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_store: Option<super::artifact::ArtifactStoreSpec>,
 
     /// For an instance of a fanned-out task: its index among the task's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -84,6 +84,8 @@ struct Unit {
     prefix: String,
     task_run_uid: String,
     attempt: u32,
+    /// The attempt's Job, whose plan tells where a stored log is.
+    job: String,
     /// The attempt finished (its pod will write nothing more).
     finished: bool,
     /// It was stopped by a cancellation (which deletes its Job and pod).
@@ -115,6 +117,7 @@ fn units(
                 prefix,
                 task_run_uid: uid.clone(),
                 attempt: a.number,
+                job: a.job_name.clone(),
                 finished: a.phase != AttemptPhase::Running,
                 cancelled: a.reason == Some(FailureReason::Cancelled),
             });
@@ -426,7 +429,26 @@ async fn print_once(
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
     let Some(pod) = pod else {
-        printer.note(&unit.prefix, &gone(unit));
+        // The pod is gone: the log the attempt left in the artifact store, if any.
+        match crate::artifacts::stored_log(&cluster.client, &cluster.namespace, &unit.job).await {
+            Ok(Some(text)) => {
+                printer.note(
+                    &unit.prefix,
+                    &format!(
+                        "attempt {}: its pod is gone; the log kept in the artifact store:",
+                        unit.attempt
+                    ),
+                );
+                for line in text.lines() {
+                    printer.line(&unit.prefix, line);
+                }
+            }
+            Ok(None) => printer.note(&unit.prefix, &gone(unit)),
+            Err(e) => printer.note(
+                &unit.prefix,
+                &format!("{}; the stored log could not be read: {e}", gone(unit)),
+            ),
+        }
         return Ok(());
     };
     if !started(pod) {

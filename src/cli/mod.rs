@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod completion;
 pub mod crd;
 pub mod diff;
+pub mod exec;
 pub mod get;
 pub mod graph;
 pub mod list;
@@ -79,6 +80,12 @@ enum Command {
     Crd(crd::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::Args),
+    /// Run a task's command inside its pod, moving its artifacts (set up by the operator).
+    #[command(hide = true)]
+    Exec(exec::Args),
+    /// Copy this executable into a task pod's shared volume (the init container's job).
+    #[command(hide = true)]
+    ExecInstall(exec::InstallArgs),
 }
 
 impl Cli {
@@ -117,6 +124,8 @@ impl Cli {
             Command::Asset(args) => asset::run(args),
             Command::Ui(args) => ui::run(args),
             Command::Completion(args) => completion::run(args),
+            Command::Exec(args) => exec::run(args),
+            Command::ExecInstall(args) => exec::install(args),
         }
     }
 }

@@ -62,6 +62,69 @@ pub struct Args {
     ui_url: Option<String>,
     #[command(flatten)]
     webhook: WebhookArgs,
+    #[command(flatten)]
+    artifacts: ArtifactArgs,
+}
+
+/// The installation's artifact store (docs/artifacts.md); a pipeline's
+/// `spec.artifactStore` wins.
+#[derive(clap::Args)]
+struct ArtifactArgs {
+    /// S3 bucket of artifacts and kept logs. Unset: no installation store (pipelines may name
+    /// their own).
+    #[arg(long = "artifact-bucket", env = "WEIR_ARTIFACT_BUCKET")]
+    bucket: Option<String>,
+    /// Key prefix of every object.
+    #[arg(long = "artifact-prefix", env = "WEIR_ARTIFACT_PREFIX")]
+    prefix: Option<String>,
+    /// URL of an S3-compatible service (MinIO, Ceph, ...). Unset: Amazon S3.
+    #[arg(long = "artifact-endpoint", env = "WEIR_ARTIFACT_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Region of the bucket (default us-east-1).
+    #[arg(long = "artifact-region", env = "WEIR_ARTIFACT_REGION")]
+    region: Option<String>,
+    /// Secret, in each run's namespace, with keys accessKeyId and secretAccessKey (and
+    /// optionally sessionToken), given to task pods by reference.
+    #[arg(
+        long = "artifact-credentials-secret",
+        env = "WEIR_ARTIFACT_CREDENTIALS_SECRET"
+    )]
+    credentials_secret: Option<String>,
+    /// Keep the log of every task that has a command (each then runs under `weir exec`),
+    /// not only of tasks with artifacts.
+    #[arg(long = "artifact-keep-logs", env = "WEIR_ARTIFACT_KEEP_LOGS", value_parser = clap::builder::BoolishValueParser::new())]
+    keep_logs: bool,
+    /// Leave a run's objects in the store when the run is deleted (retention is then up to
+    /// the bucket's lifecycle rules). By default they are deleted with the run.
+    #[arg(long = "artifact-keep-after-run", env = "WEIR_ARTIFACT_KEEP_AFTER_RUN", value_parser = clap::builder::BoolishValueParser::new())]
+    keep_after_run: bool,
+    /// How long deleting a run waits for its objects to be deleted from the store before it
+    /// lets the run go anyway, with a Warning Event (`ArtifactsKept`).
+    #[arg(long = "artifact-delete-timeout", env = "WEIR_ARTIFACT_DELETE_TIMEOUT", default_value = "5m", value_parser = crate::engine::duration::parse)]
+    delete_timeout: std::time::Duration,
+    /// Image whose `weir` executable the init container of a task with artifacts copies into
+    /// the pod (default: Weir's image of this version).
+    #[arg(long = "exec-image", env = "WEIR_EXEC_IMAGE")]
+    exec_image: Option<String>,
+}
+
+impl ArtifactArgs {
+    fn settings(&self) -> controller::artifacts::ArtifactSettings {
+        let set = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
+        controller::artifacts::ArtifactSettings {
+            store: set(&self.bucket).map(|bucket| crate::api::ArtifactStoreSpec {
+                bucket,
+                prefix: set(&self.prefix),
+                endpoint: set(&self.endpoint),
+                region: set(&self.region),
+                credentials_secret: set(&self.credentials_secret),
+            }),
+            exec_image: set(&self.exec_image),
+            keep_logs: self.keep_logs,
+            keep_after_run: self.keep_after_run,
+            delete_timeout: Some(self.delete_timeout),
+        }
+    }
 }
 
 /// The validating admission webhook (docs/webhook.md).
@@ -154,6 +217,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             )?),
             None => None,
         },
+        artifacts: args.artifacts.settings(),
     };
     let ctx = Arc::new(
         Context::new(client.clone())

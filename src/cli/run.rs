@@ -34,6 +34,10 @@ pub struct Args {
     /// Where logs, outputs and `run.json` go. Default: `.weir-run/<run name>/`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// The artifact store of this run: a directory on this machine. Default:
+    /// `<run dir>/artifacts`.
+    #[arg(long)]
+    artifact_dir: Option<PathBuf>,
     /// How long a stopped task may take to exit after SIGTERM before it is killed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
@@ -138,6 +142,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pipeline,
         timeout,
         context,
+        artifact_dir: {
+            let dir = args
+                .artifact_dir
+                .clone()
+                .unwrap_or_else(|| run_dir.join("artifacts"));
+            std::path::absolute(&dir).unwrap_or(dir)
+        },
         // Absolute: tasks with a workingDir get the same outputs file path.
         run_dir: std::path::absolute(&run_dir).unwrap_or(run_dir),
         grace: args.grace_period,

@@ -23,6 +23,8 @@ pub const CONTAINER: &str = "task";
 pub struct TaskPodDefaults {
     pub pod: crate::api::PodTemplate,
     pub container_security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
+    /// The artifact store and how tasks run under `weir exec`.
+    pub artifacts: super::artifacts::ArtifactSettings,
 }
 
 fn merged_pod_template(
@@ -77,6 +79,8 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
         .and_then(|t| duration::parse(t).ok())
         .map(|d| d.as_secs_f64().ceil().max(1.0) as i64);
     let container = task_container(task_run, attempt, defaults);
+    let mut pod = pod_spec(container, &pod_template);
+    super::artifacts::wrap(&mut pod, task_run, attempt, &defaults.artifacts);
     Some(Job {
         metadata: ObjectMeta {
             name: Some(names::job_name(&task_run.name_any(), attempt)),
@@ -95,7 +99,7 @@ pub fn build_job(task_run: &TaskRun, attempt: u32, defaults: &TaskPodDefaults) -
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(container, &pod_template)),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
@@ -353,6 +357,11 @@ fn failure(
     if let Some(t) = terminated {
         let reason = match t.reason.as_deref() {
             Some("OOMKilled") => FailureReason::OOMKilled,
+            _ if t.exit_code == crate::artifacts::exec::FAILURE_EXIT_CODE
+                && pod_message.is_some_and(|m| m.starts_with(crate::artifacts::exec::FAILURE_PREFIX)) =>
+            {
+                FailureReason::ArtifactError
+            }
             _ if t.exit_code != 0 => FailureReason::Error,
             _ => FailureReason::Unknown,
         };
@@ -615,6 +624,7 @@ mod tests {
                 run_as_non_root: Some(true),
                 ..Default::default()
             }),
+            ..Default::default()
         };
         let mut tr = task_run();
         tr.spec.pod_template = Some(PodTemplate {

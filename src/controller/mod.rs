@@ -4,6 +4,7 @@
 //! server-side apply under one field manager.
 
 pub mod admission;
+pub mod artifacts;
 pub mod asset;
 pub mod deadline;
 #[cfg(test)]

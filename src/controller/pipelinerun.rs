@@ -42,7 +42,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let finished = is_finished(run.status.as_ref()) && !rerun::wanted(&run);
-    if run.metadata.deletion_timestamp.is_some() || finished {
+    if run.metadata.deletion_timestamp.is_some() {
+        return super::artifacts::on_delete(&ctx, &run).await;
+    }
+    if finished {
         return Ok(Action::await_change());
     }
     let now = now();
@@ -50,6 +53,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         Pin::Ready(pinned) => pinned,
         Pin::Wait(action) => return Ok(action),
     };
+    super::artifacts::keep_finalizer(&ctx, &run, pinned.valid.spec.artifact_store.as_ref()).await?;
     let mut task_runs = observe(&ctx, &run).await?;
     take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
     let children = children_of(&task_runs);

@@ -6,6 +6,7 @@ use super::params::effective_params;
 use super::quote::{self, q};
 use super::template::{self, AssetEventField, Reference, RunField, Values};
 use super::validate::ValidPipeline;
+use crate::api::artifact::{self, ArtifactRef, ResolvedInput};
 use crate::api::params::DEFAULT_MAX_INSTANCES;
 use crate::api::{AssetEvent, PipelineRunSpec, PipelineSpec, TaskRunSpec, TaskSpec};
 use jiff::Timestamp;
@@ -39,6 +40,9 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         pod_template: spec.pod_template.clone(),
         outputs: task.outputs.iter().map(|o| o.name.clone()).collect(),
         produces: task.produces.clone(),
+        artifacts: task.artifacts.clone(),
+        inputs: Vec::new(),
+        artifact_store: spec.artifact_store.clone(),
         instance: None,
         cancelled: false,
         rerun: None,
@@ -380,6 +384,13 @@ fn resolve_sized(
             var.value = Some(render(format!("env {}", var.name), value)?);
         }
     }
+    for (i, a) in spec.artifacts.iter_mut().enumerate() {
+        a.path = render(format!("artifacts[{i}].path"), &a.path)?;
+    }
+    spec.inputs = resolve_inputs(pipeline.task(index), values)?;
+    for (i, input) in spec.inputs.iter_mut().enumerate() {
+        input.path = render(format!("inputs[{i}].path"), &input.path)?;
+    }
     let size = serde_json::to_vec(&spec).map_or(0, |v| v.len());
     if size > MAX_RESOLVED_BYTES {
         return Err(format!(
@@ -387,6 +398,47 @@ fn resolve_sized(
         ));
     }
     Ok((spec, size))
+}
+
+/// The artifacts a task's inputs name, from what the producers reported (an output under
+/// [`artifact::output_key`]): one, or the list of every instance's of a fanned-out producer.
+fn resolve_inputs(task: &TaskSpec, values: &TaskValues<'_>) -> Result<Vec<ResolvedInput>, String> {
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for (i, input) in task.inputs.iter().enumerate() {
+        let field = format!("inputs[{i}] {}", q(&input.from));
+        let (producer, name) = artifact::parse_from(&input.from).map_err(|e| format!("{field}: {e}"))?;
+        let missing = || {
+            format!(
+                "{field}: task {} reported no artifact {} (did it succeed?)",
+                q(producer),
+                q(name)
+            )
+        };
+        let reported = values.outputs.output(producer, &artifact::output_key(name));
+        let parse = |v: &Value| -> Result<ArtifactRef, String> {
+            let text = v.as_str().ok_or_else(missing)?;
+            serde_json::from_str(text).map_err(|e| {
+                format!(
+                    "{field}: what task {} reported is not an artifact: {e}",
+                    q(producer)
+                )
+            })
+        };
+        let (artifacts, fan_in) = match reported {
+            Some(Value::Array(list)) => (list.iter().map(parse).collect::<Result<Vec<_>, _>>()?, true),
+            Some(v) => (vec![parse(&v)?], false),
+            // A finally task runs whatever happened upstream: what is missing is left out.
+            None if values.lenient => continue,
+            None => return Err(missing()),
+        };
+        inputs.push(ResolvedInput {
+            from: input.from.clone(),
+            path: input.path.clone(),
+            artifacts,
+            fan_in,
+        });
+    }
+    Ok(inputs)
 }
 
 /// Most bytes the instances of one fan-out may hold, resolved (or their matrix values,

@@ -342,6 +342,12 @@ pub fn templates_of(task: &crate::api::TaskSpec) -> Vec<(String, Result<Template
             add(format!("env[{i}].value"), v);
         }
     }
+    for (i, a) in task.artifacts.iter().enumerate() {
+        add(format!("artifacts[{i}].path"), &a.path);
+    }
+    for (i, input) in task.inputs.iter().enumerate() {
+        add(format!("inputs[{i}].path"), &input.path);
+    }
     for (i, w) in task.when.iter().enumerate() {
         add(format!("when[{i}].input"), &w.input);
         for (j, v) in w.values.iter().enumerate() {

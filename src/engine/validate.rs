@@ -631,7 +631,12 @@ fn check_data_flow(
 ) {
     use super::template::Reference;
     use crate::api::WhenOperator;
-    let reach = dag.map(|d| Reach::new(d, |t| !all[t].0.outputs.is_empty()));
+    let reach = dag.map(|d| {
+        Reach::new(d, |t| {
+            !all[t].0.outputs.is_empty() || !all[t].0.artifacts.is_empty()
+        })
+    });
+    check_artifacts(all, index, main_count, reach.as_ref(), errors);
     for (i, (task, path)) in all.iter().enumerate() {
         let name = task.name.as_str();
         let mut outputs = std::collections::HashSet::new();
@@ -802,6 +807,93 @@ fn check_data_flow(
                 }
             }
         }
+    }
+}
+
+/// Artifacts and inputs: names unique, paths absolute, a command to run under `weir exec`,
+/// and every input naming an artifact that a task upstream declares.
+fn check_artifacts(
+    all: &[(&TaskSpec, String)],
+    index: &HashMap<String, usize>,
+    main_count: usize,
+    reach: Option<&Reach>,
+    errors: &mut Collector,
+) {
+    for (i, (task, path)) in all.iter().enumerate() {
+        let name = task.name.as_str();
+        if (!task.artifacts.is_empty() || !task.inputs.is_empty()) && task.command.is_empty() {
+            errors.task(
+                name,
+                format!("{path}.command"),
+                "a task with artifacts or inputs needs a command: it runs under weir exec, which cannot know the image's entrypoint",
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (j, a) in task.artifacts.iter().enumerate() {
+            let field = format!("{path}.artifacts[{j}]");
+            if !names.insert(a.name.as_str()) {
+                errors.task(name, &field, format!("artifact {} is declared twice", q(&a.name)));
+            }
+            check_artifact_path(&a.path, &field, name, errors);
+        }
+        for (j, input) in task.inputs.iter().enumerate() {
+            let field = format!("{path}.inputs[{j}]");
+            check_artifact_path(&input.path, &field, name, errors);
+            let (producer, artifact) = match crate::api::artifact::parse_from(&input.from) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.task(name, format!("{field}.from"), format!("{}: {e}", q(&input.from)));
+                    continue;
+                }
+            };
+            let Some(&u) = index.get(producer) else {
+                errors.task(
+                    name,
+                    format!("{field}.from"),
+                    format!("{}: no task {}", q(&input.from), q(producer)),
+                );
+                continue;
+            };
+            if !all[u].0.artifacts.iter().any(|a| a.name == artifact) {
+                errors.task(
+                    name,
+                    format!("{field}.from"),
+                    format!(
+                        "{}: task {} declares no artifact {}",
+                        q(&input.from),
+                        q(producer),
+                        q(artifact)
+                    ),
+                );
+                continue;
+            }
+            let reachable = (i >= main_count && u < main_count) || reach.is_none_or(|r| r.is_upstream(u, i));
+            if !reachable {
+                errors.task(
+                    name,
+                    format!("{field}.from"),
+                    format!(
+                        "{}: task {} is not upstream of {} (add it to dependsOn)",
+                        q(&input.from),
+                        q(producer),
+                        q(name)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_artifact_path(p: &str, field: &str, task: &str, errors: &mut Collector) {
+    let normal = std::path::Path::new(p)
+        .components()
+        .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+    if !p.starts_with('/') || p == "/" || !normal {
+        errors.task(
+            task,
+            format!("{field}.path"),
+            format!("{} must be an absolute path below / without . or .. parts", q(p)),
+        );
     }
 }
 

@@ -42,6 +42,8 @@ pub struct LocalRun {
     pub grace: Duration,
     /// The pools the tasks may use (the Pools of the file given), by name: their slots.
     pub pools: BTreeMap<String, u32>,
+    /// The artifact store: a directory (`--artifact-dir`, default `<run dir>/artifacts`).
+    pub artifact_dir: PathBuf,
 }
 
 /// Tasks whose pool the file does not define, or that take more slots than it has: in a

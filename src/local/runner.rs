@@ -11,7 +11,9 @@
 use super::process::{self, Control, Ended, Launch};
 use super::progress::{self, Progress, Row};
 use super::{LocalRun, env};
+use crate::api::artifact;
 use crate::api::{AttemptPhase, FailureReason, TaskPhase, TaskRunSpec};
+use crate::artifacts::exec;
 use crate::engine::{
     AttemptAction, Child, ObservedAttempt, RunOutcome, RunStep, Start, StepInput, StopReason, TaskInput,
     duration, outputs, plan_task, pool, step_run,
@@ -474,12 +476,31 @@ impl Runner {
                     .chain(&unit.spec.args)
                     .map(|a| env::expand(a, |name| env::lookup(&vars, name)))
                     .collect();
-                let (program, args) = argv
+                let (mut program, mut args) = argv
                     .split_first()
+                    .map(|(p, a)| (p.clone(), a.to_vec()))
                     .ok_or_else(|| "no command: the image's entrypoint cannot run locally".to_string())?;
+                let mut vars = vars;
+                if !unit.spec.artifacts.is_empty() || !unit.spec.inputs.is_empty() {
+                    // As in a pod: the command runs under `weir exec` (this executable), with
+                    // the run's directory store.
+                    let plan = exec::Plan {
+                        store: Some(crate::artifacts::Location::Dir(self.run.artifact_dir.clone())),
+                        prefix: artifact::attempt_prefix(None, "local", &self.run.name, &unit.task_run, number),
+                        inputs: unit.spec.inputs.clone(),
+                        artifacts: unit.spec.artifacts.clone(),
+                        result: attempt.outputs_file.display().to_string(),
+                        work_dir: run_dir.join(format!("{}.attempt-{number}.exec", unit.stem)).display().to_string(),
+                        keep_log: false,
+                    };
+                    let me = std::env::current_exe().map_err(|e| format!("finding the weir executable: {e}"))?;
+                    args = ["exec".to_string(), "--".to_string(), program].into_iter().chain(args).collect();
+                    program = me.display().to_string();
+                    vars.push((exec::PLAN_ENV.to_string(), serde_json::to_string(&plan).map_err(|e| e.to_string())?));
+                }
                 Ok(Launch {
-                    program: program.clone(),
-                    args: args.to_vec(),
+                    program,
+                    args,
                     env: vars,
                     working_dir: unit.spec.working_dir.as_ref().map(PathBuf::from),
                     log,
@@ -544,12 +565,23 @@ impl Runner {
                     ),
                 }
             }
-            Ended::Exited { code: Some(code), .. } => (
-                AttemptPhase::Failed,
-                Some(FailureReason::Error),
-                Some(code),
-                Some(format!("exit code {code}")),
-            ),
+            Ended::Exited { code: Some(code), .. } => {
+                let text = read_tail(&a.outputs_file, outputs::MAX_BYTES);
+                match text.strip_prefix(exec::FAILURE_PREFIX) {
+                    Some(_) if code == exec::FAILURE_EXIT_CODE => (
+                        AttemptPhase::Failed,
+                        Some(FailureReason::ArtifactError),
+                        Some(code),
+                        Some(format!("exit code {code}: {}", text.trim_end())),
+                    ),
+                    _ => (
+                        AttemptPhase::Failed,
+                        Some(FailureReason::Error),
+                        Some(code),
+                        Some(format!("exit code {code}")),
+                    ),
+                }
+            }
             Ended::Exited { signal, .. } => {
                 let signal = signal.unwrap_or(0);
                 (

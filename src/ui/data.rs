@@ -149,7 +149,18 @@ pub struct AttemptLog {
     pub finished: bool,
 }
 
-/// The log of one attempt's pod; a note instead when the pod (and so its log) is gone.
+/// The last `n` lines of `text`, as the pod log's `tailLines` gives them.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    if text.ends_with('\n') && !tail.is_empty() {
+        tail.push('\n');
+    }
+    tail
+}
+
+/// The log of one attempt's pod; once the pod is gone, the log kept in the artifact store,
+/// or a note saying why there is none.
 pub async fn attempt_log(
     cluster: &Cluster,
     attempt: &crate::api::Attempt,
@@ -180,7 +191,23 @@ pub async fn attempt_log(
     match cluster.api::<Pod>().logs(pod, &params).await {
         Ok(text) => out.log = Some(text),
         Err(kube::Error::Api(s)) if s.code == 404 => {
-            out.note = Some(crate::cli::logs::gone_note(attempt.number, cancelled));
+            // The pod is gone: the log the attempt left in the artifact store, if any.
+            match crate::artifacts::stored_log(&cluster.client, &cluster.namespace, &attempt.job_name).await {
+                Ok(Some(text)) => {
+                    out.log = Some(tail_lines(&text, LOG_TAIL_LINES as usize));
+                    out.note = Some(format!(
+                        "attempt {}: its pod is gone; this is the log kept in the artifact store",
+                        attempt.number
+                    ));
+                }
+                Ok(None) => out.note = Some(crate::cli::logs::gone_note(attempt.number, cancelled)),
+                Err(e) => {
+                    out.note = Some(format!(
+                        "{}; the stored log could not be read: {e}",
+                        crate::cli::logs::gone_note(attempt.number, cancelled)
+                    ));
+                }
+            }
         }
         // A container that has not started yet (ContainerCreating, image pull).
         Err(kube::Error::Api(s)) if s.code == 400 => out.note = Some(s.message),

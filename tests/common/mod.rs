@@ -8,6 +8,7 @@ pub mod browser;
 pub mod cli;
 pub mod dags;
 pub mod manifests;
+pub mod s3;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;

@@ -166,6 +166,14 @@ watched namespace (namespaced scope).
   resourceNames: {{ toJson . }}
   verbs: [get]
 {{- end }}
+{{- with .Values.artifacts.credentialsSecret }}
+# The artifact store's credentials, read (this Secret only) to delete a deleted run's
+# objects from the store.
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [{{ . | quote }}]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* The UI's pods: a name of their own, so the operator's selectors never match them. */}}

@@ -665,3 +665,69 @@ fn pool_fields_are_checked_and_priorities_follow_the_weight_rule() {
     let plain = crate::engine::resolve::task_run_spec(&p, 0);
     assert_eq!((plain.pool, plain.pool_slots, plain.priority), (None, None, None));
 }
+
+/// Artifacts: each input names an artifact a task upstream declares; names, paths and the
+/// command `weir exec` needs are checked, every problem naming its task and field.
+#[test]
+fn artifact_inputs_must_come_from_upstream_declarations() {
+    let spec: PipelineSpec = serde_saphyr::from_str(
+        r#"
+tasks:
+  - name: train
+    image: busybox
+    command: [train]
+    artifacts:
+      - {name: model, path: /out/model.pkl}
+      - {name: model, path: out/relative}
+  - name: sibling
+    image: busybox
+    command: [check]
+    inputs: [{from: tasks.train.artifacts.model, path: /in/model.pkl}]
+  - name: deploy
+    image: busybox
+    dependsOn: [sibling]
+    inputs:
+      - {from: tasks.train.artifacts.model, path: /in/model.pkl}
+      - {from: tasks.train.artifacts.weights, path: /in/w}
+      - {from: tasks.nope.artifacts.model, path: /in/x}
+      - {from: tasks.train.outputs.model, path: /in/../etc}
+"#,
+    )
+    .unwrap();
+    let errors = problems(&spec);
+    let message = |field: &str| error_at(&errors, field).message.clone();
+    assert!(message("tasks[0].artifacts[1]").contains("declared twice"));
+    assert!(message("tasks[0].artifacts[1].path").contains("absolute path"));
+    let e = error_at(&errors, "tasks[1].inputs[0].from");
+    assert_eq!(e.task.as_deref(), Some("sibling"));
+    assert!(e.message.contains("not upstream of \"sibling\""), "{e}");
+    // deploy reads train's model through sibling, which depends on nothing: not upstream.
+    assert!(message("tasks[2].inputs[0].from").contains("not upstream"));
+    assert!(message("tasks[2].inputs[1].from").contains("declares no artifact \"weights\""));
+    assert!(message("tasks[2].inputs[2].from").contains("no task \"nope\""));
+    assert!(message("tasks[2].inputs[3].from").contains("tasks.<task>.artifacts.<name>"));
+    assert!(message("tasks[2].command").contains("needs a command"));
+    assert!(message("tasks[2].inputs[3].path").contains("without . or .."));
+
+    // Made upstream, the same inputs are fine.
+    let ok: PipelineSpec = serde_saphyr::from_str(
+        r#"
+tasks:
+  - name: train
+    image: busybox
+    command: [train]
+    artifacts: [{name: model, path: "/out/{{ run.name }}/model.pkl"}]
+  - name: check
+    image: busybox
+    dependsOn: [train]
+    command: [check]
+  - name: deploy
+    image: busybox
+    dependsOn: [check]
+    command: [deploy]
+    inputs: [{from: tasks.train.artifacts.model, path: /in/model.pkl}]
+"#,
+    )
+    .unwrap();
+    assert!(validate(&ok).is_ok(), "{:?}", validate(&ok).err());
+}

@@ -451,10 +451,13 @@ pub async fn prepare(
         )));
     }
     let mounts = if settings.service_account_mounts {
-        volumes::service_account_mount(sources.client(), pod, container, pod_dir)
-            .await?
-            .into_iter()
-            .collect()
+        let mut mounts: Vec<Mount> =
+            volumes::service_account_mount(sources.client(), pod, container, pod_dir)
+                .await?
+                .into_iter()
+                .collect();
+        mounts.extend(volumes::empty_dir_mounts(pod, container, pod_dir)?);
+        mounts
     } else {
         Vec::new()
     };

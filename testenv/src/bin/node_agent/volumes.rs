@@ -7,7 +7,9 @@
 //! mount made private so nothing propagates back to the host) where that directory is
 //! bind-mounted read-only onto the standard path. The host sees only an empty mount point.
 //!
-//! Only the volume mounted at the standard path is materialized: the legacy token Secret
+//! emptyDir volumes are directories of the pod, bind-mounted the same way (read-write).
+//!
+//! Of the other volumes, only the one mounted at the standard path is materialized: the legacy token Secret
 //! volume that the ServiceAccount admission plugin of Kubernetes 1.20 adds, or a projected
 //! volume (`serviceAccountToken` through the TokenRequest API, `configMap`, `secret`,
 //! `downwardAPI`) as newer clusters add. Projected tokens are not refreshed.
@@ -288,6 +290,45 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result
         std::fs::write(&file, contents)?;
     }
     Ok(())
+}
+
+/// The container's emptyDir volumes: one directory per volume of the pod,
+/// `<pod dir>/volumes/<volume>/`, shared by all its containers (init containers too, which is
+/// how an init container hands files to the main one), bind-mounted at each `mountPath`.
+/// The mount point is created on the host, empty, as for the service-account volume.
+pub fn empty_dir_mounts(
+    pod: &Pod,
+    container: &Container,
+    pod_dir: &Path,
+) -> Result<Vec<Mount>, PrepareError> {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    let mut mounts = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let Some(volume) = volumes.and_then(|vs| vs.iter().find(|v| v.name == m.name)) else {
+            continue;
+        };
+        if volume.empty_dir.is_none() {
+            continue;
+        }
+        if !m.sub_path.as_deref().unwrap_or("").is_empty() {
+            return Err(PrepareError::Start(format!(
+                "volume {:?}: subPath is not supported for emptyDir volumes",
+                m.name
+            )));
+        }
+        let source = pod_dir.join("volumes").join(&volume.name);
+        let target = PathBuf::from(&m.mount_path);
+        for dir in [&source, &target] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| PrepareError::Start(format!("creating {}: {e}", dir.display())))?;
+        }
+        mounts.push(Mount {
+            source,
+            target,
+            read_only: m.read_only == Some(true),
+        });
+    }
+    Ok(mounts)
 }
 
 /// Mounts in the form the forked child needs (no allocation after `fork`).
