@@ -255,7 +255,10 @@ pub fn plan_asset_run(input: &TriggerInput<'_>) -> Result<AssetRun, Hold> {
             sequence: status.sequence.max(consumed_of(asset)),
         });
     }
-    events.sort_by_key(|e| (e.time.0, e.sequence));
+    // Oldest first. Times have whole seconds: events of one second keep the order they were
+    // gathered in (by asset as declared, then by sequence), never one asset's newer event
+    // before its older one's neighbour from another asset.
+    events.sort_by_key(|e| e.time.0);
     // The data the events are about: their logical dates when any has one, else their times.
     let mut dates: Vec<Timestamp> = events
         .iter()
