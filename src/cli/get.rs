@@ -353,22 +353,15 @@ mod tests {
         let mut report = task("report", TaskPhase::Succeeded);
         report.finally = true;
         let view = RunView {
-            name: "etl-1".into(),
             namespace: "ns".into(),
             pipeline: Some("etl".into()),
             trigger: Some("manual".into()),
-            phase: "Failed".into(),
             reason: Some("TaskFailed".into()),
             message: Some("task fan failed".into()),
-            logical_date: None,
             start_time: Some(ts(0)),
             completion_time: Some(ts(6)),
             progress: Some("4/4".into()),
-            params: Default::default(),
-            cancel_requested: false,
-            rerun_requested: None,
-            rerun: None,
-            tasks: vec![extract, fan, load, report],
+            ..RunView::with_tasks("etl-1", "Failed", vec![extract, fan, load, report])
         };
         let lines = output::table(&tree(&view, ts(10), false, None));
         assert_eq!(

@@ -360,6 +360,29 @@ pub fn view(snapshot: &Snapshot) -> RunView {
 }
 
 impl RunView {
+    /// A run of `tasks` in `phase` with nothing else known, for tests to fill in.
+    #[cfg(test)]
+    pub fn with_tasks(name: &str, phase: &str, tasks: Vec<TaskView>) -> RunView {
+        RunView {
+            name: name.into(),
+            namespace: "n".into(),
+            pipeline: None,
+            trigger: None,
+            phase: phase.into(),
+            reason: None,
+            message: None,
+            logical_date: None,
+            start_time: None,
+            completion_time: None,
+            progress: None,
+            params: Default::default(),
+            cancel_requested: false,
+            rerun_requested: None,
+            rerun: None,
+            tasks,
+        }
+    }
+
     /// The run's phase, when the operator has given it one.
     pub fn run_phase(&self) -> Option<RunPhase> {
         match self.phase.as_str() {

@@ -1410,24 +1410,7 @@ mod tests {
     }
 
     fn run_view(tasks: Vec<TaskView>) -> RunView {
-        RunView {
-            name: "r1".into(),
-            namespace: "n".into(),
-            pipeline: None,
-            trigger: None,
-            phase: "Running".into(),
-            reason: None,
-            message: None,
-            logical_date: None,
-            start_time: None,
-            completion_time: None,
-            progress: None,
-            params: Default::default(),
-            cancel_requested: false,
-            rerun_requested: None,
-            rerun: None,
-            tasks,
-        }
+        RunView::with_tasks("r1", "Running", tasks)
     }
 
     fn view_task(name: &str, phase: TaskPhase) -> TaskView {

@@ -472,24 +472,7 @@ mod tests {
     #[test]
     fn grid_rows_follow_the_newest_run_and_put_finally_last() {
         use TaskPhase::*;
-        let view = |tasks: Vec<TaskView>| RunView {
-            name: "r".into(),
-            namespace: "n".into(),
-            pipeline: None,
-            trigger: None,
-            phase: "Failed".into(),
-            reason: None,
-            message: None,
-            logical_date: None,
-            start_time: None,
-            completion_time: None,
-            progress: None,
-            params: Default::default(),
-            cancel_requested: false,
-            rerun_requested: None,
-            rerun: None,
-            tasks,
-        };
+        let view = |tasks: Vec<TaskView>| RunView::with_tasks("r", "Failed", tasks);
         let mut report = task("report", Succeeded);
         report.finally = true;
         let summary = |n: &str| RunSummary {
