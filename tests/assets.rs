@@ -6,36 +6,17 @@
 
 mod common;
 
+use common::cli::*;
 use common::*;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use weir::api::{Asset, AssetSequence, Pipeline, PipelineRun, RunPhase, labels};
 use weir::engine::asset::object_name;
 use weir_testenv::{TestNamespace, wait_for};
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn weir(ns: &TestNamespace, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .args(["--namespace", ns.name()])
-        .env("KUBECONFIG", ns.kubeconfig())
-        .output()
-        .expect("running weir")
-}
-
-fn stdout_ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "weir failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The runs of `pipeline` that asset updates started.
 async fn asset_runs(ns: &TestNamespace, pipeline: &str) -> Vec<PipelineRun> {

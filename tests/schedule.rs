@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::cli::*;
 use common::*;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -12,7 +13,6 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir::api::{Pipeline, PipelineRun, RunPhase};
@@ -20,27 +20,6 @@ use weir::engine::schedule::run_name;
 use weir_testenv::{TestNamespace, wait_for};
 
 const LONG: Duration = Duration::from_secs(180);
-
-/// Runs `weir <args>` against the test cluster, in the test's namespace.
-fn weir(ns: &TestNamespace, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .args(["--namespace", ns.name()])
-        .env("KUBECONFIG", ns.kubeconfig())
-        .output()
-        .expect("running weir")
-}
-
-fn stdout_ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "weir failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 fn ts(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Timestamp {
     t.as_ref().expect("time is set").0

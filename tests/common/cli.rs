@@ -38,3 +38,15 @@ pub fn expect_code(out: &Output, code: i32) -> String {
     );
     stdout
 }
+
+/// Stdout of a `weir` that must have succeeded.
+pub fn stdout_ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "weir failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
