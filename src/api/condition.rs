@@ -49,6 +49,8 @@ pub mod reasons {
     pub const CANCELLED: &str = "Cancelled";
     pub const CANCELLING: &str = "Cancelling";
     pub const QUEUED: &str = "Queued";
+    /// A task that uses no pod waits for its condition (a sensor) or a decision.
+    pub const WAITING: &str = "Waiting";
     pub const PIPELINE_NOT_FOUND: &str = "PipelineNotFound";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const INVALID_PARAMS: &str = "InvalidParams";

@@ -18,6 +18,7 @@ pub mod revision;
 pub mod schedule;
 pub mod task;
 pub mod taskrun;
+pub mod wait;
 
 pub use artifact::{ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput};
 pub use asset::{
@@ -40,6 +41,7 @@ pub use task::{
     WeightRule,
 };
 pub use taskrun::{Attempt, AttemptPhase, PodReplacements, TaskRun, TaskRunSpec, TaskRunStatus};
+pub use wait::WaitSpec;
 
 /// The API group of every Weir resource.
 pub const GROUP: &str = "weir.dev";

@@ -102,6 +102,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<super::artifact::ArtifactInput>,
 
+    /// Makes the task a sensor that the operator evaluates itself: no image, no Job, no
+    /// pod. It waits for its condition, looking every `pokeInterval`, until it holds or the
+    /// task's `timeout` passes (see docs/sensors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<super::wait::WaitSpec>,
+
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<super::params::ForEach>,

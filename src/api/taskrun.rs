@@ -33,8 +33,8 @@ pub struct TaskRunSpec {
     #[schemars(length(min = 1, max = 63))]
     pub task_name: String,
 
-    /// Container image.
-    #[schemars(length(min = 1))]
+    /// Container image; empty for a task that uses no pod (`wait`).
+    #[serde(default)]
     pub image: String,
 
     /// Entrypoint of the container.
@@ -93,6 +93,11 @@ pub struct TaskRunSpec {
     /// The pipeline's own artifact store, if it names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_store: Option<super::artifact::ArtifactStoreSpec>,
+
+    /// What the task waits for, when it is a sensor the operator evaluates itself: it then
+    /// makes no Job (see `Pipeline.spec.tasks[].wait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<super::wait::WaitSpec>,
 
     /// For an instance of a fanned-out task: its index among the task's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,4 +253,12 @@ pub enum AttemptPhase {
     Succeeded,
     /// The attempt failed; `reason` says why.
     Failed,
+}
+
+impl TaskRunSpec {
+    /// Whether attempts of the task run as Jobs with pods. A `wait` task is evaluated by the
+    /// operator itself instead: its attempts have no Job (`jobName` empty).
+    pub fn uses_pod(&self) -> bool {
+        self.wait.is_none()
+    }
 }

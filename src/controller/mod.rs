@@ -14,6 +14,7 @@ pub mod job;
 pub mod notify;
 pub mod pipeline;
 pub mod pipelinerun;
+pub mod podless;
 pub mod pool;
 pub mod rerun;
 pub mod revision;

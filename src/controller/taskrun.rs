@@ -6,6 +6,7 @@
 //! no clock.
 
 use super::job::{AttemptReport, build_job, job_active, observe_attempt};
+use super::podless;
 use super::pool::{self, Gate};
 use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, truncate};
 use crate::api::condition::find;
@@ -46,7 +47,9 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
 
     let (jobs, pods) = observe(&ctx, &ns, &tr).await?;
     let round = take_rerun(&tr.spec, &old);
-    let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
+    let mut recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
+    let evaluated = podless::evaluate(&ctx, &ns, &tr, &mut recorded.attempts, now).await?;
+    recorded.outputs = recorded.outputs.or(evaluated.outputs);
     let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
     let gate = gate(&ctx, &ns, &tr, &plan, now).await?;
     let plan = hold_back(plan, &gate);
@@ -60,7 +63,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         publish(&tr, &ctx, &status, event).await;
     }
     Ok(match gate {
-        Gate::Go => next_reconcile(&plan, &status, now),
+        Gate::Go => next_reconcile(&plan, &status, evaluated.look_again, now),
         Gate::Wait { .. } => Action::requeue(pool::QUEUED_REQUEUE),
     })
 }
@@ -68,7 +71,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
 /// Before an attempt's Job is created: the slots of the task's pool, if it has one.
 async fn gate(ctx: &Context, ns: &str, tr: &TaskRun, plan: &TaskPlan, now: jiff::Timestamp) -> Result<Gate> {
     match plan.action {
-        AttemptAction::Create(number) => pool::acquire(ctx, ns, tr, number, now).await,
+        AttemptAction::Create(number) if tr.spec.uses_pod() => pool::acquire(ctx, ns, tr, number, now).await,
         _ => Ok(Gate::Go),
     }
 }
@@ -131,8 +134,11 @@ fn wait_event(task: &str, old: &TaskRunStatus, gate: &Gate) -> Option<TaskEvent>
 }
 
 /// Reads: the Jobs and pods of every attempt, fresh from the API server (never a possibly
-/// stale cache: they decide whether a Job is created).
+/// stale cache: they decide whether a Job is created). None for a task that uses no pod.
 async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec<Pod>)> {
+    if !tr.spec.uses_pod() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let selector = format!("{}={uid}", labels::TASK_RUN_UID);
     let job_api = Api::<Job>::namespaced(ctx.client.clone(), ns);
@@ -224,7 +230,7 @@ fn record_attempts(
         if attempt.phase == AttemptPhase::Running && !live_jobs.contains(&attempt.number) {
             if spec.cancelled {
                 cancel(attempt, now);
-            } else {
+            } else if spec.uses_pod() {
                 lose(attempt, now);
             }
         }
@@ -380,6 +386,14 @@ async fn apply(
 ) -> Result<(Recorded, Option<u32>)> {
     let mut started = None;
     match action {
+        AttemptAction::Create(number) if !tr.spec.uses_pod() => {
+            // Evaluated by the operator itself from the next look on: no Job.
+            recorded
+                .attempts
+                .entry(number)
+                .or_insert_with(|| started_attempt(number, String::new(), now));
+            started = Some(number);
+        }
         AttemptAction::Create(number) => {
             let job = build_job(tr, number, &ctx.task_defaults).ok_or(Error::MissingField("metadata.uid"))?;
             let created = Api::<Job>::namespaced(ctx.client.clone(), ns)
@@ -417,7 +431,9 @@ fn started_attempt(number: u32, job_name: String, now: jiff::Timestamp) -> Attem
 /// Records attempt `number` as cancelled and its Job as one to delete.
 fn record_stop(mut recorded: Recorded, number: u32, now: jiff::Timestamp) -> Recorded {
     if let Some(attempt) = recorded.attempts.get_mut(&number) {
-        recorded.to_delete.push(attempt.job_name.clone());
+        if !attempt.job_name.is_empty() {
+            recorded.to_delete.push(attempt.job_name.clone());
+        }
         cancel(attempt, now);
     }
     recorded
@@ -515,12 +531,22 @@ fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatu
             };
             (ConditionStatus::Unknown, reasons::RETRYING, message)
         }
-        _ => (
-            ConditionStatus::Unknown,
-            reasons::RUNNING,
-            format!("attempt {} running", attempts.len().max(1)),
-        ),
+        _ => match last.filter(|a| a.job_name.is_empty() && a.phase == AttemptPhase::Running) {
+            // A task without a pod says what it waits for.
+            Some(waiting) => (ConditionStatus::Unknown, reasons::WAITING, detail_of(waiting)),
+            None => (
+                ConditionStatus::Unknown,
+                reasons::RUNNING,
+                format!("attempt {} running", attempts.len().max(1)),
+            ),
+        },
     }
+}
+
+/// `attempt 2: waiting for ...`, of an attempt that waits without a pod.
+fn detail_of(attempt: &Attempt) -> String {
+    let what = attempt.message.as_deref().unwrap_or("waiting");
+    format!("attempt {}: {what}", attempt.number)
 }
 
 /// Writes the status if it changed, then deletes the Jobs given up on.
@@ -547,15 +573,20 @@ async fn update_status(
 }
 
 /// When to look again: when the retry delay is over; for a finished task only on a change;
-/// otherwise after [`RESYNC`].
-fn next_reconcile(plan: &TaskPlan, status: &TaskRunStatus, now: jiff::Timestamp) -> Action {
+/// for a task that waits without a pod, when its wait says; otherwise after [`RESYNC`].
+fn next_reconcile(
+    plan: &TaskPlan,
+    status: &TaskRunStatus,
+    look_again: Option<Duration>,
+    now: jiff::Timestamp,
+) -> Action {
     match (plan.next_retry_at, status.phase) {
         (Some(at), _) => {
             let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
             Action::requeue(wait + Duration::from_millis(50))
         }
         (None, Some(phase)) if phase.is_terminal() => Action::await_change(),
-        _ => Action::requeue(RESYNC),
+        _ => Action::requeue(look_again.map_or(RESYNC, |d| d.min(RESYNC))),
     }
 }
 
@@ -599,7 +630,8 @@ async fn publish(tr: &TaskRun, ctx: &Context, new: &TaskRunStatus, note: TaskEve
     // attempts stay apart instead of being folded into one series.
     let about = note
         .attempt
-        .and_then(|n| new.attempts.iter().find(|a| a.number == n));
+        .and_then(|n| new.attempts.iter().find(|a| a.number == n))
+        .filter(|a| !a.job_name.is_empty());
     let related = about.map(|a| job_ref(tr, a)).or(related);
     ctx.event(
         &regarding,
@@ -643,14 +675,15 @@ fn task_events(
     if let Some(n) = started {
         let job = new.attempts.iter().find(|a| a.number == n);
         let job = job.map(|a| a.job_name.clone()).unwrap_or_default();
+        let how = match job.as_str() {
+            "" => "started: the operator waits for its condition, with no pod".to_string(),
+            job => format!("started as Job {job}"),
+        };
         events.push(TaskEvent {
             type_: EventType::Normal,
             reason: reasons::TASK_STARTED,
             action: actions::START,
-            text: format!(
-                "task {task}: {} started as Job {job}",
-                attempt_of_most(tr, new, n)
-            ),
+            text: format!("task {task}: {} {how}", attempt_of_most(tr, new, n)),
             attempt: Some(n),
         });
     }
@@ -1783,23 +1816,33 @@ mod tests {
         };
         let retrying = task_plan(TaskPhase::Retrying, Some(NOW + 30));
         assert_eq!(
-            next_reconcile(&retrying, &status(TaskPhase::Retrying), ts(NOW)),
+            next_reconcile(&retrying, &status(TaskPhase::Retrying), None, ts(NOW)),
             Action::requeue(Duration::from_millis(30_050))
         );
         let overdue = task_plan(TaskPhase::Retrying, Some(NOW - 5));
         assert_eq!(
-            next_reconcile(&overdue, &status(TaskPhase::Retrying), ts(NOW)),
+            next_reconcile(&overdue, &status(TaskPhase::Retrying), None, ts(NOW)),
             Action::requeue(Duration::from_millis(50))
         );
         let done = task_plan(TaskPhase::Succeeded, None);
         assert_eq!(
-            next_reconcile(&done, &status(TaskPhase::Succeeded), ts(NOW)),
+            next_reconcile(&done, &status(TaskPhase::Succeeded), None, ts(NOW)),
             Action::await_change()
         );
         let running = task_plan(TaskPhase::Running, None);
         assert_eq!(
-            next_reconcile(&running, &status(TaskPhase::Running), ts(NOW)),
+            next_reconcile(&running, &status(TaskPhase::Running), None, ts(NOW)),
             Action::requeue(RESYNC)
+        );
+        // A task that waits without a pod looks again when its wait says.
+        assert_eq!(
+            next_reconcile(
+                &running,
+                &status(TaskPhase::Running),
+                Some(Duration::from_secs(5)),
+                ts(NOW)
+            ),
+            Action::requeue(Duration::from_secs(5))
         );
     }
 

@@ -43,6 +43,7 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         artifacts: task.artifacts.clone(),
         inputs: Vec::new(),
         artifact_store: spec.artifact_store.clone(),
+        wait: task.wait.clone(),
         instance: None,
         cancelled: false,
         rerun: None,

@@ -426,6 +426,8 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     let name = task.name.as_str();
     let default_image = spec.defaults.as_ref().and_then(|d| d.image.as_deref());
     match task.image.as_deref().or(default_image) {
+        // A sensor runs no container (its own checks are in `check_wait`).
+        _ if task.wait.is_some() => check_wait(task, path, errors),
         None => errors.task(
             name,
             format!("{path}.image"),
@@ -453,6 +455,46 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
 }
 
 /// Produced assets have valid names, and their extra values name declared outputs.
+/// A `wait` task runs no container: it names nothing a container would need, and its
+/// durations parse.
+fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
+    let name = task.name.as_str();
+    let container_fields = [
+        ("image", task.image.is_some()),
+        ("command", !task.command.is_empty()),
+        ("args", !task.args.is_empty()),
+        ("env", !task.env.is_empty()),
+        ("artifacts", !task.artifacts.is_empty()),
+        ("inputs", !task.inputs.is_empty()),
+        ("pool", task.pool.is_some()),
+    ];
+    for (field, set) in container_fields {
+        if set {
+            errors.task(
+                name,
+                format!("{path}.{field}"),
+                format!("a wait task runs no container: remove {field}, or wait"),
+            );
+        }
+    }
+    let Some(wait) = &task.wait else { return };
+    let field = |f: &str| format!("{path}.wait.{f}");
+    check_duration(
+        wait.poke_interval.as_deref(),
+        &field("pokeInterval"),
+        Some(name),
+        errors,
+    );
+    check_duration(wait.delay.as_deref(), &field("delay"), Some(name), errors);
+    if wait.delay.is_none() {
+        errors.task(
+            name,
+            format!("{path}.wait"),
+            "wait names nothing to wait for: set delay",
+        );
+    }
+}
+
 fn check_produces(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
     for (i, produced) in task.produces.iter().enumerate() {
