@@ -34,7 +34,6 @@ pub struct TaskRunSpec {
     pub task_name: String,
 
     /// Container image; empty for a task that uses no pod (`wait`).
-    #[serde(default)]
     pub image: String,
 
     /// Entrypoint of the container.
