@@ -98,6 +98,8 @@ pub mod reasons {
     pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
     /// A run was not done by its deadline (condition and Event).
     pub const DEADLINE_MISSED: &str = "DeadlineMissed";
+    /// A value a task moved to the artifact store could not be read back for later tasks.
+    pub const OUTPUT_UNAVAILABLE: &str = "OutputUnavailable";
     /// A deleted run's objects were deleted from the artifact store.
     pub const ARTIFACTS_DELETED: &str = "ArtifactsDeleted";
     /// A deleted run's objects could not be deleted in time; the run was let go, and they

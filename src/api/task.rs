@@ -82,8 +82,10 @@ pub struct TaskSpec {
 
     /// Values the task hands to later tasks. Weir sets `WEIR_OUTPUTS` to a file the task
     /// writes them to, as a JSON object (`{"rows": 42}`) or `key=value` lines; at most
-    /// 4 KiB in all (the limit of a container's termination message). A declared output the
-    /// task did not write fails the attempt with reason `OutputError`.
+    /// 4 KiB in all (the limit of a container's termination message), or 32 MiB for a task
+    /// with a `command` when an artifact store is configured: larger values then go through
+    /// the store (docs/artifacts.md). A declared output the task did not write fails the
+    /// attempt with reason `OutputError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<super::params::OutputSpec>,
 

@@ -9,6 +9,7 @@ use super::{Location, Store};
 use crate::api::{ArtifactRef, ArtifactSpec, ResolvedInput, artifact};
 use crate::engine::outputs;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncWriteExt as _};
@@ -115,22 +116,85 @@ async fn run_inner(plan: &Plan, argv: &[String]) -> Result<i32, String> {
             uploaded.push((a.name.clone(), r));
         }
     }
-    std::fs::write(&plan.result, result_text(&written, &uploaded)?)
+    let result = match outputs::parse_within(&written, &[], outputs::MAX_LARGE_BYTES) {
+        Ok(map) => {
+            let map = with_references(map, &uploaded)?;
+            let map = move_large_values(store.as_ref(), plan, map).await?;
+            result_text(&map)?
+        }
+        Err(problem) if written.len() >= outputs::MAX_BYTES => return Err(problem),
+        // Outputs that do not parse are passed on as written, for the operator to report
+        // as it always does.
+        Err(_) => written,
+    };
+    std::fs::write(&plan.result, result)
         .map_err(|e| format!("writing the result to {}: {e}", plan.result))?;
     Ok(0)
 }
 
-/// The termination message: the task's outputs with an entry per artifact. Outputs that do
-/// not parse are passed on as written, for the operator to report as it always does.
-fn result_text(written: &str, uploaded: &[(String, ArtifactRef)]) -> Result<String, String> {
-    let Ok(mut map) = outputs::parse(written, &[]) else {
-        return Ok(written.to_string());
-    };
+/// The task's outputs with an entry per artifact.
+fn with_references(
+    mut map: BTreeMap<String, String>,
+    uploaded: &[(String, ArtifactRef)],
+) -> Result<BTreeMap<String, String>, String> {
     for (name, r) in uploaded {
         let json = serde_json::to_string(r).map_err(|e| e.to_string())?;
         map.insert(artifact::output_key(name), json);
     }
-    let text = serde_json::to_string(&map).map_err(|e| e.to_string())?;
+    Ok(map)
+}
+
+/// Room a reference to a moved value takes in the result, at most (object key, size,
+/// digest, as JSON).
+const REFERENCE_BYTES: usize = 512;
+
+/// Outputs too large for a termination message: the largest values go to the store, as
+/// `<prefix>/outputs/<key>`, and a reference (object key, size, digest) takes their place
+/// under [`outputs::large_key`].
+async fn move_large_values(
+    store: Option<&Store>,
+    plan: &Plan,
+    mut map: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let budget = outputs::MAX_BYTES - 1;
+    let moves = outputs::to_move(&map, REFERENCE_BYTES, budget).ok_or_else(|| {
+        format!(
+            "the outputs come to more than a termination message holds ({} bytes) in {} values, none \
+             of them large: write fewer values",
+            outputs::MAX_BYTES,
+            map.len()
+        )
+    })?;
+    if moves.is_empty() {
+        return Ok(map);
+    }
+    let Some(store) = store else {
+        return Err(format!(
+            "the outputs come to more than a termination message holds ({} bytes), and no artifact \
+             store is configured to take the large values: set the operator's --artifact-bucket (the \
+             chart's artifacts.bucket) or the pipeline's spec.artifactStore",
+            outputs::MAX_BYTES
+        ));
+    };
+    let dir = Path::new(&plan.work_dir).join("large-outputs");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for key in moves {
+        let value = map.remove(&key).unwrap_or_default();
+        let file = dir.join(&key);
+        std::fs::write(&file, value).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        let r = store
+            .upload(&file, &format!("{}/outputs/{key}", plan.prefix))
+            .await
+            .map_err(|e| format!("moving output {key} to the store: {e}"))?;
+        let json = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+        map.insert(outputs::large_key(&key), json);
+    }
+    Ok(map)
+}
+
+/// The termination message: the outputs as JSON, refused when they would not fit.
+fn result_text(map: &BTreeMap<String, String>) -> Result<String, String> {
+    let text = serde_json::to_string(map).map_err(|e| e.to_string())?;
     if text.len() >= outputs::MAX_BYTES {
         return Err(format!(
             "the outputs and artifact references come to {} bytes, more than a termination message \
@@ -176,10 +240,10 @@ async fn run_command(
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env(outputs::OUTPUTS_ENV, outputs_file)
-        .env_remove(PLAN_ENV)
-        .env_remove(super::ACCESS_KEY_ENV)
-        .env_remove(super::SECRET_KEY_ENV)
-        .env_remove(super::SESSION_TOKEN_ENV);
+        .env_remove(PLAN_ENV);
+    for credential in super::CREDENTIAL_ENVS {
+        cmd.env_remove(credential);
+    }
     if log.is_some() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
@@ -299,7 +363,7 @@ pub fn plan_of_job(job: &k8s_openapi::api::batch::v1::Job) -> Option<(Plan, Opti
         .and_then(|v| serde_json::from_str(v.value.as_deref()?).ok())?;
     let secret = env
         .iter()
-        .find(|v| v.name == super::ACCESS_KEY_ENV)
+        .find(|v| super::CREDENTIAL_ENVS.contains(&v.name.as_str()))
         .and_then(|v| Some(v.value_from.as_ref()?.secret_key_ref.as_ref()?.name.clone()));
     Some((plan, secret))
 }
@@ -394,14 +458,53 @@ mod tests {
         assert!(message.contains("no artifact store is configured"), "{message}");
     }
 
-    #[test]
-    fn a_result_over_the_limit_is_refused() {
+    #[tokio::test]
+    async fn a_result_over_the_limit_is_refused() {
         let big = ArtifactRef {
             key: "k".repeat(5000),
             ..Default::default()
         };
-        let e = result_text("", &[("m".into(), big)]).unwrap_err();
+        let map = with_references(BTreeMap::new(), &[("m".into(), big)]).unwrap();
+        let e = result_text(&map).unwrap_err();
         assert!(e.contains("termination message"), "{e}");
-        assert_eq!(result_text("not key value", &[]).unwrap(), "not key value");
+        let dir = temp("unparsed");
+        let p = plan(&dir);
+        assert_eq!(run(&p, &sh("echo 'not key value' > $WEIR_OUTPUTS")).await, 0);
+        assert_eq!(std::fs::read_to_string(&p.result).unwrap(), "not key value\n");
+    }
+
+    #[tokio::test]
+    async fn large_values_go_through_the_store_and_come_back_whole() {
+        let dir = temp("large");
+        let p = plan(&dir);
+        let script = r#"{ printf '{"rows": "7", "blob": "'; head -c 1048576 /dev/zero | tr '\0' x; printf '"}'; } > $WEIR_OUTPUTS"#;
+        assert_eq!(
+            run(&p, &sh(script)).await,
+            0,
+            "{:?}",
+            std::fs::read_to_string(&p.result)
+        );
+        let text = std::fs::read_to_string(&p.result).unwrap();
+        assert!(text.len() < outputs::MAX_BYTES, "{}", text.len());
+        let result = outputs::parse(&text, &["rows".into(), "blob".into()]).unwrap();
+        assert_eq!(result["rows"], "7");
+        let moved: ArtifactRef = serde_json::from_str(&result[&outputs::large_key("blob")]).unwrap();
+        assert_eq!(
+            (moved.key.as_str(), moved.size),
+            ("ns/run/run-a/1/outputs/blob", 1 << 20)
+        );
+        let store = Store::open(p.store.as_ref().unwrap(), None).unwrap();
+        let back = store.get_checked(&moved).await.unwrap();
+        assert_eq!(back, "x".repeat(1 << 20).into_bytes());
+
+        let mut without = plan(&dir);
+        without.store = None;
+        let big = r#"{ printf big=; head -c 5000 /dev/zero | tr '\0' y; } > $WEIR_OUTPUTS"#;
+        assert_eq!(run(&without, &sh(big)).await, FAILURE_EXIT_CODE);
+        let message = std::fs::read_to_string(&without.result).unwrap();
+        assert!(
+            message.contains("no artifact store is configured to take the large values"),
+            "{message}"
+        );
     }
 }

@@ -420,6 +420,29 @@ async fn list_pods(cluster: &Cluster, run_uid: &str, cached: bool) -> anyhow::Re
         .items)
 }
 
+/// The log an attempt whose pod is gone left in the artifact store, or why there is none.
+async fn print_stored(cluster: &Cluster, unit: &Unit, printer: &mut Printer) {
+    match crate::artifacts::stored_log(&cluster.client, &cluster.namespace, &unit.job).await {
+        Ok(Some(text)) => {
+            printer.note(
+                &unit.prefix,
+                &format!(
+                    "attempt {}: its pod is gone; the log kept in the artifact store:",
+                    unit.attempt
+                ),
+            );
+            for line in text.lines() {
+                printer.line(&unit.prefix, line);
+            }
+        }
+        Ok(None) => printer.note(&unit.prefix, &gone(unit)),
+        Err(e) => printer.note(
+            &unit.prefix,
+            &format!("{}; the stored log could not be read: {e}", gone(unit)),
+        ),
+    }
+}
+
 /// The logs of one attempt, read whole.
 async fn print_once(
     cluster: &Cluster,
@@ -429,26 +452,7 @@ async fn print_once(
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
     let Some(pod) = pod else {
-        // The pod is gone: the log the attempt left in the artifact store, if any.
-        match crate::artifacts::stored_log(&cluster.client, &cluster.namespace, &unit.job).await {
-            Ok(Some(text)) => {
-                printer.note(
-                    &unit.prefix,
-                    &format!(
-                        "attempt {}: its pod is gone; the log kept in the artifact store:",
-                        unit.attempt
-                    ),
-                );
-                for line in text.lines() {
-                    printer.line(&unit.prefix, line);
-                }
-            }
-            Ok(None) => printer.note(&unit.prefix, &gone(unit)),
-            Err(e) => printer.note(
-                &unit.prefix,
-                &format!("{}; the stored log could not be read: {e}", gone(unit)),
-            ),
-        }
+        print_stored(cluster, unit, printer).await;
         return Ok(());
     };
     if !started(pod) {
@@ -577,6 +581,12 @@ impl Following<'_> {
             let key = (unit.task_run_uid.clone(), unit.attempt);
             if !self.handled.contains(&key) {
                 let pod = pods.get(&key);
+                if pod.is_none() && unit.finished {
+                    // Finished and its pod gone: what the store kept, once.
+                    self.handled.insert(key);
+                    print_stored(self.cluster, unit, printer).await;
+                    continue;
+                }
                 self.look_at(unit, key.clone(), pod, printer);
             }
         }
@@ -608,10 +618,6 @@ impl Following<'_> {
                     &unit.prefix,
                     &format!("no logs: attempt {} never started ({why})", unit.attempt),
                 );
-            }
-            None if unit.finished => {
-                self.handled.insert(key);
-                printer.note(&unit.prefix, &gone(unit));
             }
             Some(pod) => {
                 if let Some(reason) = waiting_problem(pod)

@@ -11,6 +11,7 @@ pub mod deadline;
 mod fixture;
 pub mod instrument;
 pub mod job;
+pub mod large;
 pub mod notify;
 pub mod pipeline;
 pub mod pipelinerun;
@@ -59,6 +60,9 @@ pub enum Error {
     /// A compare-and-swap write lost to other writers every time it was tried.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A value a task moved to the artifact store could not be read back.
+    #[error("large output: {0}")]
+    LargeOutput(String),
 }
 
 impl Error {
@@ -71,6 +75,7 @@ impl Error {
             Error::Serialization(_) => "serialization",
             Error::MissingField(_) => "invalid-object",
             Error::Conflict(_) => "conflict",
+            Error::LargeOutput(_) => "artifact-store",
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Context {
     pub revisions: Arc<revision::RevisionCache>,
     /// The notifier's settings and the messages it is sending.
     pub notifier: Arc<notify::Notifier>,
+    /// Large outputs read back from the artifact store.
+    pub large_values: Arc<large::LargeValues>,
 }
 
 impl Context {
@@ -103,6 +110,7 @@ impl Context {
             task_defaults: Arc::default(),
             revisions: Arc::default(),
             notifier: Arc::default(),
+            large_values: Arc::default(),
         }
     }
 

@@ -56,6 +56,19 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     super::artifacts::keep_finalizer(&ctx, &run, pinned.valid.spec.artifact_store.as_ref()).await?;
     let mut task_runs = observe(&ctx, &run).await?;
     take_rerun(&ctx, &run, &mut pinned, &mut task_runs, now).await?;
+    if let Err(e) = super::large::fill(&ctx, &namespace(&run)?, &mut task_runs).await {
+        let note = format!("{e}; trying again");
+        ctx.event(
+            &run.object_ref(&()),
+            None,
+            EventType::Warning,
+            reasons::OUTPUT_UNAVAILABLE,
+            actions::RECONCILE,
+            note,
+        )
+        .await;
+        return Err(e);
+    }
     let children = children_of(&task_runs);
     let due = super::deadline::of(&run, &pinned.valid.spec, pinned.started_at);
     pinned.timeout = super::deadline::timeout(due.as_ref(), pinned.started_at, pinned.timeout);

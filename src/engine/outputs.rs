@@ -12,6 +12,43 @@ pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// reads the file from its end).
 pub const MAX_BYTES: usize = 4096;
 
+/// Most bytes of outputs a task may write when they do not travel in a termination message
+/// (under `weir exec`, which moves large values through the artifact store, and in
+/// `weir run`).
+pub const MAX_LARGE_BYTES: usize = 32 << 20;
+/// Prefix of the key under which a value moved to the artifact store is reported: its
+/// object key, size and digest, as JSON. Keys with a dot cannot be declared as outputs, so
+/// they never clash.
+pub const LARGE_PREFIX: &str = "weir.large.";
+
+/// The key under which output `key`, moved to the artifact store, is reported.
+pub fn large_key(key: &str) -> String {
+    format!("{LARGE_PREFIX}{key}")
+}
+
+/// The values to move to the store so that the rest, with a reference of `ref_bytes` in
+/// place of each moved value, comes to less than `budget` bytes as JSON: the largest first.
+/// `None` when even moving every value would not do.
+pub fn to_move(outputs: &BTreeMap<String, String>, ref_bytes: usize, budget: usize) -> Option<Vec<String>> {
+    let json = |m: &BTreeMap<String, String>| serde_json::to_string(m).map_or(usize::MAX, |t| t.len());
+    let mut left = outputs.clone();
+    let mut by_size: Vec<(&String, &String)> = outputs.iter().collect();
+    by_size.sort_by_key(|(k, v)| (std::cmp::Reverse(v.len()), k.as_str()));
+    let mut moved = Vec::new();
+    let mut by_size = by_size.into_iter();
+    while json(&left) >= budget {
+        let (key, value) = by_size.next()?;
+        if value.len() <= ref_bytes {
+            // Moving what is no longer than its reference gains nothing.
+            return None;
+        }
+        left.remove(key);
+        left.insert(large_key(key), "x".repeat(ref_bytes));
+        moved.push(key.clone());
+    }
+    Some(moved)
+}
+
 /// Parses the outputs text and checks every declared output is there.
 ///
 /// Text of [`MAX_BYTES`] or more is refused as cut: the kubelet passes on only the last
@@ -19,12 +56,29 @@ pub const MAX_BYTES: usize = 4096;
 /// line cut short is still `key=value`), so a value would arrive shortened without anyone
 /// noticing. A file of exactly [`MAX_BYTES`] bytes cannot be told apart from a cut one.
 pub fn parse(text: &str, declared: &[String]) -> Result<BTreeMap<String, String>, String> {
-    if text.len() >= MAX_BYTES {
+    parse_within(text, declared, MAX_BYTES)
+}
+
+/// [`parse`] for outputs that may be up to `limit` bytes (refused from `limit` on). A
+/// declared output reported as moved to the store ([`large_key`]) is there.
+pub fn parse_within(
+    text: &str,
+    declared: &[String],
+    limit: usize,
+) -> Result<BTreeMap<String, String>, String> {
+    if text.len() >= limit && limit > MAX_BYTES {
+        return Err(format!(
+            "outputs come to {} bytes, more than the {limit} bytes a task may write",
+            text.len()
+        ));
+    }
+    if text.len() >= limit {
         return Err(format!(
             "outputs reached the {MAX_BYTES}-byte limit of a termination message and were cut \
              (Kubernetes keeps only the last {MAX_BYTES} bytes): write less than {MAX_BYTES} \
-             bytes to ${OUTPUTS_ENV}, or store large results elsewhere (object storage, a \
-             volume) and output their location"
+             bytes to ${OUTPUTS_ENV}, or configure an artifact store and give the task a \
+             command, so that weir exec moves large values through the store (see \
+             docs/artifacts.md)"
         ));
     }
     let trimmed = text.trim();
@@ -56,7 +110,7 @@ pub fn parse(text: &str, declared: &[String]) -> Result<BTreeMap<String, String>
     }
     let missing: Vec<&str> = declared
         .iter()
-        .filter(|d| !outputs.contains_key(*d))
+        .filter(|d| !outputs.contains_key(*d) && !outputs.contains_key(&large_key(d)))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
@@ -71,6 +125,39 @@ pub fn parse(text: &str, declared: &[String]) -> Result<BTreeMap<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_values_move_until_the_rest_fits() {
+        let outputs = BTreeMap::from([
+            ("small".to_string(), "1".to_string()),
+            ("big".to_string(), "b".repeat(5000)),
+            ("bigger".to_string(), "c".repeat(9000)),
+        ]);
+        assert_eq!(
+            to_move(&outputs, 200, MAX_BYTES),
+            Some(vec!["bigger".into(), "big".into()])
+        );
+        let fits = BTreeMap::from([("rows".to_string(), "42".to_string())]);
+        assert_eq!(to_move(&fits, 200, MAX_BYTES), Some(vec![]));
+        // A thousand short values cannot be helped by moving any of them.
+        let many: BTreeMap<String, String> = (0..1000).map(|i| (format!("k{i}"), "v".repeat(10))).collect();
+        assert_eq!(to_move(&many, 200, MAX_BYTES), None);
+    }
+
+    #[test]
+    fn a_declared_output_moved_to_the_store_is_there() {
+        let text = format!(r#"{{"{}": "{{}}", "rows": "1"}}"#, large_key("parts"));
+        let parsed = parse(&text, &declared(&["parts", "rows"])).unwrap();
+        assert!(parsed.contains_key("weir.large.parts"));
+        let big = format!(r#"{{"parts": "{}"}}"#, "p".repeat(100_000));
+        assert!(parse(&big, &declared(&["parts"])).is_err());
+        assert_eq!(
+            parse_within(&big, &declared(&["parts"]), MAX_LARGE_BYTES).unwrap()["parts"].len(),
+            100_000
+        );
+        let err = parse_within(&big, &[], 1000 + MAX_BYTES).unwrap_err();
+        assert!(err.contains("more than the 5096 bytes"), "{err}");
+    }
 
     fn declared(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()

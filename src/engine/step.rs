@@ -230,7 +230,10 @@ pub fn step_run(input: &StepInput<'_>) -> RunStep {
             prepare: &prepare,
         });
         match starts(&plan, &resolver) {
-            Ok(start) => return finish(input, children, plan, start),
+            Ok(start) => {
+                let widths = resolver.widths();
+                return finish(input, children, plan, start, &widths);
+            }
             Err(failed) => unable.extend(failed),
         }
     }
@@ -285,7 +288,13 @@ fn starts(plan: &RunPlan, resolver: &Resolver<'_>) -> Result<Vec<Start>, BTreeMa
 }
 
 /// The step from a plan whose starts all resolved.
-fn finish(input: &StepInput<'_>, children: Children, plan: RunPlan, start: Vec<Start>) -> RunStep {
+fn finish(
+    input: &StepInput<'_>,
+    children: Children,
+    plan: RunPlan,
+    start: Vec<Start>,
+    widths: &BTreeMap<usize, usize>,
+) -> RunStep {
     let cancel = plan
         .cancel
         .iter()
@@ -301,7 +310,14 @@ fn finish(input: &StepInput<'_>, children: Children, plan: RunPlan, start: Vec<S
     for s in &start {
         states[s.task] = TaskPhase::Running;
     }
-    let summary = summarize(input.pipeline, &states, input.children, &children, &plan.notes);
+    let summary = summarize(
+        input.pipeline,
+        &states,
+        input.children,
+        &children,
+        &plan.notes,
+        widths,
+    );
     RunStep {
         start,
         cancel,
@@ -358,6 +374,14 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// How many instances each fanned-out task it prepared has.
+    fn widths(&self) -> BTreeMap<usize, usize> {
+        let mut widths: BTreeMap<usize, usize> =
+            self.items.borrow().iter().map(|(&t, v)| (t, v.len())).collect();
+        widths.extend(self.ready.borrow().iter().map(|(&t, v)| (t, v.len())));
+        widths
+    }
+
     fn values(&self, task: usize) -> TaskValues<'_> {
         TaskValues {
             run: self.input.context,
@@ -426,6 +450,7 @@ fn summarize(
     all: &[Child<'_>],
     children: &Children,
     notes: &[(usize, String)],
+    widths: &BTreeMap<usize, usize>,
 ) -> RunSummary {
     let mut counts = TaskCounts {
         total: states.len() as u32,
@@ -465,7 +490,7 @@ fn summarize(
         .map(|t| {
             let child = children.single[t].map(|c| &all[c]);
             let note = notes.iter().find(|(n, _)| *n == t).map(|(_, m)| m.clone());
-            let fan_out = fan_out_message(all, &children.instances[t]);
+            let fan_out = fan_out_message(all, &children.instances[t], widths.get(&t).copied());
             let failure = child.and_then(|c| c.message).map(str::to_string);
             TaskSummary {
                 name: pipeline.name(t).to_string(),
@@ -487,16 +512,21 @@ fn summarize(
     }
 }
 
-/// How far a fanned-out task's instances are.
-fn fan_out_message(all: &[Child<'_>], instances: &[Option<usize>]) -> Option<String> {
+/// How far a fanned-out task's instances are; `width` is how many it has in all, when
+/// known and more than have started.
+fn fan_out_message(all: &[Child<'_>], instances: &[Option<usize>], width: Option<usize>) -> Option<String> {
     let seen: Vec<&Child<'_>> = instances.iter().flatten().map(|&c| &all[c]).collect();
     if seen.is_empty() {
         return None;
     }
     let done = seen.iter().filter(|c| c.phase.is_terminal()).count();
     let failed = seen.iter().filter(|c| c.phase == TaskPhase::Failed).count();
+    let of_all = match width {
+        Some(w) if w > seen.len() => format!(" (of {w})"),
+        _ => String::new(),
+    };
     Some(format!(
-        "{done} instance(s) done of {} started, {failed} failed",
+        "{done} instance(s) done of {} started{of_all}, {failed} failed",
         seen.len()
     ))
 }

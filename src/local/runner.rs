@@ -549,10 +549,10 @@ impl Runner {
         a.finished_at = Some(now);
         let (phase, reason, exit_code, message) = match event.ended {
             Ended::Exited { code: Some(0), .. } => {
-                // What the kubelet keeps of a termination message: its last 4 KiB, which
-                // `outputs::parse` refuses as cut when it is all there is room for.
-                let text = read_tail(&a.outputs_file, outputs::MAX_BYTES);
-                match outputs::parse(&text, &declared) {
+                // As on a cluster with an artifact store, where `weir exec` moves values too
+                // large for a termination message to the store: up to 32 MiB in all.
+                let text = read_tail(&a.outputs_file, outputs::MAX_LARGE_BYTES);
+                match outputs::parse_within(&text, &declared, outputs::MAX_LARGE_BYTES) {
                     Ok(parsed) => {
                         unit.outputs = parsed;
                         (AttemptPhase::Succeeded, None, Some(0), None)

@@ -857,12 +857,25 @@ fn outputs_table(tr: &crate::api::TaskRun) -> String {
     }
     let mut out = String::from(r#"<h2>Outputs</h2><table id="outputs"><tbody>"#);
     for (k, v) in &outputs {
-        let _ = write!(
-            out,
-            r#"<tr><th scope="row">{}</th><td><code>{}</code></td></tr>"#,
-            esc(k),
-            esc(v)
-        );
+        // A value moved to the artifact store shows as what it is, not as its reference.
+        let moved = k
+            .strip_prefix(crate::engine::outputs::LARGE_PREFIX)
+            .zip(serde_json::from_str::<crate::api::ArtifactRef>(v).ok());
+        let _ = match moved {
+            Some((name, r)) => write!(
+                out,
+                r#"<tr><th scope="row">{}</th><td>{} bytes, in the artifact store as <code>{}</code></td></tr>"#,
+                esc(name),
+                r.size,
+                esc(&r.key)
+            ),
+            None => write!(
+                out,
+                r#"<tr><th scope="row">{}</th><td><code>{}</code></td></tr>"#,
+                esc(k),
+                esc(v)
+            ),
+        };
     }
     out.push_str("</tbody></table>");
     out
