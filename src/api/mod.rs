@@ -20,7 +20,9 @@ pub mod task;
 pub mod taskrun;
 pub mod wait;
 
-pub use artifact::{ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput};
+pub use artifact::{
+    ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput, StoreProvider,
+};
 pub use asset::{
     Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
 };

@@ -1,10 +1,10 @@
-//! Artifacts on object storage (docs/artifacts.md): the store (S3-compatible, or a local
-//! directory for `weir run`), moving files and directories in and out of it with their
+//! Artifacts on object storage (docs/artifacts.md): the store (S3-compatible, GCS, Azure
+//! Blob Storage, or a local directory for `weir run`), moving files and directories in and out of it with their
 //! SHA-256 digests, and `weir exec`, the wrapper a task's command runs under in its pod.
 
 pub mod exec;
 
-use crate::api::{ArtifactRef, ArtifactStoreSpec};
+use crate::api::{ArtifactRef, ArtifactStoreSpec, StoreProvider};
 use futures::StreamExt as _;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as Key;
@@ -16,10 +16,55 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
 
 /// Environment variables carrying a store's credentials into a task's pod (from the store's
-/// Secret), read by `weir exec`. The names the AWS tools use.
+/// Secret), read by `weir exec`: the names each provider's own tools use.
 pub const ACCESS_KEY_ENV: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
 pub const SESSION_TOKEN_ENV: &str = "AWS_SESSION_TOKEN";
+pub const GCS_KEY_ENV: &str = "GOOGLE_SERVICE_ACCOUNT_KEY";
+pub const AZURE_KEY_ENV: &str = "AZURE_STORAGE_ACCOUNT_KEY";
+
+/// One credential of a provider: the variable it travels in, the key of the store's Secret
+/// it comes from, and whether it may be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialKey {
+    pub env: &'static str,
+    pub secret_key: &'static str,
+    pub optional: bool,
+}
+
+const fn key(env: &'static str, secret_key: &'static str, optional: bool) -> CredentialKey {
+    CredentialKey {
+        env,
+        secret_key,
+        optional,
+    }
+}
+
+/// The credentials of each kind of store.
+pub fn credential_keys(provider: StoreProvider) -> &'static [CredentialKey] {
+    const S3: [CredentialKey; 3] = [
+        key(ACCESS_KEY_ENV, "accessKeyId", false),
+        key(SECRET_KEY_ENV, "secretAccessKey", false),
+        key(SESSION_TOKEN_ENV, "sessionToken", true),
+    ];
+    const GCS: [CredentialKey; 1] = [key(GCS_KEY_ENV, "serviceAccountKey", false)];
+    const AZURE: [CredentialKey; 1] = [key(AZURE_KEY_ENV, "accountKey", false)];
+    match provider {
+        StoreProvider::S3 => &S3,
+        StoreProvider::GCS => &GCS,
+        StoreProvider::Azure => &AZURE,
+    }
+}
+
+/// Every variable that can carry a credential: `weir exec` removes them all from the
+/// environment of the task's command.
+pub const CREDENTIAL_ENVS: [&str; 5] = [
+    ACCESS_KEY_ENV,
+    SECRET_KEY_ENV,
+    SESSION_TOKEN_ENV,
+    GCS_KEY_ENV,
+    AZURE_KEY_ENV,
+];
 
 /// Where artifacts are kept, as `weir exec` is told: a bucket, or a local directory (`weir run`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -33,26 +78,66 @@ pub enum Location {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
     },
+    /// A Google Cloud Storage bucket; `endpoint` for an emulator.
+    Gcs {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
+    /// An Azure Blob Storage container of `account`; `endpoint` for Azurite or a private
+    /// endpoint.
+    Azure {
+        container: String,
+        account: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
     /// A directory on this machine; keys are paths below it.
     Dir(PathBuf),
 }
 
 impl Location {
     pub fn of(spec: &ArtifactStoreSpec) -> Location {
-        Location::S3 {
-            bucket: spec.bucket.clone(),
-            endpoint: spec.endpoint.clone(),
-            region: spec.region.clone(),
+        let bucket = spec.bucket.clone();
+        let endpoint = spec.endpoint.clone();
+        match spec.provider.unwrap_or_default() {
+            StoreProvider::S3 => Location::S3 {
+                bucket,
+                endpoint,
+                region: spec.region.clone(),
+            },
+            StoreProvider::GCS => Location::Gcs { bucket, endpoint },
+            StoreProvider::Azure => Location::Azure {
+                container: bucket,
+                account: spec.account.clone().unwrap_or_default(),
+                endpoint,
+            },
+        }
+    }
+
+    /// The kind of store (a local directory counts as S3: it takes no credentials).
+    pub fn provider(&self) -> StoreProvider {
+        match self {
+            Location::Gcs { .. } => StoreProvider::GCS,
+            Location::Azure { .. } => StoreProvider::Azure,
+            Location::S3 { .. } | Location::Dir(_) => StoreProvider::S3,
         }
     }
 
     /// How a person recognises the store in a message (no credentials, never).
     pub fn describe(&self) -> String {
+        let at = |e: &Option<String>| e.as_ref().map(|e| format!(" at {e}")).unwrap_or_default();
         match self {
-            Location::S3 { bucket, endpoint, .. } => match endpoint {
-                Some(e) => format!("bucket {bucket:?} at {e}"),
-                None => format!("bucket {bucket:?}"),
-            },
+            Location::S3 { bucket, endpoint, .. } => format!("bucket {bucket:?}{}", at(endpoint)),
+            Location::Gcs { bucket, endpoint } => format!("GCS bucket {bucket:?}{}", at(endpoint)),
+            Location::Azure {
+                container,
+                account,
+                endpoint,
+            } => format!(
+                "Azure container {container:?} of account {account:?}{}",
+                at(endpoint)
+            ),
             Location::Dir(dir) => format!("directory {}", dir.display()),
         }
     }
@@ -90,18 +175,32 @@ pub struct Store {
     location: Location,
 }
 
-/// Credentials given explicitly (the operator reading a Secret); `None` reads the
-/// `AWS_*` environment variables, as `weir exec` does in a pod.
+/// Credentials given explicitly (the operator reading a Secret), by the variable they
+/// would travel in; `None` reads those variables from the environment, as `weir exec` does
+/// in a pod.
 #[derive(Clone, Default)]
-pub struct Credentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
-}
+pub struct Credentials(pub std::collections::BTreeMap<&'static str, String>);
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Credentials(..)")
+    }
+}
+
+/// A credential: given, or from the environment.
+fn credential(given: Option<&Credentials>, env: &'static str) -> Option<String> {
+    match given {
+        Some(c) => c.0.get(env).cloned(),
+        None => std::env::var(env).ok(),
+    }
+    .filter(|v| !v.is_empty())
+}
+
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
     }
 }
 
@@ -128,30 +227,56 @@ impl Store {
                 let mut b = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_region(region.clone().unwrap_or_else(|| "us-east-1".into()))
-                    .with_retry(object_store::RetryConfig {
-                        max_retries: 3,
-                        retry_timeout: std::time::Duration::from_secs(30),
-                        ..Default::default()
-                    });
+                    .with_retry(retry());
                 if let Some(endpoint) = endpoint {
                     b = b
                         .with_endpoint(endpoint)
                         .with_allow_http(endpoint.starts_with("http://"));
                 }
-                let creds = credentials.or_else(|| {
-                    Some(Credentials {
-                        access_key_id: std::env::var(ACCESS_KEY_ENV).ok()?,
-                        secret_access_key: std::env::var(SECRET_KEY_ENV).ok()?,
-                        session_token: std::env::var(SESSION_TOKEN_ENV).ok().filter(|t| !t.is_empty()),
-                    })
-                });
-                if let Some(c) = creds {
-                    b = b
-                        .with_access_key_id(c.access_key_id)
-                        .with_secret_access_key(c.secret_access_key);
-                    if let Some(t) = c.session_token {
+                let given = credentials.as_ref();
+                if let (Some(id), Some(secret)) = (
+                    credential(given, ACCESS_KEY_ENV),
+                    credential(given, SECRET_KEY_ENV),
+                ) {
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                    if let Some(t) = credential(given, SESSION_TOKEN_ENV) {
                         b = b.with_token(t);
                     }
+                }
+                Arc::new(b.build().map_err(fail)?)
+            }
+            Location::Gcs { bucket, endpoint } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry());
+                if let Some(endpoint) = endpoint {
+                    b = b.with_base_url(endpoint).with_client_options(
+                        object_store::ClientOptions::new().with_allow_http(endpoint.starts_with("http://")),
+                    );
+                }
+                if let Some(key) = credential(credentials.as_ref(), GCS_KEY_ENV) {
+                    b = b.with_service_account_key(key);
+                }
+                Arc::new(b.build().map_err(fail)?)
+            }
+            Location::Azure {
+                container,
+                account,
+                endpoint,
+            } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+                    .with_account(account)
+                    .with_container_name(container)
+                    .with_retry(retry());
+                if let Some(endpoint) = endpoint {
+                    b = b
+                        .with_endpoint(endpoint.clone())
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                if let Some(key) = credential(credentials.as_ref(), AZURE_KEY_ENV) {
+                    b = b.with_access_key(key);
                 }
                 Arc::new(b.build().map_err(fail)?)
             }
@@ -263,6 +388,20 @@ impl Store {
             .await
             .map(|b| b.to_vec())
             .map_err(|e| self.error(&format!("reading {key}"), e))
+    }
+
+    /// The bytes of a file artifact (a value moved to the store), its digest checked.
+    pub async fn get_checked(&self, artifact: &ArtifactRef) -> Result<Vec<u8>, Error> {
+        let body = self.get_bytes(&artifact.key).await?;
+        let actual = hex(&Sha256::digest(&body));
+        if actual != artifact.sha256 {
+            return Err(Error::Digest {
+                what: artifact.key.clone(),
+                expected: artifact.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(body)
     }
 
     /// Whether `key` exists; `Ok(false)` when the store says it does not.
@@ -433,11 +572,13 @@ fn short(text: &str) -> String {
     }
 }
 
-/// The credentials in Secret `name`; an error names the Secret and the key, never a value.
+/// The credentials of a `provider` store in Secret `name`; an error names the Secret and
+/// the key, never a value.
 pub async fn read_credentials(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    provider: StoreProvider,
 ) -> Result<Credentials, String> {
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
     let secret = api
@@ -446,16 +587,34 @@ pub async fn read_credentials(
         .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?
         .ok_or_else(|| format!("Secret {namespace}/{name} of the artifact store does not exist"))?;
     let data = secret.data.unwrap_or_default();
-    let text = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+    let mut found = Credentials::default();
+    for k in credential_keys(provider) {
+        match data.get(k.secret_key) {
+            Some(v) => {
+                found
+                    .0
+                    .insert(k.env, String::from_utf8_lossy(&v.0).trim().to_string());
+            }
+            None if k.optional => {}
+            None => return Err(format!("Secret {namespace}/{name} has no key {}", k.secret_key)),
+        }
+    }
+    Ok(found)
+}
+
+/// Opens the store `spec` names, with the credentials of its Secret in `namespace`.
+pub async fn open_spec(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &ArtifactStoreSpec,
+) -> Result<Store, String> {
+    let credentials = match &spec.credentials_secret {
+        Some(name) => {
+            Some(read_credentials(client, namespace, name, spec.provider.unwrap_or_default()).await?)
+        }
+        None => None,
     };
-    let need = |k: &str| text(k).ok_or_else(|| format!("Secret {namespace}/{name} has no key {k}"));
-    Ok(Credentials {
-        access_key_id: need("accessKeyId")?,
-        secret_access_key: need("secretAccessKey")?,
-        session_token: text("sessionToken").filter(|t| !t.is_empty()),
-    })
+    Store::open(&Location::of(spec), credentials).map_err(|e| e.to_string())
 }
 
 /// The stored log of the attempt that Job `job` ran: `Ok(None)` when there is none to look
@@ -479,7 +638,9 @@ pub async fn stored_log(client: &kube::Client, namespace: &str, job: &str) -> Re
         return Ok(None);
     };
     let credentials = match secret {
-        Some(name) => read_credentials(client, namespace, &name).await.ok(),
+        Some(name) => read_credentials(client, namespace, &name, location.provider())
+            .await
+            .ok(),
         None => None,
     };
     let store = Store::open(&location, credentials).map_err(|e| e.to_string())?;

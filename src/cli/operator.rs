@@ -70,21 +70,29 @@ pub struct Args {
 /// `spec.artifactStore` wins.
 #[derive(clap::Args)]
 struct ArtifactArgs {
-    /// S3 bucket of artifacts and kept logs. Unset: no installation store (pipelines may name
-    /// their own).
+    /// Kind of store: S3 (and S3-compatible services), GCS or Azure.
+    #[arg(long = "artifact-provider", env = "WEIR_ARTIFACT_PROVIDER", value_parser = parse_provider)]
+    provider: Option<crate::api::StoreProvider>,
+    /// Bucket (S3, GCS) or container (Azure) of artifacts and kept logs. Unset: no
+    /// installation store (pipelines may name their own).
     #[arg(long = "artifact-bucket", env = "WEIR_ARTIFACT_BUCKET")]
     bucket: Option<String>,
+    /// Storage account (Azure).
+    #[arg(long = "artifact-account", env = "WEIR_ARTIFACT_ACCOUNT")]
+    account: Option<String>,
     /// Key prefix of every object.
     #[arg(long = "artifact-prefix", env = "WEIR_ARTIFACT_PREFIX")]
     prefix: Option<String>,
-    /// URL of an S3-compatible service (MinIO, Ceph, ...). Unset: Amazon S3.
+    /// URL of the service when it is not the provider's own: an S3-compatible service
+    /// (MinIO, Ceph, ...), a GCS emulator, an Azure blob endpoint (Azurite, ...).
     #[arg(long = "artifact-endpoint", env = "WEIR_ARTIFACT_ENDPOINT")]
     endpoint: Option<String>,
     /// Region of the bucket (default us-east-1).
     #[arg(long = "artifact-region", env = "WEIR_ARTIFACT_REGION")]
     region: Option<String>,
-    /// Secret, in each run's namespace, with keys accessKeyId and secretAccessKey (and
-    /// optionally sessionToken), given to task pods by reference.
+    /// Secret, in each run's namespace, with the store's credentials, given to task pods by
+    /// reference: for S3 keys accessKeyId and secretAccessKey (and optionally
+    /// sessionToken), for GCS serviceAccountKey, for Azure accountKey.
     #[arg(
         long = "artifact-credentials-secret",
         env = "WEIR_ARTIFACT_CREDENTIALS_SECRET"
@@ -113,6 +121,8 @@ impl ArtifactArgs {
         let set = |o: &Option<String>| o.clone().filter(|s| !s.trim().is_empty());
         controller::artifacts::ArtifactSettings {
             store: set(&self.bucket).map(|bucket| crate::api::ArtifactStoreSpec {
+                provider: self.provider,
+                account: set(&self.account),
                 bucket,
                 prefix: set(&self.prefix),
                 endpoint: set(&self.endpoint),
@@ -124,6 +134,16 @@ impl ArtifactArgs {
             keep_after_run: self.keep_after_run,
             delete_timeout: Some(self.delete_timeout),
         }
+    }
+}
+
+fn parse_provider(text: &str) -> Result<crate::api::StoreProvider, String> {
+    use crate::api::StoreProvider;
+    match text.to_ascii_lowercase().as_str() {
+        "s3" => Ok(StoreProvider::S3),
+        "gcs" => Ok(StoreProvider::GCS),
+        "azure" => Ok(StoreProvider::Azure),
+        _ => Err(format!("{text:?} is not a store provider: S3, GCS or Azure")),
     }
 }
 

@@ -44,10 +44,14 @@ impl ArtifactSettings {
         spec.artifact_store.as_ref().or(self.store.as_ref())
     }
 
-    /// Whether the task runs under `weir exec`: it moves artifacts, or its log is kept.
+    /// Whether the task runs under `weir exec`: it moves artifacts, its log is kept, or it
+    /// declares outputs that may be too large for a termination message (with a store to
+    /// move them to, and a `command` to run under it).
     pub fn wraps(&self, spec: &TaskRunSpec) -> bool {
-        let keeps_log = self.keep_logs && self.store_of(spec).is_some() && !spec.command.is_empty();
-        !spec.artifacts.is_empty() || !spec.inputs.is_empty() || keeps_log
+        let can = self.store_of(spec).is_some() && !spec.command.is_empty();
+        let keeps_log = self.keep_logs && can;
+        let large_outputs = !spec.outputs.is_empty() && can;
+        !spec.artifacts.is_empty() || !spec.inputs.is_empty() || keeps_log || large_outputs
     }
 }
 
@@ -101,12 +105,14 @@ pub fn wrap(pod: &mut PodSpec, task_run: &TaskRun, attempt: u32, settings: &Arti
         value: serde_json::to_string(&plan).ok(),
         value_from: None,
     });
-    if let Some(secret) = store_spec.and_then(|s| s.credentials_secret.as_deref()) {
-        env.extend([
-            secret_env(store::ACCESS_KEY_ENV, secret, "accessKeyId", false),
-            secret_env(store::SECRET_KEY_ENV, secret, "secretAccessKey", false),
-            secret_env(store::SESSION_TOKEN_ENV, secret, "sessionToken", true),
-        ]);
+    if let Some(spec) = store_spec
+        && let Some(secret) = spec.credentials_secret.as_deref()
+    {
+        let keys = store::credential_keys(spec.provider.unwrap_or_default());
+        env.extend(
+            keys.iter()
+                .map(|k| secret_env(k.env, secret, k.secret_key, k.optional)),
+        );
     }
     container
         .volume_mounts
@@ -299,12 +305,7 @@ async fn delete_run_objects(
     run: &str,
     spec: &ArtifactStoreSpec,
 ) -> Result<usize, String> {
-    let credentials = match &spec.credentials_secret {
-        Some(name) => Some(store::read_credentials(&ctx.client, namespace, name).await?),
-        None => None,
-    };
-    let location = Location::of(spec);
-    let store = store::Store::open(&location, credentials).map_err(|e| e.to_string())?;
+    let store = store::open_spec(&ctx.client, namespace, spec).await?;
     store
         .delete_prefix(&artifact::run_prefix(spec.prefix.as_deref(), namespace, run))
         .await

@@ -399,6 +399,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
     };
 
     check_params(spec, &mut errors);
+    check_store(spec, &mut errors);
     check_data_flow(spec, &all, &index, main_count, dag.as_ref(), &mut errors);
 
     match (errors.0.is_empty(), dag) {
@@ -854,6 +855,23 @@ fn check_data_flow(
 
 /// Artifacts and inputs: names unique, paths absolute, a command to run under `weir exec`,
 /// and every input naming an artifact that a task upstream declares.
+/// An Azure store names its storage account; `account` means nothing to the others.
+fn check_store(spec: &PipelineSpec, errors: &mut Collector) {
+    let Some(store) = &spec.artifact_store else { return };
+    let azure = store.provider == Some(crate::api::StoreProvider::Azure);
+    match (azure, store.account.is_some()) {
+        (true, false) => errors.spec(
+            "spec.artifactStore.account",
+            "an Azure store needs account: the storage account its container is in",
+        ),
+        (false, true) => errors.spec(
+            "spec.artifactStore.account",
+            "account is for Azure stores only: set provider: Azure, or remove it",
+        ),
+        _ => {}
+    }
+}
+
 fn check_artifacts(
     all: &[(&TaskSpec, String)],
     index: &HashMap<String, usize>,

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod browser;
 pub mod cli;
 pub mod dags;

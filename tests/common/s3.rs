@@ -25,11 +25,12 @@ pub struct S3Server {
     log: PathBuf,
 }
 
-fn tool() -> PathBuf {
+/// A tool `hack/tools.sh` installs, installing it first if it is not there.
+pub fn tool(name: &str) -> PathBuf {
     let tools = std::env::var_os("WEIR_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/weir/tools"));
-    let bin = tools.join("bin/s3s-fs");
+    let bin = tools.join("bin").join(name);
     if !bin.exists() {
         let status = Command::new(super::repo_root().join("hack/tools.sh"))
             .status()
@@ -51,7 +52,7 @@ impl S3Server {
             .unwrap()
             .port();
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(tool())
+        let child = Command::new(tool("s3s-fs"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&root)
@@ -143,6 +144,17 @@ pub async fn setup_with_store(
     s3: &S3Server,
     secret_key: &str,
 ) -> (weir_testenv::TestNamespace, super::Operator) {
+    let credentials = [("accessKeyId", ACCESS_KEY), ("secretAccessKey", secret_key)];
+    setup_with_secret(prefix, &credentials, &s3.operator_args(SECRET)).await
+}
+
+/// A namespace with the store's credentials Secret holding `credentials`, and an operator
+/// started with `args`.
+pub async fn setup_with_secret(
+    prefix: &str,
+    credentials: &[(&str, &str)],
+    args: &[String],
+) -> (weir_testenv::TestNamespace, super::Operator) {
     let ns = weir_testenv::env().await.namespace(prefix).await;
     super::install_crds(&ns).await;
     let secret = Secret {
@@ -150,17 +162,18 @@ pub async fn setup_with_store(
             name: Some(SECRET.into()),
             ..Default::default()
         },
-        string_data: Some(BTreeMap::from([
-            ("accessKeyId".to_string(), ACCESS_KEY.to_string()),
-            ("secretAccessKey".to_string(), secret_key.to_string()),
-        ])),
+        string_data: Some(
+            credentials
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
         ..Default::default()
     };
     ns.api::<Secret>()
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let args = s3.operator_args(SECRET);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let op = super::Operator::start_with(&ns, None, &args);
     (ns, op)

@@ -731,3 +731,24 @@ tasks:
     .unwrap();
     assert!(validate(&ok).is_ok(), "{:?}", validate(&ok).err());
 }
+
+#[test]
+fn an_azure_store_names_its_account_and_only_it_does() {
+    let spec = |store: &str| -> PipelineSpec {
+        serde_json::from_value(serde_json::json!({
+            "tasks": [{"name": "a", "image": "busybox"}],
+            "artifactStore": serde_json::from_str::<serde_json::Value>(store).unwrap(),
+        }))
+        .unwrap()
+    };
+    let errors = problems(&spec(r#"{"provider": "Azure", "bucket": "models"}"#));
+    let e = error_at(&errors, "spec.artifactStore.account");
+    assert!(e.message.contains("needs account"), "{e:?}");
+    let errors = problems(&spec(r#"{"bucket": "models", "account": "weirdata"}"#));
+    let e = error_at(&errors, "spec.artifactStore.account");
+    assert!(e.message.contains("Azure stores only"), "{e:?}");
+    valid(&spec(
+        r#"{"provider": "Azure", "bucket": "models", "account": "weirdata"}"#,
+    ));
+    valid(&spec(r#"{"provider": "GCS", "bucket": "models"}"#));
+}
