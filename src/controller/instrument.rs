@@ -25,6 +25,10 @@ pub trait Reconciled:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     const CONTROLLER: ControllerKind;
+    /// Whether the reconciler reads `metadata.managedFields` (who asked for a rerun). The
+    /// cache of any other kind drops them: they are often the larger part of an object
+    /// written with server-side apply, kept once per object in memory for nothing.
+    const KEEPS_MANAGED_FIELDS: bool = false;
     /// The span a reconcile of this object runs in.
     fn span(&self) -> tracing::Span;
 }
@@ -43,6 +47,7 @@ impl Reconciled for Pipeline {
 
 impl Reconciled for PipelineRun {
     const CONTROLLER: ControllerKind = ControllerKind::pipelinerun;
+    const KEEPS_MANAGED_FIELDS: bool = true;
     fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "reconcile",
@@ -113,6 +118,11 @@ pub fn controller<K: Reconciled>(
     let (reader, writer) = reflector::store();
     let queue = queue.clone();
     let objects = watcher(api, config)
+        .modify(|obj: &mut K| {
+            if !K::KEEPS_MANAGED_FIELDS {
+                obj.meta_mut().managed_fields = None;
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
