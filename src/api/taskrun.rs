@@ -159,9 +159,15 @@ pub struct TaskRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_count: Option<u32>,
 
-    /// Every attempt, oldest first.
+    /// Every attempt, oldest first, but for the oldest attempts of earlier rounds (before
+    /// reruns) past the last 10 of them: those are counted in `attemptsOmitted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+
+    /// How many attempts of earlier rounds were left out of `attempts` (the oldest: numbers
+    /// 1 to this), so that a task run again and again stays a small object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts_omitted: Option<u32>,
 
     /// What the succeeded attempt handed on, by output name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

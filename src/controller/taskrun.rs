@@ -47,7 +47,8 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
 
     let (jobs, pods) = observe(&ctx, &ns, &tr).await?;
     let round = take_rerun(&tr.spec, &old);
-    let mut recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, now);
+    let omitted = old.attempts_omitted.unwrap_or(0);
+    let mut recorded = record_attempts(&old.attempts, omitted, &jobs, &pods, &tr.spec, now);
     let evaluated = podless::evaluate(&ctx, &ns, &tr, &mut recorded.attempts, now).await?;
     recorded.outputs = recorded.outputs.or(evaluated.outputs);
     let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
@@ -188,6 +189,7 @@ struct Recorded {
 /// An attempt is recorded once it finishes and never re-read: its Job may be gone by then.
 fn record_attempts(
     previous: &[Attempt],
+    omitted: u32,
     jobs: &[Job],
     pods: &[Pod],
     spec: &TaskRunSpec,
@@ -203,6 +205,10 @@ fn record_attempts(
         let Some(number) = attempt_number(job) else {
             continue;
         };
+        if number <= omitted {
+            // Of an attempt left out of the status long ago (see `cap_history`).
+            continue;
+        }
         live_jobs.insert(number);
         let known = out.attempts.get(&number);
         if let Some(recorded) = known
@@ -464,7 +470,11 @@ fn build_status(
         None
     };
     status.next_retry_time = plan.next_retry_at.map(Time);
-    status.attempt_count = Some(attempts.len() as u32);
+    let (attempts, omitted) = cap_history(attempts, old.round_start.unwrap_or(0));
+    if omitted > 0 {
+        status.attempts_omitted = Some(old.attempts_omitted.unwrap_or(0) + omitted);
+    }
+    status.attempt_count = Some(count(&attempts));
     let (cond, reason, message) = succeeded_condition(&attempts, plan);
     set_condition(
         &mut status.conditions,
@@ -484,6 +494,25 @@ fn build_status(
     status
 }
 
+/// Attempts of earlier rounds kept in the status, the newest; older ones are counted.
+const KEPT_EARLIER_ATTEMPTS: usize = 10;
+
+/// Leaves out the oldest attempts of rounds before `round_start` past the newest
+/// [`KEPT_EARLIER_ATTEMPTS`] of them: they no longer count for anything but the record, and
+/// a task run again many times would otherwise grow without end. Returns how many went.
+fn cap_history(mut attempts: Vec<Attempt>, round_start: u32) -> (Vec<Attempt>, u32) {
+    let earlier = attempts.iter().filter(|a| a.number <= round_start).count();
+    let drop = earlier.saturating_sub(KEPT_EARLIER_ATTEMPTS);
+    attempts.drain(..drop);
+    (attempts, drop as u32)
+}
+
+/// How many attempts the task has made: the number of the newest (attempts are numbered
+/// from 1 on, also across reruns and past those left out of the status).
+fn count(attempts: &[Attempt]) -> u32 {
+    attempts.last().map_or(0, |a| a.number)
+}
+
 /// Status, reason and message of the `Succeeded` condition.
 fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatus, &'static str, String) {
     let last = attempts.last();
@@ -492,7 +521,7 @@ fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatu
         TaskPhase::Succeeded => (
             ConditionStatus::True,
             reasons::SUCCEEDED,
-            format!("succeeded on attempt {}", attempts.len()),
+            format!("succeeded on attempt {}", count(attempts)),
         ),
         TaskPhase::Cancelled => (
             ConditionStatus::False,
@@ -513,13 +542,13 @@ fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatu
                 reason.as_str(),
                 format!(
                     "failed after {} attempt(s): {over_budget}{detail}",
-                    attempts.len()
+                    count(attempts)
                 ),
             )
         }
         TaskPhase::Retrying => {
             let at = plan.next_retry_at.map(|t| t.to_string()).unwrap_or_default();
-            let n = attempts.len();
+            let n = count(attempts);
             let message = match (plan.disruption, last.and_then(|a| a.reason)) {
                 (Some(d), Some(reason)) if d.spared() => format!(
                     "attempt {n} was disrupted ({}: {detail}); next attempt at {at}, disruption {} of the {} retries.disruptions allows",
@@ -537,7 +566,7 @@ fn succeeded_condition(attempts: &[Attempt], plan: &TaskPlan) -> (ConditionStatu
             None => (
                 ConditionStatus::Unknown,
                 reasons::RUNNING,
-                format!("attempt {} running", attempts.len().max(1)),
+                format!("attempt {} running", count(attempts).max(1)),
             ),
         },
     }
@@ -816,7 +845,7 @@ fn phase_event(
     new: &TaskRunStatus,
     now: jiff::Timestamp,
 ) -> Option<(EventType, &'static str, String)> {
-    let attempts = new.attempts.len();
+    let attempts = count(&new.attempts);
     let detail = new
         .attempts
         .last()
@@ -1078,7 +1107,7 @@ mod tests {
         for case in cases {
             let name = case.name;
             let spec = spec(case.cancelled, case.declared);
-            let got = record_attempts(&case.previous, &case.jobs, &case.pods, &spec, ts(NOW));
+            let got = record_attempts(&case.previous, 0, &case.jobs, &case.pods, &spec, ts(NOW));
             let phases: Vec<_> = got
                 .attempts
                 .values()
@@ -1247,6 +1276,7 @@ mod tests {
     fn an_attempt_records_its_pod_and_the_pods_replaced() {
         let got = record_attempts(
             &[mk_attempt(1, Running, None)],
+            0,
             &[mk_job(1, JobIs::Active)],
             &[mk_pod(1, 100, PodIs::Running)],
             &spec(false, &[]),
@@ -1259,6 +1289,7 @@ mod tests {
         // The replacement ran to the end before Weir looked: the attempt stands, and says so.
         let got = record_attempts(
             &[running_in(1, 100)],
+            0,
             &[mk_job(1, JobIs::Complete)],
             &[mk_pod(1, 150, PodIs::Exited(0, "rows=1"))],
             &spec(false, &["rows"]),
@@ -1392,6 +1423,7 @@ mod tests {
     fn attempt_times_come_from_the_job_or_else_the_clock() {
         let got = record_attempts(
             &[mk_attempt(2, Running, None)],
+            0,
             &[mk_job(1, JobIs::Complete), mk_job(3, JobIs::Active)],
             &[mk_pod(1, 100, PodIs::Exited(0, ""))],
             &spec(false, &[]),
@@ -1415,6 +1447,7 @@ mod tests {
         let long: &'static str = "x".repeat(5 * MAX_MESSAGE).leak();
         let got = record_attempts(
             &[],
+            0,
             &[mk_job(1, JobIs::Failed)],
             &[mk_pod(1, 100, PodIs::Exited(1, long))],
             &spec(false, &[]),
@@ -1459,7 +1492,7 @@ mod tests {
             ..Default::default()
         });
         for spec in [spec(false, &[]), with_retries] {
-            let recorded = record_attempts(&[mk_attempt(1, Running, None)], &[], &[], &spec, ts(NOW));
+            let recorded = record_attempts(&[mk_attempt(1, Running, None)], 0, &[], &[], &spec, ts(NOW));
             let plan = plan(&spec, &recorded.attempts, 0, ts(NOW));
             assert_eq!(plan.phase, TaskPhase::Retrying);
             assert_eq!(plan.next_retry_at, Some(ts(NOW + 5)), "the disruption delay");
@@ -1799,7 +1832,7 @@ mod tests {
         let jobs = [mk_job(1, JobIs::Failed)];
         let pods = [mk_pod(1, 100, PodIs::Exited(1, "boom"))];
         let pass = |old: &TaskRunStatus, now: i64| {
-            let recorded = record_attempts(&old.attempts, &jobs, &pods, &tr.spec, ts(now));
+            let recorded = record_attempts(&old.attempts, 0, &jobs, &pods, &tr.spec, ts(now));
             let plan = plan(&tr.spec, &recorded.attempts, 0, ts(now));
             build_status(&tr, old, recorded.attempts, recorded.outputs, &plan, ts(now))
         };
@@ -1978,6 +2011,37 @@ mod tests {
     /// A rerun request the status has not taken in starts a new round: the earlier attempts
     /// stay, the next one is numbered on from them with a fresh retry budget, and the old
     /// outputs and finish no longer count.
+    #[test]
+    fn the_history_of_earlier_rounds_is_capped_and_counted() {
+        let attempts: Vec<Attempt> = (1..=30)
+            .map(|n| mk_attempt(n, AttemptPhase::Failed, Some(FailureReason::Error)))
+            .collect();
+        // 25 attempts before the current round: the oldest 15 go, the newest 10 stay.
+        let (kept, dropped) = cap_history(attempts.clone(), 25);
+        assert_eq!(dropped, 15);
+        assert_eq!(kept.first().map(|a| a.number), Some(16));
+        assert_eq!((kept.len(), count(&kept)), (15, 30));
+        // The current round is never cut, however long.
+        let (kept, dropped) = cap_history(attempts, 0);
+        assert_eq!((kept.len(), dropped), (30, 0));
+        // The Job of an attempt left out is not taken for a new attempt.
+        let previous: Vec<Attempt> = (16..=17)
+            .map(|n| mk_attempt(n, AttemptPhase::Failed, Some(FailureReason::Error)))
+            .collect();
+        let recorded = record_attempts(
+            &previous,
+            15,
+            &[mk_job(3, JobIs::Failed), mk_job(17, JobIs::Failed)],
+            &[],
+            &spec(false, &[]),
+            ts(NOW),
+        );
+        assert_eq!(
+            recorded.attempts.keys().copied().collect::<Vec<_>>(),
+            vec![16, 17]
+        );
+    }
+
     #[test]
     fn a_rerun_request_starts_a_new_round_numbered_on() {
         let mut spec = spec(false, &[]);
