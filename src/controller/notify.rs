@@ -193,7 +193,14 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         }
         let notification = declared(spec.as_deref(), &notifier)[d.index];
         let (notification, origin) = (notification.notification.clone(), notification.origin);
-        tokio::spawn(deliver(ctx.clone(), fresh.clone(), notification, origin, d));
+        let params = notify::params(spec.as_deref(), &fresh.spec.params);
+        let message = Message {
+            notification,
+            origin,
+            params,
+            due: d,
+        };
+        tokio::spawn(deliver(ctx.clone(), fresh.clone(), message));
     }
     Ok(requeue(plan.next, now))
 }
@@ -277,11 +284,21 @@ async fn write_records(
     Ok(())
 }
 
+/// One message to send: its notification, where that was declared, the run's params (the
+/// pipeline's defaults applied) and the event.
+struct Message {
+    notification: Notification,
+    origin: Origin,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+    due: Due,
+}
+
 /// Sends one message, then records how it went. Runs as a task of its own.
-async fn deliver(ctx: Arc<Context>, run: Arc<PipelineRun>, n: Notification, origin: Origin, due: Due) {
+async fn deliver(ctx: Arc<Context>, run: Arc<PipelineRun>, message: Message) {
     let notifier = ctx.notifier.clone();
+    let due = &message.due;
     let id = in_flight_id(&run, &due.key);
-    let outcome = match tokio::time::timeout(TRY_TIMEOUT * 3, try_send(&ctx, &run, &n, origin, &due)).await {
+    let outcome = match tokio::time::timeout(TRY_TIMEOUT * 3, try_send(&ctx, &run, &message)).await {
         Ok(outcome) => outcome,
         Err(_) => TryOutcome::Transient("timed out".into()),
     };
@@ -370,13 +387,8 @@ async fn publish(ctx: &Context, run: &PipelineRun, record: &NotificationRecord) 
 }
 
 /// One try: the target's address and credentials, the message, the POST.
-async fn try_send(
-    ctx: &Context,
-    run: &PipelineRun,
-    n: &Notification,
-    origin: Origin,
-    due: &Due,
-) -> TryOutcome {
+async fn try_send(ctx: &Context, run: &PipelineRun, message: &Message) -> TryOutcome {
+    let (n, origin, due) = (&message.notification, message.origin, &message.due);
     let Some((target, format)) = notify::target(n) else {
         return TryOutcome::Permanent("set exactly one of webhook and slack".into());
     };
@@ -409,7 +421,7 @@ async fn try_send(
         },
         None => None,
     };
-    let notice = notice(ctx, run, due).await;
+    let notice = notice(ctx, run, due, message.params.clone()).await;
     let text = match notify::text(n, &notice) {
         Ok(text) => text,
         Err(e) => return TryOutcome::Permanent(format!("message: {e}")),
@@ -464,7 +476,12 @@ async fn secret_value(
 }
 
 /// What the message can say of the run and the event.
-async fn notice(ctx: &Context, run: &PipelineRun, due: &Due) -> Notice {
+async fn notice(
+    ctx: &Context,
+    run: &PipelineRun,
+    due: &Due,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Notice {
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let pipeline = run
@@ -492,7 +509,7 @@ async fn notice(ctx: &Context, run: &PipelineRun, due: &Due) -> Notice {
         logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
         data_interval_start: run.spec.data_interval_start.as_ref().map(|t| t.0),
         data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
-        params: run.spec.params.clone(),
+        params,
         event: Some(due.event),
         task: due.task.clone(),
         reason: due.reason.clone(),

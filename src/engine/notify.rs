@@ -142,6 +142,16 @@ fn events(status: &PipelineRunStatus) -> Vec<(NotifyEvent, String, Option<String
             c.message.clone(),
         ));
     }
+    for m in &status.missed_deadlines {
+        // Once per task and run, like the run's own miss.
+        out.push((
+            NotifyEvent::DeadlineMissed,
+            format!("task/{}", m.task),
+            Some(m.task.clone()),
+            crate::api::reasons::DEADLINE_MISSED.to_string(),
+            m.message.clone(),
+        ));
+    }
     for t in status.tasks.iter().filter(|t| t.phase == TaskPhase::Retrying) {
         let attempts = t.attempts.unwrap_or(0);
         let what = format!("{}/{attempts}", t.name);
@@ -410,6 +420,27 @@ impl Values for Notice {
     }
 }
 
+/// The params a message sees: the run's, with the pipeline's defaults for those it does not
+/// give (as its tasks see them). A run whose params do not fit its pipeline never started;
+/// its message sees what it gave.
+pub fn params(
+    spec: Option<&crate::api::PipelineSpec>,
+    given: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let Some(spec) = spec else {
+        return given.clone();
+    };
+    super::params::effective_params(spec, given).unwrap_or_else(|_| {
+        let mut out: BTreeMap<String, Value> = spec
+            .params
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
+            .collect();
+        out.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    })
+}
+
 /// The message text when a notification declares none.
 pub fn default_text(notice: &Notice) -> String {
     let event = notice.event.map_or("", NotifyEvent::as_str);
@@ -421,7 +452,10 @@ pub fn default_text(notice: &Notice) -> String {
         match notice.event {
             Some(NotifyEvent::Failed) => "failed".to_string(),
             Some(NotifyEvent::Succeeded) => "succeeded".to_string(),
-            Some(NotifyEvent::DeadlineMissed) => "missed its deadline".to_string(),
+            Some(NotifyEvent::DeadlineMissed) => match &notice.task {
+                Some(task) => format!("missed the deadline of task {task}"),
+                None => "missed its deadline".to_string(),
+            },
             Some(NotifyEvent::Retrying) =>
                 format!("is retrying task {}", notice.task.as_deref().unwrap_or_default()),
             None => event.to_lowercase(),

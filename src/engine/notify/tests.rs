@@ -351,3 +351,72 @@ fn a_missed_deadline_is_one_message_per_run_even_after_a_rerun() {
     let after: Vec<String> = due(&pipeline(&ns), &status).into_iter().map(|d| d.key).collect();
     assert_eq!(after, first);
 }
+
+#[test]
+fn a_message_sees_the_pipelines_param_defaults_for_params_the_run_does_not_give() {
+    let spec: crate::api::PipelineSpec = serde_json::from_value(serde_json::json!({
+        "tasks": [{"name": "a", "image": "busybox"}],
+        "params": [
+            {"name": "env", "default": "prod"},
+            {"name": "region", "default": "eu"},
+            {"name": "owner"},
+        ],
+    }))
+    .unwrap();
+    let given: BTreeMap<String, Value> = [("region".to_string(), json!("us"))].into();
+    // `owner` is required and missing: the defaults still apply, the given value wins.
+    let seen = params(Some(&spec), &given);
+    assert_eq!(seen.get("env"), Some(&json!("prod")));
+    assert_eq!(seen.get("region"), Some(&json!("us")));
+    assert_eq!(seen.get("owner"), None);
+    let given: BTreeMap<String, Value> = [("owner".to_string(), json!("data"))].into();
+    let seen = params(Some(&spec), &given);
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen["env"], json!("prod"));
+    let mut n = Notice {
+        params: seen,
+        ..notice()
+    };
+    n.event = Some(NotifyEvent::Failed);
+    let hook = Notification {
+        message: Some("{{ params.env }}/{{ params.owner }}".into()),
+        ..hook("h", &[])
+    };
+    assert_eq!(text(&hook, &n).unwrap(), "prod/data");
+    assert_eq!(params(None, &given), given);
+}
+
+#[test]
+fn a_tasks_missed_deadline_is_one_message_per_task_naming_it() {
+    let mut status = PipelineRunStatus {
+        phase: Some(RunPhase::Running),
+        ..Default::default()
+    };
+    status.missed_deadlines.push(crate::api::MissedDeadline {
+        task: "load".into(),
+        due_time: Time(t("2026-01-01T01:00:00Z")),
+        message:
+            "task \"load\" was not done by 2026-01-01T01:00:00Z (1h after its scheduled time); it goes on"
+                .into(),
+        failed: false,
+    });
+    let sla = hook("sla", &[NotifyEvent::DeadlineMissed]);
+    let only_failures = hook("oncall", &[]);
+    let list = [sla, only_failures];
+    let due = due(&pipeline(&list), &status);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].key, "sla/DeadlineMissed/task/load");
+    assert_eq!(due[0].task.as_deref(), Some("load"));
+    let n = Notice {
+        event: Some(NotifyEvent::DeadlineMissed),
+        task: due[0].task.clone(),
+        reason: due[0].reason.clone(),
+        message: due[0].message.clone(),
+        ..notice()
+    };
+    let text = default_text(&n);
+    assert!(
+        text.contains("missed the deadline of task load (DeadlineMissed)"),
+        "{text}"
+    );
+}
