@@ -520,3 +520,190 @@ spec:
     assert!(!said.is_empty(), "no DeadlineMissed Event");
     scrape_until(op.http_addr().await, &[("weir_deadlines_missed_total", 2.0)]).await;
 }
+
+#[tokio::test]
+async fn a_tasks_missed_deadline_notifies_once_while_it_runs_and_on_miss_fail_stops_only_that_task() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let (ns, op) = setup("notify-task-late").await;
+    // `slow` runs past its deadline (Continue); `stuck` is stopped at its own (Fail);
+    // `after` has not even started when its deadline passes. The chat message reads a param
+    // the run does not give: the pipeline's default.
+    ns.apply(&format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: tlate
+spec:
+  params:
+    - name: env
+      default: prod
+  tasks:
+    - name: slow
+      image: busybox
+      command: ["sh", "-c", "sleep 8"]
+      deadline: {{within: 2s, from: TaskStart}}
+    - name: stuck
+      image: busybox
+      command: ["sh", "-c", "sleep 120"]
+      deadline: {{within: 3s, from: RunStart, onMiss: Fail}}
+    - name: after
+      image: busybox
+      dependsOn: [slow]
+      command: ["sh", "-c", "echo done"]
+      deadline: {{within: 4s, from: RunStart}}
+  notifications:
+    - name: sla
+      events: [DeadlineMissed, Failed, Succeeded]
+      webhook:
+        url: http://{addr}/sla
+    - name: chat
+      events: [DeadlineMissed]
+      slack:
+        url: http://{addr}/chat
+      message: "{{{{ params.env }}}}: {{{{ notification.task }}}} is late"
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata:
+  name: tlate-1
+spec:
+  pipelineRef:
+    name: tlate
+"#
+    ));
+    let api: Api<PipelineRun> = ns.api();
+    // The miss of `slow` is told while `slow` still runs.
+    let slow_missed = wait_for("the DeadlineMissed message of slow", RUN_TIMEOUT, || async {
+        receiver
+            .received("/sla")
+            .into_iter()
+            .find(|r| r.body["task"] == "slow")
+            .ok_or("none yet")
+    })
+    .await;
+    let slow = task_run(&ns, "tlate-1", "slow").await;
+    assert!(
+        !slow.status.as_ref().and_then(|s| s.phase).unwrap().is_terminal(),
+        "the message came after the task ended: {:?}",
+        slow.status
+    );
+    let run = api.get("tlate-1").await.unwrap();
+    assert_eq!(slow_missed.body["event"], "DeadlineMissed");
+    assert_eq!(
+        slow_missed.key,
+        format!("{}/sla/DeadlineMissed/task/slow", uid(&run))
+    );
+    let message = slow_missed.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("2s after the task's start") && message.ends_with("it goes on"),
+        "{message}"
+    );
+
+    // onMiss: Fail stops `stuck` (sleeping 120s) with reason DeadlineExceeded.
+    let stuck = wait_for("stuck to be stopped", RUN_TIMEOUT, || async {
+        let tr = task_run_opt(&ns, "tlate-1", "stuck").await.ok_or("no TaskRun")?;
+        let done = tr
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_terminal());
+        if done { Ok(tr) } else { Err("still running") }
+    })
+    .await;
+    let status = stuck.status.unwrap();
+    assert_eq!(status.phase, Some(weir::api::TaskPhase::Failed));
+    let succeeded = weir::api::condition::find(&status.conditions, "Succeeded").unwrap();
+    assert_eq!(succeeded.reason, "DeadlineExceeded", "{succeeded:?}");
+    assert_eq!(
+        status.attempts.last().and_then(|a| a.reason),
+        Some(weir::api::FailureReason::DeadlineExceeded)
+    );
+    let stuck_missed = weir::api::condition::find(&status.conditions, "DeadlineMissed").unwrap();
+    assert!(
+        stuck_missed.message.ends_with("it is stopped"),
+        "{stuck_missed:?}"
+    );
+
+    let run = wait_run_done(&ns, "tlate-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    assert_eq!(summary_phase(&run, "slow"), Some(weir::api::TaskPhase::Succeeded));
+    assert_eq!(
+        summary_phase(&run, "after"),
+        Some(weir::api::TaskPhase::Succeeded)
+    );
+    let missed: Vec<String> = run
+        .status
+        .as_ref()
+        .unwrap()
+        .missed_deadlines
+        .iter()
+        .map(|m| m.task.clone())
+        .collect();
+    assert_eq!(missed.len(), 3, "{missed:?}");
+    let after = task_run(&ns, "tlate-1", "after").await;
+    let after_missed =
+        weir::api::condition::find(&after.status.as_ref().unwrap().conditions, "DeadlineMissed").cloned();
+    assert!(
+        after_missed
+            .as_ref()
+            .is_some_and(|c| c.message.contains("had not even started")),
+        "{after_missed:?}"
+    );
+    wait_records(&ns, "tlate-1", 7, &[DeliveryState::Sent]).await;
+    settle().await;
+    let mut sla: Vec<String> = receiver
+        .received("/sla")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.body["event"].as_str().unwrap(),
+                r.body["task"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    sla.sort();
+    assert_eq!(
+        sla,
+        [
+            "DeadlineMissed after",
+            "DeadlineMissed slow",
+            "DeadlineMissed stuck",
+            "Failed stuck"
+        ],
+        "one message per missed task, however often the run is reconciled"
+    );
+    let mut chat: Vec<String> = receiver
+        .received("/chat")
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap().to_string())
+        .collect();
+    chat.sort();
+    assert_eq!(
+        chat,
+        ["prod: after is late", "prod: slow is late", "prod: stuck is late"]
+    );
+    scrape_until(op.http_addr().await, &[("weir_task_deadlines_missed_total", 3.0)]).await;
+
+    // `weir get` shows the misses and the notifications.
+    let shown = common::cli::stdout_ok(&common::cli::weir(&ns, &["get", "tlate-1"]));
+    assert!(shown.contains("Deadlines missed:"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with("task stuck") && l.ends_with("it is stopped")),
+        "{shown}"
+    );
+    let header = shown
+        .lines()
+        .find(|l| l.starts_with("NOTIFICATION"))
+        .unwrap_or_else(|| panic!("no notifications table:\n{shown}"));
+    assert!(header.contains("EVENT") && header.contains("STATE") && header.contains("LAST ERROR"));
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with("sla") && l.contains("task/stuck"))
+        .unwrap_or_else(|| panic!("no row for sla/task/stuck:\n{shown}"));
+    assert!(row.contains("DeadlineMissed") && row.contains("Sent"), "{row}");
+}
