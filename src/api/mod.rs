@@ -26,7 +26,10 @@ pub use asset::{
 };
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
 pub use deadline::{Deadline, DeadlineFrom, DeadlineMiss, MissedDeadline, OnMiss};
-pub use notify::{DeliveryState, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, WebhookTarget};
+pub use notify::{
+    DeliveryState, EmailTarget, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, SmtpServer,
+    SmtpTls, WebhookTarget,
+};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{

@@ -11,6 +11,7 @@ pub mod deadline;
 mod fixture;
 pub mod instrument;
 pub mod job;
+pub mod mail;
 pub mod notify;
 pub mod pipeline;
 pub mod pipelinerun;

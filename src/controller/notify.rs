@@ -389,12 +389,15 @@ async fn publish(ctx: &Context, run: &PipelineRun, record: &NotificationRecord) 
 /// One try: the target's address and credentials, the message, the POST.
 async fn try_send(ctx: &Context, run: &PipelineRun, message: &Message) -> TryOutcome {
     let (n, origin, due) = (&message.notification, message.origin, &message.due);
-    let Some((target, format)) = notify::target(n) else {
-        return TryOutcome::Permanent("set exactly one of webhook and slack".into());
-    };
     let secrets_ns = match origin {
         Origin::Pipeline => run.namespace().unwrap_or_default(),
         Origin::Installation => ctx.notifier.namespace.clone(),
+    };
+    if let (Some(email), None, None) = (&n.email, &n.webhook, &n.slack) {
+        return send_email(ctx, run, message, email, &secrets_ns).await;
+    }
+    let Some((target, format)) = notify::target(n) else {
+        return TryOutcome::Permanent("set exactly one of webhook, slack and email".into());
     };
     let url = match (&target.url, &target.url_from) {
         (Some(url), _) => url.clone(),
@@ -429,6 +432,43 @@ async fn try_send(ctx: &Context, run: &PipelineRun, message: &Message) -> TryOut
     let body = notify::body(format, &text, &notice, &due.key);
     let key = notify::idempotency_key(&notice.uid, &due.key);
     post(ctx, &url, authorization.as_deref(), &key, &body).await
+}
+
+/// One try of an email: the login from its Secret, the message, the SMTP dialogue.
+async fn send_email(
+    ctx: &Context,
+    run: &PipelineRun,
+    message: &Message,
+    email: &crate::api::EmailTarget,
+    secrets_ns: &str,
+) -> TryOutcome {
+    let credentials = match &email.credentials_secret {
+        Some(name) => {
+            let key = |key: &str| crate::api::SecretKeyRef {
+                name: name.clone(),
+                key: key.into(),
+            };
+            let user = match secret_value(ctx, secrets_ns, &key("username")).await {
+                Ok(v) => v.trim().to_string(),
+                Err(outcome) => return outcome,
+            };
+            let password = match secret_value(ctx, secrets_ns, &key("password")).await {
+                Ok(v) => v.trim_end_matches(['\r', '\n']).to_string(),
+                Err(outcome) => return outcome,
+            };
+            Some(lettre::transport::smtp::authentication::Credentials::new(
+                user, password,
+            ))
+        }
+        None => None,
+    };
+    let notice = notice(ctx, run, &message.due, message.params.clone()).await;
+    let text = match notify::text(&message.notification, &notice) {
+        Ok(text) => text,
+        Err(e) => return TryOutcome::Permanent(format!("message: {e}")),
+    };
+    let key = notify::idempotency_key(&notice.uid, &message.due.key);
+    super::mail::send(email, credentials, &text, &key, TRY_TIMEOUT).await
 }
 
 /// A key of a Secret; a missing Secret or key is worth trying again (it may be created

@@ -302,7 +302,7 @@ fn checks_name_every_problem_with_its_field() {
         text,
         [
             "notifications[1].name: duplicate notification name \"dup\"",
-            "notifications[2]: set exactly one of webhook and slack",
+            "notifications[2]: set exactly one of webhook, slack and email",
             "notifications[3].webhook.url: \"ftp://x\" must start with http:// or https://",
             "notifications[4].message: bad template: unknown notification field \"colour\" (known: event, task, reason, message, link, logs)",
             "notifications[5].webhook: set exactly one of url and urlFrom",
@@ -419,4 +419,64 @@ fn a_tasks_missed_deadline_is_one_message_per_task_naming_it() {
         text.contains("missed the deadline of task load (DeadlineMissed)"),
         "{text}"
     );
+}
+
+#[test]
+fn an_email_target_is_checked_and_its_subject_is_the_first_line() {
+    let email = |to: &[&str], from: &str, host: &str| Notification {
+        name: "mail".into(),
+        email: Some(crate::api::EmailTarget {
+            to: to.iter().map(|s| s.to_string()).collect(),
+            from: from.into(),
+            smtp: crate::api::SmtpServer {
+                host: host.into(),
+                port: Some(25),
+                tls: Some(crate::api::SmtpTls::None),
+            },
+            credentials_secret: None,
+        }),
+        ..Default::default()
+    };
+    let ok = email(
+        &["oncall@example.com", "Data <data@example.com>"],
+        "Weir <weir@example.com>",
+        "smtp.example.com",
+    );
+    assert_eq!(check(&[ok.clone()], &[], "notifications"), []);
+    let bad = email(&["not an address"], "weir", "smtp example");
+    let fields: Vec<String> = check(&[bad], &[], "notifications")
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "notifications[0].email.to[0]",
+            "notifications[0].email.from",
+            "notifications[0].email.smtp.host"
+        ]
+    );
+    let none = email(&[], "weir@example.com", "smtp.example.com");
+    assert_eq!(
+        check(&[none], &[], "notifications")[0].0,
+        "notifications[0].email.to"
+    );
+    let two = Notification {
+        slack: Some(WebhookTarget {
+            url: Some("https://chat.example.com/x".into()),
+            ..Default::default()
+        }),
+        ..ok
+    };
+    let problems = check(&[two], &[], "notifications");
+    assert_eq!(problems[0].1, "set exactly one of webhook, slack and email");
+
+    let (subject, body) = email_parts("\nnightly Failed\nTask boom failed\n");
+    assert_eq!(subject, "nightly Failed");
+    assert_eq!(body, "\nnightly Failed\nTask boom failed\n");
+    assert_eq!(
+        message_id("u-1/oncall/Failed/0"),
+        "<u-1/oncall/Failed/0@weir.dev>"
+    );
+    assert_eq!(message_id("a b<c>"), "<a_b_c_@weir.dev>");
 }
