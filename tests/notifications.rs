@@ -1,7 +1,8 @@
 //! Notifications on the real control plane, to a receiver this test process serves on
 //! loopback: what a failed run sends, that it is sent once also when the operator is
 //! killed right after the failure, that a try cut short by a crash is sent again with the
-//! same idempotency key, and how an undeliverable message shows.
+//! same idempotency key, and how an undeliverable message shows. Email goes to an SMTP sink
+//! this test process serves on loopback (a real SMTP dialogue over TCP, below).
 
 mod common;
 
@@ -104,6 +105,104 @@ async fn receive(State(receiver): State<Receiver>, uri: Uri, headers: HeaderMap,
             }
             std::future::pending().await
         }
+    }
+}
+
+/// One email the SMTP sink got.
+#[derive(Clone, Debug, Default)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    /// The `AUTH PLAIN` response as sent (base64).
+    auth: Option<String>,
+    /// The message, dot-unstuffed, lines joined with `\n`.
+    data: String,
+}
+
+impl Mail {
+    fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}: ");
+        self.data
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+    }
+
+    fn body(&self) -> &str {
+        self.data.split_once("\n\n").map_or("", |(_, body)| body)
+    }
+}
+
+/// A mail server that speaks the part of SMTP a client sending one message uses (greeting,
+/// EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT) over real TCP on loopback, and keeps what it got.
+#[derive(Clone, Default)]
+struct SmtpSink(Arc<Mutex<Vec<Mail>>>);
+
+impl SmtpSink {
+    async fn start(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sink = sink.clone();
+                tokio::spawn(async move { sink.session(stream).await });
+            }
+        });
+        addr
+    }
+
+    fn mails(&self) -> Vec<Mail> {
+        self.0.lock().unwrap().clone()
+    }
+
+    async fn session(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 sink ESMTP ready\r\n").await?;
+        let mut mail = Mail::default();
+        while let Some(line) = lines.next_line().await? {
+            let upper = line.to_ascii_uppercase();
+            let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                b"250-sink\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+            } else if upper.starts_with("AUTH PLAIN ") {
+                mail.auth = Some(line["AUTH PLAIN ".len()..].trim().to_string());
+                b"235 2.7.0 authenticated\r\n"
+            } else if upper.starts_with("MAIL FROM:") {
+                mail.from = line["MAIL FROM:".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .into();
+                b"250 2.1.0 ok\r\n"
+            } else if upper.starts_with("RCPT TO:") {
+                mail.to.push(line["RCPT TO:".len()..].trim().to_string());
+                b"250 2.1.5 ok\r\n"
+            } else if upper == "DATA" {
+                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                let mut data = Vec::new();
+                while let Some(l) = lines.next_line().await? {
+                    if l == "." {
+                        break;
+                    }
+                    // The client doubled every leading dot (RFC 5321 4.5.2).
+                    data.push(l.strip_prefix('.').unwrap_or(&l).to_string());
+                }
+                mail.data = data.join("\n");
+                self.0.lock().unwrap().push(std::mem::take(&mut mail));
+                b"250 2.0.0 queued\r\n"
+            } else if upper == "QUIT" {
+                write.write_all(b"221 2.0.0 bye\r\n").await?;
+                return Ok(());
+            } else if upper == "RSET" || upper == "NOOP" {
+                b"250 2.0.0 ok\r\n"
+            } else {
+                b"502 5.5.2 not implemented\r\n"
+            };
+            write.write_all(reply).await?;
+        }
+        Ok(())
     }
 }
 
@@ -706,4 +805,56 @@ spec:
         .find(|l| l.starts_with("sla") && l.contains("task/stuck"))
         .unwrap_or_else(|| panic!("no row for sla/task/stuck:\n{shown}"));
     assert!(row.contains("DeadlineMissed") && row.contains("Sent"), "{row}");
+}
+
+#[tokio::test]
+async fn a_failure_email_reaches_the_smtp_server_with_the_templates_subject_and_body() {
+    let sink = SmtpSink::default();
+    let smtp = sink.start().await;
+    let (ns, _op) = setup("notify-mail").await;
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: mail-login
+stringData:
+  username: weir
+  password: s3cret
+"#,
+    );
+    let notifications = format!(
+        r#"    - name: mail
+      email:
+        to: ["Data on call <oncall@example.com>"]
+        from: "Weir <weir@example.com>"
+        smtp: {{host: 127.0.0.1, port: {port}, tls: None}}
+        credentialsSecret: mail-login
+      message: "{{{{ run.pipeline }}}} {{{{ notification.event }}}}\nTask {{{{ notification.task }}}} failed.\n{{{{ notification.logs }}}}""#,
+        port = smtp.port()
+    );
+    ns.apply(&failing_pipeline("mailer", &notifications));
+    let run = wait_run_done(&ns, "mailer-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Failed);
+    let records = wait_records(&ns, "mailer-1", 1, &[DeliveryState::Sent]).await;
+    settle().await;
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = &mails[0];
+    assert_eq!(mail.from, "<weir@example.com>");
+    assert_eq!(mail.to, ["<oncall@example.com>"]);
+    // base64 of "\0weir\0s3cret": the login from the Secret.
+    assert_eq!(mail.auth.as_deref(), Some("AHdlaXIAczNjcmV0"));
+    assert_eq!(mail.header("Subject"), Some("mailer Failed"), "{}", mail.data);
+    assert_eq!(
+        mail.header("Message-ID"),
+        Some(format!("<{}/mail/Failed/0@weir.dev>", uid(&run)).as_str())
+    );
+    assert_eq!(
+        mail.body(),
+        "mailer Failed\nTask boom failed.\nloading rows\nerror: disk full",
+        "{}",
+        mail.data
+    );
+    assert_eq!(records[0].attempts, 1);
 }

@@ -34,7 +34,9 @@ pub struct TaskRunSpec {
     pub task_name: String,
 
     /// Container image; empty for a task that uses no pod (`wait`).
-    #[serde(default)]
+    // Not serialized when empty: the schema then has no `default: ""`, which the 1.20 API
+    // server refuses ("Invalid value: \"null\"") when the CRD is applied server-side.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
 
     /// Entrypoint of the container.
