@@ -599,11 +599,15 @@ spec:
     wait_records(&ns, "strict-1", 2, &[DeliveryState::Sent]).await;
     wait_records(&ns, "late-1", 2, &[DeliveryState::Sent]).await;
     settle().await;
-    let events: Vec<String> = receiver
+    let mut events: Vec<String> = receiver
         .received("/strict")
         .iter()
         .map(|r| r.body["event"].as_str().unwrap().to_string())
         .collect();
+    // With onMiss: Fail the miss and the stop are the same moment: when the notifier's
+    // first record write races the run's status write, both messages go out together and
+    // may arrive in either order (seen under load); each goes out once.
+    events.sort();
     assert_eq!(events, ["DeadlineMissed", "Failed"]);
     let late: Vec<String> = receiver
         .received("/late")
