@@ -31,16 +31,21 @@ pub struct Due {
     pub deadline: Deadline,
 }
 
-/// The run's deadline, if it has one and the moment it counts from is known.
-pub fn of(run: &PipelineRun, spec: &PipelineSpec, started_at: Timestamp) -> Option<Due> {
-    let deadline = run.spec.deadline.as_ref().or(spec.deadline.as_ref())?;
-    let times = RunTimes {
+/// The moments a deadline of the run (or of one of its tasks) can count from.
+fn run_times(run: &PipelineRun, started_at: Timestamp) -> RunTimes {
+    RunTimes {
         logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
         data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
         started: Some(started_at),
         created: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
         task_started: None,
-    };
+    }
+}
+
+/// The run's deadline, if it has one and the moment it counts from is known.
+pub fn of(run: &PipelineRun, spec: &PipelineSpec, started_at: Timestamp) -> Option<Due> {
+    let deadline = run.spec.deadline.as_ref().or(spec.deadline.as_ref())?;
+    let times = run_times(run, started_at);
     match rules::due_at(deadline, &times) {
         Ok(at) => at.map(|at| Due {
             at,
@@ -137,13 +142,7 @@ pub fn tasks(
     if clocks.is_empty() {
         return Vec::new();
     }
-    let times = RunTimes {
-        logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
-        data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
-        started: Some(started_at),
-        created: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        task_started: None,
-    };
+    let times = run_times(run, started_at);
     let misses = rules::task_misses(&clocks, &times, &status.missed_deadlines, now);
     status.missed_deadlines.extend(misses.new.iter().cloned());
     if let Some(at) = misses.next {

@@ -442,7 +442,7 @@ fn an_email_target_is_checked_and_its_subject_is_the_first_line() {
         "Weir <weir@example.com>",
         "smtp.example.com",
     );
-    assert_eq!(check(&[ok.clone()], &[], "notifications"), []);
+    assert_eq!(check(std::slice::from_ref(&ok), &[], "notifications"), []);
     let bad = email(&["not an address"], "weir", "smtp example");
     let fields: Vec<String> = check(&[bad], &[], "notifications")
         .into_iter()
