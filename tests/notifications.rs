@@ -862,3 +862,60 @@ stringData:
     );
     assert_eq!(records[0].attempts, 1);
 }
+
+#[tokio::test]
+async fn a_tasks_missed_deadline_recorded_before_a_crash_is_not_said_again_by_the_next_operator() {
+    let receiver = Receiver::default();
+    let addr = receiver.start().await;
+    let (ns, mut op) = setup("notify-task-crash").await;
+    ns.apply(&format!(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: tcrash
+spec:
+  tasks:
+    - name: slow
+      image: busybox
+      command: ["sh", "-c", "sleep 6"]
+      deadline: {{within: 1s, from: TaskStart}}
+  notifications:
+    - name: sla
+      events: [DeadlineMissed]
+      webhook:
+        url: http://{addr}/sla
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata:
+  name: tcrash-1
+spec:
+  pipelineRef:
+    name: tcrash
+"#
+    ));
+    let api: Api<PipelineRun> = ns.api();
+    // The operator dies as soon as the miss is recorded in the run's status.
+    wait_for("the miss to be recorded", RUN_TIMEOUT, || async {
+        let run = api.get("tcrash-1").await.ok()?;
+        (!run.status?.missed_deadlines.is_empty()).then_some(())
+    })
+    .await;
+    op.kill();
+    op.restart();
+    let run = wait_run_done(&ns, "tcrash-1", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "onMiss: Continue");
+    wait_records(&ns, "tcrash-1", 1, &[DeliveryState::Sent]).await;
+    settle().await;
+    let got = receiver.received("/sla");
+    let keys: std::collections::BTreeSet<&str> = got.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        [format!("{}/sla/DeadlineMissed/task/slow", uid(&run))],
+        "{got:#?}"
+    );
+    assert_eq!(run.status.unwrap().missed_deadlines.len(), 1);
+    // The new operator found the record: it neither counted nor said the miss again.
+    scrape_until(op.http_addr().await, &[("weir_task_deadlines_missed_total", 0.0)]).await;
+}
