@@ -45,6 +45,11 @@ fn run_times(run: &PipelineRun, started_at: Timestamp) -> RunTimes {
 /// The run's deadline, if it has one and the moment it counts from is known.
 pub fn of(run: &PipelineRun, spec: &PipelineSpec, started_at: Timestamp) -> Option<Due> {
     let deadline = run.spec.deadline.as_ref().or(spec.deadline.as_ref())?;
+    if deadline.from == Some(crate::api::DeadlineFrom::TaskStart) {
+        // Only a run's own override can get here (a pipeline's is validated).
+        tracing::warn!("the run's deadline counts from TaskStart, which only a task's can; it is ignored");
+        return None;
+    }
     let times = run_times(run, started_at);
     match rules::due_at(deadline, &times) {
         Ok(at) => at.map(|at| Due {
