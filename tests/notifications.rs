@@ -918,4 +918,20 @@ spec:
     assert_eq!(run.status.unwrap().missed_deadlines.len(), 1);
     // The new operator found the record: it neither counted nor said the miss again.
     scrape_until(op.http_addr().await, &[("weir_task_deadlines_missed_total", 0.0)]).await;
+
+    // The UI's run page shows the miss and the notification.
+    let (base, _stop) = ui_server(&ns, weir::ui::AuthMode::Local).await;
+    let ui: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let (code, page) = http_get(ui, &format!("/ns/{}/runs/tcrash-1", ns.name()))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains(r#"<table id="deadlines">"#) && page.contains("<td>task slow</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>sla</td><td>DeadlineMissed</td><td>task/slow</td><td>Sent</td>"),
+        "{page}"
+    );
 }
