@@ -154,7 +154,8 @@ pub fn tasks(
         let wait = rules::wait_until(at, now);
         step.requeue_after = Some(step.requeue_after.map_or(wait, |w| w.min(wait)));
     }
-    for start in &mut step.start {
+    // A task run again by a rerun request (a person's decision) runs without its miss.
+    for start in step.start.iter_mut().filter(|s| s.resume.is_none()) {
         start.spec.deadline_missed = miss_of(&status.missed_deadlines, valid.name(start.task));
     }
     misses.new
@@ -176,8 +177,8 @@ fn miss_of(missed: &[MissedDeadline], task: &str) -> Option<DeadlineMiss> {
     })
 }
 
-/// Hands each recorded miss to the task's TaskRuns that do not have it yet and are not
-/// done. Done on every reconcile, so a crash between this and the status write loses
+/// Hands each recorded miss to the task's TaskRuns that do not have it yet, are not done
+/// and were not run again by a rerun request. Done on every reconcile, so a crash between this and the status write loses
 /// nothing: the record is written after, and written again if it was not.
 pub async fn tell_task_runs(
     ctx: &Context,
@@ -199,7 +200,7 @@ pub async fn tell_task_runs(
             .as_ref()
             .and_then(|s| s.phase)
             .is_some_and(TaskPhase::is_terminal);
-        if done || tr.spec.deadline_missed.is_some() {
+        if done || tr.spec.deadline_missed.is_some() || tr.spec.rerun.is_some() {
             continue;
         }
         let patch = serde_json::json!({ "spec": { "deadlineMissed": miss } });
