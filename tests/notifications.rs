@@ -176,6 +176,8 @@ impl SmtpSink {
                     .unwrap_or_default()
                     .into();
                 b"250 2.1.0 ok\r\n"
+            } else if upper.starts_with("RCPT TO:") && upper.contains("NOBODY@") {
+                b"550 5.1.1 no such user\r\n"
             } else if upper.starts_with("RCPT TO:") {
                 mail.to.push(line["RCPT TO:".len()..].trim().to_string());
                 b"250 2.1.5 ok\r\n"
@@ -834,14 +836,32 @@ stringData:
         from: "Weir <weir@example.com>"
         smtp: {{host: 127.0.0.1, port: {port}, tls: None}}
         credentialsSecret: mail-login
-      message: "{{{{ run.pipeline }}}} {{{{ notification.event }}}}\nTask {{{{ notification.task }}}} failed.\n{{{{ notification.logs }}}}""#,
+      message: "{{{{ run.pipeline }}}} {{{{ notification.event }}}}\nTask {{{{ notification.task }}}} failed.\n{{{{ notification.logs }}}}"
+    - name: bounce
+      email:
+        to: [nobody@example.com]
+        from: weir@example.com
+        smtp: {{host: 127.0.0.1, port: {port}, tls: None}}"#,
         port = smtp.port()
     );
     ns.apply(&failing_pipeline("mailer", &notifications));
     let run = wait_run_done(&ns, "mailer-1", RUN_TIMEOUT).await;
     assert_eq!(phase(&run), RunPhase::Failed);
-    let records = wait_records(&ns, "mailer-1", 1, &[DeliveryState::Sent]).await;
+    let records = wait_records(&ns, "mailer-1", 2, &[DeliveryState::Sent, DeliveryState::Failed]).await;
     settle().await;
+    // A recipient the server refuses (5xx) fails the message at once, naming the server.
+    let bounce = records.iter().find(|r| r.notification == "bounce").unwrap();
+    assert_eq!(
+        (bounce.state, bounce.attempts),
+        (DeliveryState::Failed, 1),
+        "{bounce:?}"
+    );
+    let why = bounce.message.as_deref().unwrap();
+    assert!(
+        why.contains(&format!("smtp://127.0.0.1:{}", smtp.port())) && why.contains("no such user"),
+        "{why}"
+    );
+    let records: Vec<_> = records.into_iter().filter(|r| r.notification == "mail").collect();
     let mails = sink.mails();
     assert_eq!(mails.len(), 1, "{mails:#?}");
     let mail = &mails[0];
