@@ -134,6 +134,7 @@ pub struct Metrics {
     pool_sources: Mutex<Vec<PoolSource>>,
     notifications: Family<DeliveryLabels, Counter>,
     deadlines_missed: Counter,
+    task_deadlines_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -260,8 +261,15 @@ impl Metrics {
             "PipelineRuns not done by their deadline (counted when it passed)",
             deadlines_missed.clone(),
         );
+        let task_deadlines_missed = Counter::default();
+        registry.register(
+            "task_deadlines_missed",
+            "Tasks not done by their own deadline (counted when it passed)",
+            task_deadlines_missed.clone(),
+        );
         Metrics {
             deadlines_missed,
+            task_deadlines_missed,
             notifications,
             registry,
             pools,
@@ -300,6 +308,11 @@ impl Metrics {
 
     pub fn deadline_missed(&self) {
         self.deadlines_missed.inc();
+    }
+
+    /// Counts a task's deadline that passed while the task was not done.
+    pub fn task_deadline_missed(&self) {
+        self.task_deadlines_missed.inc();
     }
 
     /// Counts one try to deliver a notification.

@@ -1084,3 +1084,45 @@ spec:
         "{output}"
     );
 }
+
+#[test]
+fn weir_run_says_it_sends_no_notifications_and_which_the_operator_would_have_sent() {
+    let sandbox = Sandbox::new("unsent");
+    let file = sandbox.write(
+        "p.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata:
+  name: unsent
+spec:
+  tasks:
+    - name: boom
+      image: busybox
+      command: ["sh", "-c", "exit 3"]
+      deadline: {within: 1h, from: TaskStart}
+  notifications:
+    - name: oncall
+      webhook: {url: "http://hooks.example.com/x"}
+    - name: cheers
+      events: [Succeeded]
+      slack: {url: "http://chat.example.com/y"}
+"#,
+    );
+    let out = sandbox.run(&[file.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(
+            "note: notifications (oncall, cheers) and deadlines (boom: 1h after the task's start) are acted on by the operator only"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "not sent (weir run sends no notifications; the operator would have): Failed to oncall"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("to cheers"), "{shown}");
+}

@@ -60,6 +60,14 @@ const BROKEN: &[(&str, &str)] = &[
         "spec.tasks[0].image: task \"extract\": no image: set image on the task or defaults.image",
     ),
     (
+        "deadlines-and-email.yaml:8:32:",
+        "spec.deadline.from: TaskStart is for a task's deadline (tasks[].deadline)",
+    ),
+    (
+        "deadlines-and-email.yaml:17:14:",
+        "spec.notifications[0].email.to[0]: \"oncall\" is not an email address",
+    ),
+    (
         "name-too-long.yaml:8:13:",
         "name is 70 characters; at most 63 fit in a Kubernetes name",
     ),

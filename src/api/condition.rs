@@ -30,7 +30,8 @@ pub mod condition_types {
     /// On PipelineRuns, written by the notifier: `False` while a notification could not be
     /// delivered, `True` once all were.
     pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
-    /// On PipelineRuns with a deadline: `True` once the run was not done in time.
+    /// On PipelineRuns with a deadline: `True` once the run was not done in time. On
+    /// TaskRuns whose task has a deadline: `True` once the task was not done in time.
     pub const DEADLINE_MISSED: &str = "DeadlineMissed";
 }
 
@@ -96,10 +97,12 @@ pub mod reasons {
     pub const NOTIFICATION_RETRYING: &str = "NotificationRetrying";
     /// A notification could not be delivered and is not tried again.
     pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
-    /// A run was not done by its deadline (condition and Event).
+    /// A run (or a task) was not done by its deadline (condition and Event).
     pub const DEADLINE_MISSED: &str = "DeadlineMissed";
     /// A value a task moved to the artifact store could not be read back for later tasks.
     pub const OUTPUT_UNAVAILABLE: &str = "OutputUnavailable";
+    /// A task stopped by its deadline (`onMiss: Fail`): its `Succeeded` condition.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// A deleted run's objects were deleted from the artifact store.
     pub const ARTIFACTS_DELETED: &str = "ArtifactsDeleted";
     /// A deleted run's objects could not be deleted in time; the run was let go, and they

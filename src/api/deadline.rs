@@ -2,7 +2,13 @@
 //! time after its logical date, its scheduled time or its start. A miss is said once, at
 //! the moment it happens: a `DeadlineMissed` condition, an Event, a metric and a
 //! `DeadlineMissed` notification. The run goes on unless `onMiss: Fail`.
+//!
+//! A task can have a deadline of its own (`tasks[].deadline`, which may also count from the
+//! task's start): its miss is recorded in the run's `status.missedDeadlines`, set as a
+//! condition on its TaskRun, and with `onMiss: Fail` the task (not the run) fails with
+//! reason `DeadlineExceeded`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +41,9 @@ pub enum DeadlineFrom {
     ScheduledTime,
     /// When the run started (took its pipeline snapshot).
     RunStart,
+    /// When the task's first attempt started (a task's deadline only; a task not started
+    /// yet has no deadline).
+    TaskStart,
 }
 
 /// What a missed deadline does.
@@ -43,7 +52,37 @@ pub enum OnMiss {
     /// Say so and let the run go on.
     #[default]
     Continue,
-    /// Stop the run: running tasks stopped, pending ones cancelled, `finally` tasks run,
-    /// the run fails with reason `RunTimeout`.
+    /// On a run: stop it (running tasks stopped, pending ones cancelled, `finally` tasks
+    /// run; it fails with reason `RunTimeout`). On a task: stop that task (its attempt is
+    /// stopped, no further attempt is made, one not started yet never starts); it fails with
+    /// reason `DeadlineExceeded`, and the run goes on as after any failed task.
     Fail,
+}
+
+/// A task's deadline that passed while the task was not done, as the run records it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MissedDeadline {
+    /// The task.
+    pub task: String,
+    /// When it should have been done by.
+    pub due_time: Time,
+    /// What the deadline was and what the miss does, in words.
+    pub message: String,
+    /// Whether the task is stopped (`onMiss: Fail`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
+}
+
+/// Set on a TaskRun by its run when the task's deadline passed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadlineMiss {
+    /// What the deadline was, in words; the message of the TaskRun's `DeadlineMissed`
+    /// condition.
+    pub message: String,
+    /// `true` with `onMiss: Fail`: the running attempt is stopped, no further one is made,
+    /// and the TaskRun fails with reason `DeadlineExceeded`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail: bool,
 }

@@ -27,8 +27,11 @@ pub use asset::{
     Asset, AssetEvent, AssetSequence, AssetSpec, AssetStatus, AssetTrigger, HttpTrigger, ProducedAsset,
 };
 pub use condition::{ConditionStatus, actions, condition_types, reasons, set_condition};
-pub use deadline::{Deadline, DeadlineFrom, OnMiss};
-pub use notify::{DeliveryState, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, WebhookTarget};
+pub use deadline::{Deadline, DeadlineFrom, DeadlineMiss, MissedDeadline, OnMiss};
+pub use notify::{
+    DeliveryState, EmailTarget, Notification, NotificationRecord, NotifyEvent, SecretKeyRef, SmtpServer,
+    SmtpTls, WebhookTarget,
+};
 pub use params::{ForEach, OutputSpec, ParamSpec, ParamType, WhenCondition, WhenOperator};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
 pub use pipelinerun::{

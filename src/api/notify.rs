@@ -1,5 +1,5 @@
-//! Notifications: messages the operator sends to a webhook or a Slack-compatible incoming
-//! webhook when a run fails, succeeds or retries a task. Declared on a pipeline
+//! Notifications: messages the operator sends to a webhook, a Slack-compatible incoming
+//! webhook or an email address (over SMTP) when a run fails, succeeds or retries a task. Declared on a pipeline
 //! (`spec.notifications`) and as installation defaults; what was sent is recorded in the
 //! run's status (`status.notifications`), so each message goes out once per event, across
 //! restarts and leader changes.
@@ -25,7 +25,7 @@ pub struct Notification {
     pub events: Vec<NotifyEvent>,
 
     /// A generic webhook: the message is POSTed as a JSON object (see the docs for its
-    /// fields). Exactly one of `webhook` and `slack` is set.
+    /// fields). Exactly one of `webhook`, `slack` and `email` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookTarget>,
 
@@ -33,6 +33,11 @@ pub struct Notification {
     /// is POSTed as `{"text": ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<WebhookTarget>,
+
+    /// An email sent over SMTP: the message's first line is its subject, the whole message
+    /// its body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailTarget>,
 
     /// The message text, a template: `{{ run.name }}`, `{{ run.namespace }}`,
     /// `{{ run.pipeline }}`, `{{ run.logicalDate }}`, `{{ params.NAME }}` and
@@ -85,6 +90,54 @@ pub struct WebhookTarget {
     /// `Bearer abc...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_from: Option<SecretKeyRef>,
+}
+
+/// Email over SMTP.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailTarget {
+    /// Recipients, such as `oncall@example.com` or `Data team <data@example.com>`.
+    #[schemars(length(min = 1))]
+    pub to: Vec<String>,
+    /// The sender, such as `Weir <weir@example.com>`.
+    pub from: String,
+    /// The mail server.
+    pub smtp: SmtpServer,
+    /// A Secret (in the run's namespace; for installation defaults, the operator's) with
+    /// keys `username` and `password`, to log in to the server. Unset: no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+/// An SMTP server.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpServer {
+    /// Host name or address.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port. Default: 587 with `StartTls`, 465 with `Tls`, 25 with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// How the connection is secured: `StartTls` (default: plain, then upgraded, refused if
+    /// the server cannot), `Tls` (TLS from the start) or `None` (plain text, for a relay on
+    /// a trusted network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTls>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SmtpTls {
+    /// Plain text.
+    None,
+    /// Plain, upgraded with STARTTLS (required).
+    #[default]
+    StartTls,
+    /// TLS from the start (SMTPS).
+    Tls,
 }
 
 /// One key of a Secret in the run's namespace (for installation defaults: in the

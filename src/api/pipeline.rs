@@ -110,9 +110,10 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_runs_history_limit: Option<u32>,
 
-    /// Messages sent to webhooks or Slack-compatible incoming webhooks when a run fails,
-    /// succeeds or retries a task, each sent once per event (recorded in the run's
-    /// `status.notifications`). The installation's default notifications are sent too.
+    /// Messages sent to webhooks, Slack-compatible incoming webhooks or email addresses when
+    /// a run fails, succeeds, retries a task or misses a deadline (its own or a task's),
+    /// each sent once per event (recorded in the run's `status.notifications`). The
+    /// installation's default notifications are sent too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<super::notify::Notification>,
 

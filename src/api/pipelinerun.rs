@@ -217,6 +217,11 @@ pub struct PipelineRunStatus {
     /// (before each try and after it), so a message is sent once per event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<super::notify::NotificationRecord>,
+
+    /// Tasks whose own `deadline` passed before they were done, recorded when it passed
+    /// (each once per run; the `DeadlineMissed` notification of the task is sent from here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed_deadlines: Vec<super::deadline::MissedDeadline>,
 }
 
 /// A TaskRun the API server refused to create.

@@ -136,6 +136,16 @@ pub struct TaskSpec {
     /// `Upstream` of every task upstream, `Absolute` takes its own weight only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_rule: Option<WeightRule>,
+
+    /// When the task should be done by (a task-level SLA), counted from the run's
+    /// `ScheduledTime` (default), `LogicalDate` or `RunStart`, or the task's own
+    /// `TaskStart`. A miss is said once, when it happens, whether the task runs or still
+    /// waits: the run's `status.missedDeadlines`, condition `DeadlineMissed` on the
+    /// TaskRun, an Event, a metric and the `DeadlineMissed` notification. The task goes on
+    /// unless `onMiss: Fail`, which stops it with reason `DeadlineExceeded` (unlike
+    /// `timeout`, which limits each attempt and is retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<super::deadline::Deadline>,
 }
 
 /// How a task's priority in its pool is worked out from the `priorityWeight`s of the

@@ -34,6 +34,9 @@ pub struct TaskRunSpec {
     pub task_name: String,
 
     /// Container image; empty for a task that uses no pod (`wait`).
+    // Not serialized when empty: the schema then has no `default: ""`, which the 1.20 API
+    // server refuses ("Invalid value: \"null\"") when the CRD is applied server-side.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
 
     /// Entrypoint of the container.
@@ -128,6 +131,12 @@ pub struct TaskRunSpec {
     /// The task's priority in its pool's queue, its weight rule applied: higher first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+
+    /// Set by the run when the task's `deadline` passed while it was not done: the TaskRun
+    /// gets condition `DeadlineMissed`, and with `fail` it stops and fails with reason
+    /// `DeadlineExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_missed: Option<super::deadline::DeadlineMiss>,
 }
 
 /// What the operator observed of a TaskRun.
@@ -265,5 +274,17 @@ impl TaskRunSpec {
     /// operator itself instead: its attempts have no Job (`jobName` empty).
     pub fn uses_pod(&self) -> bool {
         self.wait.is_none()
+    }
+
+    /// Whether the task is asked to stop: cancelled, or its deadline passed with
+    /// `onMiss: Fail`.
+    pub fn stop_requested(&self) -> bool {
+        self.cancelled || self.deadline_fails()
+    }
+
+    /// Whether the task's deadline passed with `onMiss: Fail`: it stops and fails with
+    /// reason `DeadlineExceeded` (a cancellation wins: it ends `Cancelled`).
+    pub fn deadline_fails(&self) -> bool {
+        !self.cancelled && self.deadline_missed.as_ref().is_some_and(|d| d.fail)
     }
 }

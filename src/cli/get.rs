@@ -105,6 +105,56 @@ pub fn render(view: &RunView, now: Timestamp, colored: bool, frame: Option<usize
     let mut lines = header(view, now);
     lines.push(String::new());
     lines.extend(output::table(&tree(view, now, colored, frame)));
+    lines.extend(alerts(view));
+    lines
+}
+
+/// The deadlines the run missed and its notifications, under the tree (nothing when there
+/// are none).
+fn alerts(view: &RunView) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !view.deadlines_missed.is_empty() {
+        lines.push(String::new());
+        lines.push("Deadlines missed:".into());
+        let rows: Vec<Vec<String>> = view
+            .deadlines_missed
+            .iter()
+            .map(|m| {
+                let on = m
+                    .task
+                    .as_deref()
+                    .map_or("run".to_string(), |t| format!("task {t}"));
+                vec![format!("  {on}"), output::one_line(&m.message)]
+            })
+            .collect();
+        lines.extend(output::table(&rows));
+    }
+    if !view.notifications.is_empty() {
+        lines.push(String::new());
+        let mut rows = vec![
+            [
+                "NOTIFICATION",
+                "EVENT",
+                "ABOUT",
+                "STATE",
+                "ATTEMPTS",
+                "LAST ERROR",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        rows.extend(view.notifications.iter().map(|r| {
+            vec![
+                r.notification.clone(),
+                r.event.as_str().to_string(),
+                runs::about(r).to_string(),
+                format!("{:?}", r.state),
+                r.attempts.to_string(),
+                first_line(r.message.as_deref()),
+            ]
+        }));
+        lines.extend(output::table(&rows));
+    }
     lines
 }
 
@@ -378,5 +428,51 @@ STEP                  PHASE           ATTEMPTS  DURATION  EXIT  REASON  MESSAGE
 ├─✗ load              UpstreamFailed                                    upstream task fan failed
 └─✓ report (finally)  Succeeded"
         );
+    }
+
+    #[test]
+    fn missed_deadlines_and_notifications_show_under_the_tree() {
+        use crate::api::{DeliveryState, NotificationRecord, NotifyEvent};
+        let record = |key: &str, event, state, attempts, message: Option<&str>| NotificationRecord {
+            key: key.into(),
+            notification: key.split('/').next().unwrap().into(),
+            event,
+            state,
+            attempts,
+            last_attempt_time: None,
+            next_attempt_time: None,
+            message: message.map(String::from),
+        };
+        let view = RunView {
+            deadlines_missed: vec![runs::MissedView {
+                task: Some("load".into()),
+                message: "task \"load\" was not done by 2026-01-01T01:00:00Z (1h after its scheduled time); it goes on".into(),
+            }],
+            notifications: vec![
+                record("sla/DeadlineMissed/task/load", NotifyEvent::DeadlineMissed, DeliveryState::Sent, 1, None),
+                record(
+                    "oncall/Failed/0",
+                    NotifyEvent::Failed,
+                    DeliveryState::Retrying,
+                    2,
+                    Some("http://hooks.example.com answered 503 Service Unavailable: busy"),
+                ),
+            ],
+            ..RunView::with_tasks("etl-1", "Failed", vec![task("load", TaskPhase::Failed)])
+        };
+        let text = render(&view, ts(10), false, None).join("\n");
+        let tail: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Deadlines")).collect();
+        assert_eq!(
+            tail.join("\n"),
+            "\
+Deadlines missed:
+  task load  task \"load\" was not done by 2026-01-01T01:00:00Z (1h after its scheduled time); it goes on
+
+NOTIFICATION  EVENT           ABOUT      STATE     ATTEMPTS  LAST ERROR
+sla           DeadlineMissed  task/load  Sent      1
+oncall        Failed          0          Retrying  2         http://hooks.example.com answered 503 Service Unavailable: busy"
+        );
+        let bare = RunView::with_tasks("etl-1", "Running", vec![task("load", TaskPhase::Running)]);
+        assert!(alerts(&bare).is_empty());
     }
 }

@@ -156,6 +156,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     say(&crate::local::image_note(&local.pipeline));
+    if let Some(note) = crate::local::alerts_note(&local.pipeline) {
+        say(&note);
+    }
     let missing = crate::local::missing_programs(&local.pipeline);
     if !missing.is_empty() {
         say(&format!(
@@ -181,6 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let colored = live && std::env::var_os("NO_COLOR").is_none();
     let run_name = local.name.clone();
     let run_dir = local.run_dir.clone();
+    let pipeline = local.pipeline.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -203,6 +207,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     say(&line);
+    let event = match &report.outcome {
+        Some(RunOutcome::Succeeded) if !report.interrupted => Some(crate::api::NotifyEvent::Succeeded),
+        Some(RunOutcome::Failed { .. }) => Some(crate::api::NotifyEvent::Failed),
+        _ => None,
+    };
+    if let Some(unsent) = event.and_then(|e| crate::local::would_notify(&pipeline, e)) {
+        say(&unsent);
+    }
     Ok(ExitCode::from(code))
 }
 

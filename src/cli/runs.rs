@@ -5,8 +5,8 @@
 
 use super::cluster::{Cluster, Explain as _, PIPELINE_RUNS, TASK_RUNS};
 use crate::api::{
-    AppliedRerun, Attempt, PipelineRun, PipelineSpec, RunPhase, TaskPhase, TaskRun, TaskSpec, condition,
-    condition_types, labels, reasons,
+    AppliedRerun, Attempt, NotificationRecord, PipelineRun, PipelineSpec, RunPhase, TaskPhase, TaskRun,
+    TaskSpec, condition, condition_types, labels, reasons,
 };
 use crate::local::progress::Row;
 use jiff::Timestamp;
@@ -109,6 +109,44 @@ pub struct RunView {
     pub rerun: Option<AppliedRerun>,
     /// Every task in DAG order (`finally` tasks last).
     pub tasks: Vec<TaskView>,
+    /// Deadlines that passed before what they were on was done: the run's own, then its
+    /// tasks'.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deadlines_missed: Vec<MissedView>,
+    /// The run's notifications as the operator's notifier recorded them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationRecord>,
+}
+
+/// A deadline that passed: the run's (`task` unset) or a task's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MissedView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    pub message: String,
+}
+
+/// What a notification record is about, from its key (`oncall/Failed/0` is about `0`, the
+/// first outcome; `sla/DeadlineMissed/task/load` about `task/load`).
+pub fn about(record: &NotificationRecord) -> &str {
+    record.key.splitn(3, '/').nth(2).unwrap_or_default()
+}
+
+/// The deadlines a run's status says were missed.
+fn missed_of(status: &crate::api::PipelineRunStatus) -> Vec<MissedView> {
+    let run = condition::find(&status.conditions, condition_types::DEADLINE_MISSED)
+        .filter(|c| c.status == "True")
+        .map(|c| MissedView {
+            task: None,
+            message: c.message.clone(),
+        });
+    run.into_iter()
+        .chain(status.missed_deadlines.iter().map(|m| MissedView {
+            task: Some(m.task.clone()),
+            message: m.message.clone(),
+        }))
+        .collect()
 }
 
 /// One task, or one instance of a fanned-out task.
@@ -334,6 +372,7 @@ pub fn view(snapshot: &Snapshot) -> RunView {
     }
     let succeeded = condition::find(&status.conditions, condition_types::SUCCEEDED);
     let applied = status.rerun.as_ref().map(|r| r.request.as_str());
+    let deadlines_missed = missed_of(&status);
     RunView {
         name: run.name_any(),
         namespace: run.namespace().unwrap_or_default(),
@@ -356,6 +395,8 @@ pub fn view(snapshot: &Snapshot) -> RunView {
             .filter(|r| Some(r.as_str()) != applied),
         rerun: status.rerun.clone(),
         tasks,
+        deadlines_missed,
+        notifications: status.notifications.clone(),
     }
 }
 
@@ -380,6 +421,8 @@ impl RunView {
             rerun_requested: None,
             rerun: None,
             tasks,
+            deadlines_missed: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@ mod fixture;
 pub mod instrument;
 pub mod job;
 pub mod large;
+pub mod mail;
 pub mod notify;
 pub mod pipeline;
 pub mod pipelinerun;

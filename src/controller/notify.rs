@@ -193,7 +193,14 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         }
         let notification = declared(spec.as_deref(), &notifier)[d.index];
         let (notification, origin) = (notification.notification.clone(), notification.origin);
-        tokio::spawn(deliver(ctx.clone(), fresh.clone(), notification, origin, d));
+        let params = notify::params(spec.as_deref(), &fresh.spec.params);
+        let message = Message {
+            notification,
+            origin,
+            params,
+            due: d,
+        };
+        tokio::spawn(deliver(ctx.clone(), fresh.clone(), message));
     }
     Ok(requeue(plan.next, now))
 }
@@ -277,11 +284,21 @@ async fn write_records(
     Ok(())
 }
 
+/// One message to send: its notification, where that was declared, the run's params (the
+/// pipeline's defaults applied) and the event.
+struct Message {
+    notification: Notification,
+    origin: Origin,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+    due: Due,
+}
+
 /// Sends one message, then records how it went. Runs as a task of its own.
-async fn deliver(ctx: Arc<Context>, run: Arc<PipelineRun>, n: Notification, origin: Origin, due: Due) {
+async fn deliver(ctx: Arc<Context>, run: Arc<PipelineRun>, message: Message) {
     let notifier = ctx.notifier.clone();
+    let due = &message.due;
     let id = in_flight_id(&run, &due.key);
-    let outcome = match tokio::time::timeout(TRY_TIMEOUT * 3, try_send(&ctx, &run, &n, origin, &due)).await {
+    let outcome = match tokio::time::timeout(TRY_TIMEOUT * 3, try_send(&ctx, &run, &message)).await {
         Ok(outcome) => outcome,
         Err(_) => TryOutcome::Transient("timed out".into()),
     };
@@ -370,19 +387,17 @@ async fn publish(ctx: &Context, run: &PipelineRun, record: &NotificationRecord) 
 }
 
 /// One try: the target's address and credentials, the message, the POST.
-async fn try_send(
-    ctx: &Context,
-    run: &PipelineRun,
-    n: &Notification,
-    origin: Origin,
-    due: &Due,
-) -> TryOutcome {
-    let Some((target, format)) = notify::target(n) else {
-        return TryOutcome::Permanent("set exactly one of webhook and slack".into());
-    };
+async fn try_send(ctx: &Context, run: &PipelineRun, message: &Message) -> TryOutcome {
+    let (n, origin, due) = (&message.notification, message.origin, &message.due);
     let secrets_ns = match origin {
         Origin::Pipeline => run.namespace().unwrap_or_default(),
         Origin::Installation => ctx.notifier.namespace.clone(),
+    };
+    if let (Some(email), None, None) = (&n.email, &n.webhook, &n.slack) {
+        return send_email(ctx, run, message, email, &secrets_ns).await;
+    }
+    let Some((target, format)) = notify::target(n) else {
+        return TryOutcome::Permanent("set exactly one of webhook, slack and email".into());
     };
     let url = match (&target.url, &target.url_from) {
         (Some(url), _) => url.clone(),
@@ -409,7 +424,7 @@ async fn try_send(
         },
         None => None,
     };
-    let notice = notice(ctx, run, due).await;
+    let notice = notice(ctx, run, due, message.params.clone()).await;
     let text = match notify::text(n, &notice) {
         Ok(text) => text,
         Err(e) => return TryOutcome::Permanent(format!("message: {e}")),
@@ -417,6 +432,43 @@ async fn try_send(
     let body = notify::body(format, &text, &notice, &due.key);
     let key = notify::idempotency_key(&notice.uid, &due.key);
     post(ctx, &url, authorization.as_deref(), &key, &body).await
+}
+
+/// One try of an email: the login from its Secret, the message, the SMTP dialogue.
+async fn send_email(
+    ctx: &Context,
+    run: &PipelineRun,
+    message: &Message,
+    email: &crate::api::EmailTarget,
+    secrets_ns: &str,
+) -> TryOutcome {
+    let credentials = match &email.credentials_secret {
+        Some(name) => {
+            let key = |key: &str| crate::api::SecretKeyRef {
+                name: name.clone(),
+                key: key.into(),
+            };
+            let user = match secret_value(ctx, secrets_ns, &key("username")).await {
+                Ok(v) => v.trim().to_string(),
+                Err(outcome) => return outcome,
+            };
+            let password = match secret_value(ctx, secrets_ns, &key("password")).await {
+                Ok(v) => v.trim_end_matches(['\r', '\n']).to_string(),
+                Err(outcome) => return outcome,
+            };
+            Some(lettre::transport::smtp::authentication::Credentials::new(
+                user, password,
+            ))
+        }
+        None => None,
+    };
+    let notice = notice(ctx, run, &message.due, message.params.clone()).await;
+    let text = match notify::text(&message.notification, &notice) {
+        Ok(text) => text,
+        Err(e) => return TryOutcome::Permanent(format!("message: {e}")),
+    };
+    let key = notify::idempotency_key(&notice.uid, &message.due.key);
+    super::mail::send(email, credentials, &text, &key, TRY_TIMEOUT).await
 }
 
 /// A key of a Secret; a missing Secret or key is worth trying again (it may be created
@@ -464,7 +516,12 @@ async fn secret_value(
 }
 
 /// What the message can say of the run and the event.
-async fn notice(ctx: &Context, run: &PipelineRun, due: &Due) -> Notice {
+async fn notice(
+    ctx: &Context,
+    run: &PipelineRun,
+    due: &Due,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Notice {
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let pipeline = run
@@ -492,7 +549,7 @@ async fn notice(ctx: &Context, run: &PipelineRun, due: &Due) -> Notice {
         logical_date: run.spec.logical_date.as_ref().map(|t| t.0),
         data_interval_start: run.spec.data_interval_start.as_ref().map(|t| t.0),
         data_interval_end: run.spec.data_interval_end.as_ref().map(|t| t.0),
-        params: run.spec.params.clone(),
+        params,
         event: Some(due.event),
         task: due.task.clone(),
         reason: due.reason.clone(),

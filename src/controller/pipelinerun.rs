@@ -75,8 +75,13 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     let missed = super::deadline::mark(due.as_ref(), &mut pinned.status, run.metadata.generation, now);
     let mut step = plan(&pinned, &children, run.spec.cancelled, now);
     super::deadline::shorten(&mut step.requeue_after, due.as_ref(), now);
+    let (valid, status) = (&pinned.valid, &mut pinned.status);
+    let task_misses =
+        super::deadline::tasks(&run, valid, pinned.started_at, &task_runs, &mut step, status, now);
     apply(&ctx, &run, &mut pinned, &task_runs, &step).await?;
+    super::deadline::tell_task_runs(&ctx, &run, &task_runs, &pinned.status).await?;
     let action = update_status(&ctx, &run, &pinned, &children, &step, now).await?;
+    super::deadline::publish_task_misses(&ctx, &run, task_misses).await;
     if let Some(note) = missed {
         let regarding = run.object_ref(&());
         ctx.event(

@@ -203,7 +203,7 @@ fn running_attempt(tr: &TaskRun) -> Option<u32> {
 /// Whether `tr` waits for a slot now: not finished (or asked to run again), not cancelled,
 /// no attempt running, and not waiting for a retry delay (which holds no slot).
 fn wants_slot(tr: &TaskRun, now: jiff::Timestamp) -> bool {
-    if tr.spec.cancelled || tr.metadata.deletion_timestamp.is_some() {
+    if tr.spec.stop_requested() || tr.metadata.deletion_timestamp.is_some() {
         return false;
     }
     let Some(status) = tr.status.as_ref() else {

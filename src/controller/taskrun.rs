@@ -34,6 +34,8 @@ const MAX_MESSAGE: usize = 1024;
 const RESYNC: Duration = Duration::from_secs(300);
 /// The message of an attempt stopped because its task was cancelled.
 const CANCELLED_MESSAGE: &str = "stopped: the task was cancelled";
+/// The message of an attempt stopped because its task's deadline passed (`onMiss: Fail`).
+const DEADLINE_MESSAGE: &str = "stopped: the task's deadline passed";
 
 /// One look at a TaskRun: reads in `observe`, writes in `apply`, `update_status` and
 /// `publish_events`, and everything decided in between from plain values.
@@ -234,8 +236,8 @@ fn record_attempts(
     }
     for attempt in out.attempts.values_mut() {
         if attempt.phase == AttemptPhase::Running && !live_jobs.contains(&attempt.number) {
-            if spec.cancelled {
-                cancel(attempt, now);
+            if spec.stop_requested() {
+                cancel(attempt, spec, now);
             } else if spec.uses_pod() {
                 lose(attempt, now);
             }
@@ -319,12 +321,17 @@ fn attempt_of(number: u32, job: &Job, report: AttemptReport, now: jiff::Timestam
     }
 }
 
-/// Marks an attempt as stopped by the task's cancellation.
-fn cancel(attempt: &mut Attempt, now: jiff::Timestamp) {
+/// Marks an attempt as stopped by the task's cancellation (or its deadline, `onMiss: Fail`).
+fn cancel(attempt: &mut Attempt, spec: &TaskRunSpec, now: jiff::Timestamp) {
     attempt.phase = AttemptPhase::Failed;
     attempt.completion_time = Some(Time(now));
-    attempt.reason = Some(FailureReason::Cancelled);
-    attempt.message = Some(CANCELLED_MESSAGE.into());
+    if spec.deadline_fails() {
+        attempt.reason = Some(FailureReason::DeadlineExceeded);
+        attempt.message = Some(DEADLINE_MESSAGE.into());
+    } else {
+        attempt.reason = Some(FailureReason::Cancelled);
+        attempt.message = Some(CANCELLED_MESSAGE.into());
+    }
 }
 
 /// The status to build on: as it was, or, when the run asked the task to run again (a
@@ -368,9 +375,14 @@ fn plan(
     let mut plan = plan_task(&TaskInput {
         retries: spec.retries.as_ref(),
         attempts: &observed,
-        cancel_requested: spec.cancelled,
+        cancel_requested: spec.stop_requested(),
         now,
     });
+    if spec.deadline_fails() && plan.phase == TaskPhase::Cancelled {
+        // Stopped by its deadline: a failure (downstream trigger rules see one), not a
+        // cancellation.
+        plan.phase = TaskPhase::Failed;
+    }
     plan.action = match plan.action {
         AttemptAction::Create(n) => AttemptAction::Create(n + round_start),
         AttemptAction::Stop(n) => AttemptAction::Stop(n + round_start),
@@ -417,7 +429,7 @@ async fn apply(
                 .entry(number)
                 .or_insert_with(|| started_attempt(number, job_name, now));
         }
-        AttemptAction::Stop(number) => recorded = record_stop(recorded, number, now),
+        AttemptAction::Stop(number) => recorded = record_stop(recorded, number, &tr.spec, now),
         AttemptAction::None => {}
     }
     Ok((recorded, started))
@@ -435,12 +447,12 @@ fn started_attempt(number: u32, job_name: String, now: jiff::Timestamp) -> Attem
 }
 
 /// Records attempt `number` as cancelled and its Job as one to delete.
-fn record_stop(mut recorded: Recorded, number: u32, now: jiff::Timestamp) -> Recorded {
+fn record_stop(mut recorded: Recorded, number: u32, spec: &TaskRunSpec, now: jiff::Timestamp) -> Recorded {
     if let Some(attempt) = recorded.attempts.get_mut(&number) {
         if !attempt.job_name.is_empty() {
             recorded.to_delete.push(attempt.job_name.clone());
         }
-        cancel(attempt, now);
+        cancel(attempt, spec, now);
     }
     recorded
 }
@@ -491,6 +503,7 @@ fn build_status(
     {
         status.outputs = outputs;
     }
+    super::deadline::task_conditions(&tr.spec, &mut status, tr.metadata.generation, now);
     status
 }
 
@@ -1467,17 +1480,30 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let got = record_stop(recorded.clone(), 2, ts(NOW));
+        let got = record_stop(recorded.clone(), 2, &spec(true, &[]), ts(NOW));
         let stopped = &got.attempts[&2];
         assert_eq!(
             (stopped.phase, stopped.reason, stopped.message.as_deref()),
             (Failed, Some(FailureReason::Cancelled), Some(CANCELLED_MESSAGE))
         );
+        // Stopped by the task's deadline (`onMiss: Fail`): a failure of its own kind.
+        let mut late = spec(false, &[]);
+        late.deadline_missed = Some(crate::api::DeadlineMiss {
+            message: "late".into(),
+            fail: true,
+        });
+        let by_deadline = record_stop(recorded.clone(), 2, &late, ts(NOW));
+        assert_eq!(
+            by_deadline.attempts[&2].reason,
+            Some(FailureReason::DeadlineExceeded)
+        );
+        let plan = plan(&late, &by_deadline.attempts, 0, ts(NOW));
+        assert_eq!(plan.phase, TaskPhase::Failed, "no retry after a deadline stop");
         assert_eq!(stopped.completion_time, Some(Time(ts(NOW))));
         assert_eq!(got.attempts[&1], recorded.attempts[&1], "other attempts stay");
         assert_eq!(got.to_delete, vec![job_name(2)]);
         assert_eq!(
-            record_stop(recorded.clone(), 7, ts(NOW)),
+            record_stop(recorded.clone(), 7, &spec(true, &[]), ts(NOW)),
             recorded,
             "no such attempt"
         );

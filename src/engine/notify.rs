@@ -142,6 +142,16 @@ fn events(status: &PipelineRunStatus) -> Vec<(NotifyEvent, String, Option<String
             c.message.clone(),
         ));
     }
+    for m in &status.missed_deadlines {
+        // Once per task and run, like the run's own miss.
+        out.push((
+            NotifyEvent::DeadlineMissed,
+            format!("task/{}", m.task),
+            Some(m.task.clone()),
+            crate::api::reasons::DEADLINE_MISSED.to_string(),
+            m.message.clone(),
+        ));
+    }
     for t in status.tasks.iter().filter(|t| t.phase == TaskPhase::Retrying) {
         let attempts = t.attempts.unwrap_or(0);
         let what = format!("{}/{attempts}", t.name);
@@ -410,6 +420,27 @@ impl Values for Notice {
     }
 }
 
+/// The params a message sees: the run's, with the pipeline's defaults for those it does not
+/// give (as its tasks see them). A run whose params do not fit its pipeline never started;
+/// its message sees what it gave.
+pub fn params(
+    spec: Option<&crate::api::PipelineSpec>,
+    given: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let Some(spec) = spec else {
+        return given.clone();
+    };
+    super::params::effective_params(spec, given).unwrap_or_else(|_| {
+        let mut out: BTreeMap<String, Value> = spec
+            .params
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
+            .collect();
+        out.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    })
+}
+
 /// The message text when a notification declares none.
 pub fn default_text(notice: &Notice) -> String {
     let event = notice.event.map_or("", NotifyEvent::as_str);
@@ -421,7 +452,10 @@ pub fn default_text(notice: &Notice) -> String {
         match notice.event {
             Some(NotifyEvent::Failed) => "failed".to_string(),
             Some(NotifyEvent::Succeeded) => "succeeded".to_string(),
-            Some(NotifyEvent::DeadlineMissed) => "missed its deadline".to_string(),
+            Some(NotifyEvent::DeadlineMissed) => match &notice.task {
+                Some(task) => format!("missed the deadline of task {task}"),
+                None => "missed its deadline".to_string(),
+            },
             Some(NotifyEvent::Retrying) =>
                 format!("is retrying task {}", notice.task.as_deref().unwrap_or_default()),
             None => event.to_lowercase(),
@@ -501,8 +535,16 @@ pub fn check(notifications: &[Notification], params: &[&str], path: &str) -> Vec
                 format!("duplicate notification name {}", q(&n.name)),
             ));
         }
+        let targets = [n.webhook.is_some(), n.slack.is_some(), n.email.is_some()];
         match target(n) {
-            None => out.push((at.clone(), "set exactly one of webhook and slack".into())),
+            _ if targets.iter().filter(|t| **t).count() != 1 => {
+                out.push((at.clone(), "set exactly one of webhook, slack and email".into()));
+            }
+            None => {
+                if let Some(email) = &n.email {
+                    out.extend(check_email(email, &format!("{at}.email")));
+                }
+            }
             Some((t, format)) => {
                 let field = format!(
                     "{at}.{}",
@@ -538,6 +580,62 @@ pub fn check(notifications: &[Notification], params: &[&str], path: &str) -> Vec
         }
     }
     out
+}
+
+fn check_email(e: &crate::api::EmailTarget, field: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if e.to.is_empty() {
+        out.push((format!("{field}.to"), "name at least one recipient".into()));
+    }
+    for (i, to) in e.to.iter().enumerate() {
+        if let Err(problem) = check_mailbox(to) {
+            out.push((format!("{field}.to[{i}]"), problem));
+        }
+    }
+    if let Err(problem) = check_mailbox(&e.from) {
+        out.push((format!("{field}.from"), problem));
+    }
+    let host = e.smtp.host.trim();
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+        out.push((
+            format!("{field}.smtp.host"),
+            format!("{} is not a host name or address", q(&e.smtp.host)),
+        ));
+    }
+    if e.smtp.port == Some(0) {
+        out.push((format!("{field}.smtp.port"), "must be 1 to 65535".into()));
+    }
+    out
+}
+
+/// An address an email can go to or come from: `a@example.com` or `Name <a@example.com>`.
+pub fn check_mailbox(text: &str) -> Result<lettre::message::Mailbox, String> {
+    text.parse::<lettre::message::Mailbox>()
+        .map_err(|e| format!("{} is not an email address: {e}", q(text)))
+}
+
+/// The subject (the text's first line, at most 200 bytes) and the body (the whole text) of
+/// an email.
+pub fn email_parts(text: &str) -> (String, String) {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("Weir");
+    let subject = super::quote::truncate(first.trim(), 200);
+    (subject, text.to_string())
+}
+
+/// The email's `Message-ID`: the idempotency key's, the same on every try of the same
+/// message, so a mail system (or a person) can tell a repeat.
+pub fn message_id(idempotency_key: &str) -> String {
+    let id: String = idempotency_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-./_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("<{id}@weir.dev>")
 }
 
 fn check_target(t: &WebhookTarget, field: &str) -> Vec<(String, String)> {

@@ -50,6 +50,8 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         pool: pipeline.pool(index).map(str::to_string),
         pool_slots: task.pool_slots.filter(|_| pipeline.pool(index).is_some()),
         priority: pipeline.pool(index).map(|_| pipeline.priority(index)),
+        // Set by the run's driver when the task's own deadline passes.
+        deadline_missed: None,
     }
 }
 

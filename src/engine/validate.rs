@@ -376,7 +376,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<ValidPipeline, ValidationErrors> 
         errors.spec(field, message);
     }
     if let Some(deadline) = &spec.deadline {
-        for (field, message) in super::deadline::check(deadline, "deadline") {
+        for (field, message) in super::deadline::check(deadline, "deadline", false) {
             errors.spec(field, message);
         }
     }
@@ -453,6 +453,11 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     check_env(&task.env, path, Some(name), errors);
     check_pool(task, path, spec, errors);
     check_produces(task, path, errors);
+    if let Some(deadline) = &task.deadline {
+        for (field, message) in super::deadline::check(deadline, &format!("{path}.deadline"), true) {
+            errors.task(name, field, message);
+        }
+    }
 }
 
 /// Produced assets have valid names, and their extra values name declared outputs.

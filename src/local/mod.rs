@@ -143,6 +143,59 @@ pub fn image_note(pipeline: &ValidPipeline) -> String {
     )
 }
 
+/// What `weir run` says of the pipeline's notifications and deadlines, which only the
+/// operator acts on; `None` when it declares neither.
+pub fn alerts_note(pipeline: &ValidPipeline) -> Option<String> {
+    let spec = &pipeline.spec;
+    let mut parts = Vec::new();
+    if !spec.notifications.is_empty() {
+        let names: Vec<&str> = spec.notifications.iter().map(|n| n.name.as_str()).collect();
+        parts.push(format!("notifications ({})", names.join(", ")));
+    }
+    let mut deadlines: Vec<String> = spec
+        .deadline
+        .iter()
+        .map(|d| format!("run: {}", crate::engine::deadline::describe(d)))
+        .collect();
+    for i in 0..pipeline.len() {
+        if let Some(d) = &pipeline.task(i).deadline {
+            let name = pipeline.name(i);
+            deadlines.push(format!("{name}: {}", crate::engine::deadline::describe(d)));
+        }
+    }
+    if !deadlines.is_empty() {
+        parts.push(format!("deadlines ({})", deadlines.join("; ")));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "note: {} are acted on by the operator only: weir run sends no message and stops nothing at a deadline",
+        parts.join(" and ")
+    ))
+}
+
+/// The notifications the operator would have sent for a run that ended `outcome`
+/// (`Failed` or `Succeeded`), as a line; `None` when none listens.
+pub fn would_notify(pipeline: &ValidPipeline, outcome: crate::api::NotifyEvent) -> Option<String> {
+    let names: Vec<&str> = pipeline
+        .spec
+        .notifications
+        .iter()
+        .filter(|n| {
+            n.events.contains(&outcome) || (n.events.is_empty() && outcome == crate::api::NotifyEvent::Failed)
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "not sent (weir run sends no notifications; the operator would have): {} to {}",
+            outcome.as_str(),
+            names.join(", ")
+        )
+    })
+}
+
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
@@ -324,6 +377,43 @@ mod tests {
     use super::*;
     use crate::engine::fixture::pipeline;
     use crate::engine::validate;
+
+    #[test]
+    fn weir_run_says_that_notifications_and_deadlines_are_the_operators() {
+        let spec: crate::api::PipelineSpec = serde_json::from_value(serde_json::json!({
+            "tasks": [
+                {"name": "extract", "image": "busybox"},
+                {"name": "load", "image": "busybox", "deadline": {"within": "30m", "from": "TaskStart"}},
+            ],
+            "deadline": {"within": "2h"},
+            "notifications": [
+                {"name": "oncall", "webhook": {"url": "http://hooks.example.com/x"}},
+                {"name": "team", "events": ["Succeeded"], "slack": {"url": "http://chat.example.com/y"}},
+            ],
+        }))
+        .unwrap();
+        let valid = validate(&spec).unwrap();
+        assert_eq!(
+            alerts_note(&valid).unwrap(),
+            "note: notifications (oncall, team) and deadlines (run: 2h after its scheduled time; \
+             load: 30m after the task's start) are acted on by the operator only: weir run sends \
+             no message and stops nothing at a deadline"
+        );
+        use crate::api::NotifyEvent;
+        assert!(
+            would_notify(&valid, NotifyEvent::Failed)
+                .unwrap()
+                .ends_with("Failed to oncall")
+        );
+        assert!(
+            would_notify(&valid, NotifyEvent::Succeeded)
+                .unwrap()
+                .ends_with("Succeeded to team")
+        );
+        let plain = validate(&pipeline().task("a").build()).unwrap();
+        assert_eq!(alerts_note(&plain), None);
+        assert_eq!(would_notify(&plain, NotifyEvent::Failed), None);
+    }
 
     #[test]
     fn words_are_quoted_for_a_shell_only_when_needed() {

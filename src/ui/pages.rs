@@ -472,6 +472,7 @@ async fn run_page(user: User, Path((ns, run)): Path<(String, String)>) -> PageRe
     body.push_str(&tasks_table(&ns, &run_view, now));
     body.push_str(&gantt(&run_view, now));
     body.push_str(&conditions_table(&snapshot.run));
+    body.push_str(&alerts_section(&run_view));
     body.push_str(&params_table(&run_view));
     body.push_str(&events_table(&data::events(&cluster, "PipelineRun", &run).await));
     let mut f = frame(&user, &run, &ns);
@@ -655,6 +656,45 @@ fn conditions_table(run: &crate::api::PipelineRun) -> String {
         );
     }
     out.push_str("</tbody></table>");
+    out
+}
+
+/// The deadlines the run missed and its notifications, as the notifier recorded them;
+/// nothing when there are none.
+fn alerts_section(v: &RunView) -> String {
+    let mut out = String::new();
+    if !v.deadlines_missed.is_empty() {
+        out.push_str(
+            r#"<h2>Deadlines missed</h2><table id="deadlines"><thead><tr><th scope="col">Of</th><th scope="col">Message</th></tr></thead><tbody>"#,
+        );
+        for m in &v.deadlines_missed {
+            let of = m
+                .task
+                .as_deref()
+                .map_or("the run".to_string(), |t| format!("task {t}"));
+            let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", esc(&of), esc(&m.message));
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !v.notifications.is_empty() {
+        out.push_str(
+            r#"<h2>Notifications</h2><table id="notifications"><thead><tr><th scope="col">Notification</th><th scope="col">Event</th><th scope="col">About</th><th scope="col">State</th><th scope="col">Tries</th><th scope="col">Last try</th><th scope="col">Last error</th></tr></thead><tbody>"#,
+        );
+        for r in &v.notifications {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.notification),
+                esc(r.event.as_str()),
+                esc(crate::cli::runs::about(r)),
+                esc(&format!("{:?}", r.state)),
+                r.attempts,
+                html::time(r.last_attempt_time.as_ref().map(|t| t.0)),
+                esc(r.message.as_deref().unwrap_or_default()),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
     out
 }
 
@@ -1420,6 +1460,39 @@ mod tests {
         let plain: k8s_openapi::api::core::v1::EnvVar =
             serde_json::from_value(serde_json::json!({"name": "A", "value": "<b>"})).unwrap();
         assert_eq!(env_value(&plain), "<code>&lt;b&gt;</code>");
+    }
+
+    #[test]
+    fn the_run_page_lists_missed_deadlines_and_notifications_escaped() {
+        use crate::api::{DeliveryState, NotificationRecord, NotifyEvent};
+        let mut v = run_view(vec![view_task("load", TaskPhase::Running)]);
+        assert_eq!(alerts_section(&v), "", "nothing to show, no heading");
+        v.deadlines_missed = vec![crate::cli::runs::MissedView {
+            task: Some("load".into()),
+            message: "task \"load\" was not done by <then>".into(),
+        }];
+        v.notifications = vec![NotificationRecord {
+            key: "oncall/Failed/0".into(),
+            notification: "oncall".into(),
+            event: NotifyEvent::Failed,
+            state: DeliveryState::Failed,
+            attempts: 6,
+            last_attempt_time: None,
+            next_attempt_time: None,
+            message: Some("http://h answered 404 Not Found: <html>".into()),
+        }];
+        let html = alerts_section(&v);
+        assert!(html.contains(r#"<table id="deadlines">"#), "{html}");
+        assert!(html.contains("<td>task load</td>"), "{html}");
+        assert!(
+            html.contains("&lt;then&gt;") && !html.contains("<then>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>oncall</td><td>Failed</td><td>0</td><td>Failed</td><td>6</td>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;html&gt;"), "{html}");
     }
 
     fn run_view(tasks: Vec<TaskView>) -> RunView {

@@ -302,7 +302,7 @@ fn checks_name_every_problem_with_its_field() {
         text,
         [
             "notifications[1].name: duplicate notification name \"dup\"",
-            "notifications[2]: set exactly one of webhook and slack",
+            "notifications[2]: set exactly one of webhook, slack and email",
             "notifications[3].webhook.url: \"ftp://x\" must start with http:// or https://",
             "notifications[4].message: bad template: unknown notification field \"colour\" (known: event, task, reason, message, link, logs)",
             "notifications[5].webhook: set exactly one of url and urlFrom",
@@ -350,4 +350,133 @@ fn a_missed_deadline_is_one_message_per_run_even_after_a_rerun() {
     });
     let after: Vec<String> = due(&pipeline(&ns), &status).into_iter().map(|d| d.key).collect();
     assert_eq!(after, first);
+}
+
+#[test]
+fn a_message_sees_the_pipelines_param_defaults_for_params_the_run_does_not_give() {
+    let spec: crate::api::PipelineSpec = serde_json::from_value(serde_json::json!({
+        "tasks": [{"name": "a", "image": "busybox"}],
+        "params": [
+            {"name": "env", "default": "prod"},
+            {"name": "region", "default": "eu"},
+            {"name": "owner"},
+        ],
+    }))
+    .unwrap();
+    let given: BTreeMap<String, Value> = [("region".to_string(), json!("us"))].into();
+    // `owner` is required and missing: the defaults still apply, the given value wins.
+    let seen = params(Some(&spec), &given);
+    assert_eq!(seen.get("env"), Some(&json!("prod")));
+    assert_eq!(seen.get("region"), Some(&json!("us")));
+    assert_eq!(seen.get("owner"), None);
+    let given: BTreeMap<String, Value> = [("owner".to_string(), json!("data"))].into();
+    let seen = params(Some(&spec), &given);
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen["env"], json!("prod"));
+    let mut n = Notice {
+        params: seen,
+        ..notice()
+    };
+    n.event = Some(NotifyEvent::Failed);
+    let hook = Notification {
+        message: Some("{{ params.env }}/{{ params.owner }}".into()),
+        ..hook("h", &[])
+    };
+    assert_eq!(text(&hook, &n).unwrap(), "prod/data");
+    assert_eq!(params(None, &given), given);
+}
+
+#[test]
+fn a_tasks_missed_deadline_is_one_message_per_task_naming_it() {
+    let mut status = PipelineRunStatus {
+        phase: Some(RunPhase::Running),
+        ..Default::default()
+    };
+    status.missed_deadlines.push(crate::api::MissedDeadline {
+        task: "load".into(),
+        due_time: Time(t("2026-01-01T01:00:00Z")),
+        message:
+            "task \"load\" was not done by 2026-01-01T01:00:00Z (1h after its scheduled time); it goes on"
+                .into(),
+        failed: false,
+    });
+    let sla = hook("sla", &[NotifyEvent::DeadlineMissed]);
+    let only_failures = hook("oncall", &[]);
+    let list = [sla, only_failures];
+    let due = due(&pipeline(&list), &status);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].key, "sla/DeadlineMissed/task/load");
+    assert_eq!(due[0].task.as_deref(), Some("load"));
+    let n = Notice {
+        event: Some(NotifyEvent::DeadlineMissed),
+        task: due[0].task.clone(),
+        reason: due[0].reason.clone(),
+        message: due[0].message.clone(),
+        ..notice()
+    };
+    let text = default_text(&n);
+    assert!(
+        text.contains("missed the deadline of task load (DeadlineMissed)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_email_target_is_checked_and_its_subject_is_the_first_line() {
+    let email = |to: &[&str], from: &str, host: &str| Notification {
+        name: "mail".into(),
+        email: Some(crate::api::EmailTarget {
+            to: to.iter().map(|s| s.to_string()).collect(),
+            from: from.into(),
+            smtp: crate::api::SmtpServer {
+                host: host.into(),
+                port: Some(25),
+                tls: Some(crate::api::SmtpTls::None),
+            },
+            credentials_secret: None,
+        }),
+        ..Default::default()
+    };
+    let ok = email(
+        &["oncall@example.com", "Data <data@example.com>"],
+        "Weir <weir@example.com>",
+        "smtp.example.com",
+    );
+    assert_eq!(check(std::slice::from_ref(&ok), &[], "notifications"), []);
+    let bad = email(&["not an address"], "weir", "smtp example");
+    let fields: Vec<String> = check(&[bad], &[], "notifications")
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "notifications[0].email.to[0]",
+            "notifications[0].email.from",
+            "notifications[0].email.smtp.host"
+        ]
+    );
+    let none = email(&[], "weir@example.com", "smtp.example.com");
+    assert_eq!(
+        check(&[none], &[], "notifications")[0].0,
+        "notifications[0].email.to"
+    );
+    let two = Notification {
+        slack: Some(WebhookTarget {
+            url: Some("https://chat.example.com/x".into()),
+            ..Default::default()
+        }),
+        ..ok
+    };
+    let problems = check(&[two], &[], "notifications");
+    assert_eq!(problems[0].1, "set exactly one of webhook, slack and email");
+
+    let (subject, body) = email_parts("\nnightly Failed\nTask boom failed\n");
+    assert_eq!(subject, "nightly Failed");
+    assert_eq!(body, "\nnightly Failed\nTask boom failed\n");
+    assert_eq!(
+        message_id("u-1/oncall/Failed/0"),
+        "<u-1/oncall/Failed/0@weir.dev>"
+    );
+    assert_eq!(message_id("a b<c>"), "<a_b_c_@weir.dev>");
 }
