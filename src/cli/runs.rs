@@ -149,6 +149,10 @@ pub struct TaskView {
     /// `PoolTooSmall`; `message` says which pool and why).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub queued: bool,
+    /// A sensor (`wait` task) whose attempt waits for its condition, with no pod (its
+    /// TaskRun's reason is `Waiting`; the attempt's message says what for).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
     /// It runs once per `forEach` item (its instances may not exist yet).
     #[serde(skip)]
     pub fans_out: bool,
@@ -173,15 +177,18 @@ impl TaskView {
             attempts: Vec::new(),
             instances: Vec::new(),
             queued: false,
+            waiting: false,
             fans_out: false,
         }
     }
 
-    /// Its state as a word: the phase, or `Queued` for a task waiting for its pool (as
-    /// `weir list` says of a queued run).
+    /// Its state as a word: the phase, `Queued` for a task waiting for its pool (as
+    /// `weir list` says of a queued run), or `Waiting` for a sensor that waits.
     pub fn state(&self) -> &'static str {
         if self.queued {
             crate::api::condition::reasons::QUEUED
+        } else if self.waiting {
+            crate::api::condition::reasons::WAITING
         } else {
             self.phase.as_str()
         }
@@ -244,6 +251,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
     };
     let succeeded = condition::find(&status.conditions, condition_types::SUCCEEDED);
     let queued = succeeded.is_some_and(|c| waits_for_pool(&c.reason));
+    let waiting = phase == TaskPhase::Running && succeeded.is_some_and(|c| c.reason == reasons::WAITING);
     let failure = succeeded
         .filter(|_| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled) || queued)
         .map(|c| c.message.clone())
@@ -264,6 +272,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
         attempts: status.attempts,
         instances: Vec::new(),
         queued,
+        waiting,
         fans_out: false,
     }
 }

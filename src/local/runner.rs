@@ -460,6 +460,10 @@ impl Runner {
             control: None,
             stopping: false,
         };
+        if let Some(wait) = unit.spec.wait.clone() {
+            self.start_wait(u, attempt, &wait, now);
+            return;
+        }
         let host = |name: &str| std::env::var(name).ok();
         let launch = env::container_env(&weir, &unit.spec.env, &host)
             .map_err(|missing| {
@@ -520,6 +524,42 @@ impl Runner {
                         number,
                         ended,
                     });
+                });
+            }
+            Err(message) => {
+                let _ = std::fs::write(&attempt.log, format!("weir: {message}\n"));
+                attempt.phase = AttemptPhase::Failed;
+                attempt.reason = Some(FailureReason::ConfigError);
+                attempt.message = Some(message);
+                attempt.finished_at = Some(now);
+            }
+        }
+        self.units[u].attempts.push(attempt);
+    }
+
+    /// A wait task's attempt: `delay` and `time` are honoured here, with no process; kinds
+    /// that need a cluster (refused before the run starts) fail the attempt, saying so.
+    fn start_wait(&mut self, u: usize, mut attempt: Attempt, wait: &crate::api::WaitSpec, now: Timestamp) {
+        let timeout = self.units[u].spec.timeout.as_deref().and_then(|t| duration::parse(t).ok());
+        let wait_for = match (&wait.delay, wait.time.as_ref().and_then(|t| t.at.as_ref())) {
+            (Some(delay), _) => duration::parse(delay).map_err(|e| format!("wait.delay: {e}")),
+            (None, Some(at)) => Ok(Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO)),
+            _ => Err(format!(
+                "wait.{} needs a cluster: `weir run` can only wait for a delay or a time",
+                wait.kinds().join(", ")
+            )),
+        };
+        match wait_for {
+            Ok(wait_for) => {
+                let note = format!("weir: waiting {} (no process)\n", duration::format(wait_for));
+                let _ = std::fs::write(&attempt.log, note);
+                let (control, requests) = mpsc::unbounded_channel();
+                attempt.control = Some(control);
+                let events = self.events.clone();
+                let number = attempt.number;
+                tokio::spawn(async move {
+                    let ended = process::wait(wait_for, timeout, requests).await;
+                    let _ = events.send(Event { unit: u, number, ended });
                 });
             }
             Err(message) => {
