@@ -73,10 +73,20 @@ async fn other_run(ctx: &Context, ns: &str, other: &PipelineRunWait) -> Result<L
     let runs = list_by_label(&api, &selector).await?;
     let runs: Vec<OtherRun> = runs
         .iter()
-        .filter(|r| r.spec.pipeline_ref.as_ref().is_some_and(|p| p.name == other.pipeline))
+        .filter(|r| {
+            r.spec
+                .pipeline_ref
+                .as_ref()
+                .is_some_and(|p| p.name == other.pipeline)
+        })
         .map(|r| summary(r, other.task.as_deref()))
         .collect();
-    Ok(sensor::run_look(&other.pipeline, other.task.as_deref(), date.0, &runs))
+    Ok(sensor::run_look(
+        &other.pipeline,
+        other.task.as_deref(),
+        date.0,
+        &runs,
+    ))
 }
 
 /// What a sensor needs of another run.

@@ -225,7 +225,11 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     // Sensors (`wait` tasks) hold no slot: they have no pod, and while they wait the
     // operator only looks now and then (Airflow's reschedule mode, always on).
     let holds_slot = |task: usize| !pipeline.waits(task);
-    let singles = input.observed.iter().enumerate().filter_map(|(t, o)| o.filter(|_| holds_slot(t)));
+    let singles = input
+        .observed
+        .iter()
+        .enumerate()
+        .filter_map(|(t, o)| o.filter(|_| holds_slot(t)));
     let fanned = (input.instances.iter().enumerate())
         .filter(|&(t, _)| holds_slot(t))
         .flat_map(|(_, list)| list.iter().flatten().copied());

@@ -60,7 +60,8 @@ fn shifted(at: Timestamp, offset: Option<&str>, field: &str) -> Result<Timestamp
 /// The wait spec of a TaskRun: templates rendered, the moments it counts from worked out.
 /// An error names the field.
 pub fn resolve(wait: &mut WaitSpec, run: &RunContext, values: &dyn Values) -> Result<(), String> {
-    let render = |field: &str, text: &str| template::render(text, values).map_err(|e| format!("wait.{field}: {e}"));
+    let render =
+        |field: &str, text: &str| template::render(text, values).map_err(|e| format!("wait.{field}: {e}"));
     let no_moment = |field: &str, which: RunMoment| {
         format!(
             "wait.{field}: the run has no {} and no start time to count from",
@@ -78,7 +79,7 @@ pub fn resolve(wait: &mut WaitSpec, run: &RunContext, values: &dyn Values) -> Re
             other.task = Some(render("pipelineRun.task", task)?);
         }
         let date = run.logical_date.ok_or_else(|| {
-            "wait.pipelineRun: the run has no logical date (it was started by hand), so there is no run of the same date to wait for: give it one (weir trigger --logical-date)".to_string()
+            "wait.pipelineRun: the run has no logical date (it was started by hand), so there is no run of the same date to wait for: set the run's spec.logicalDate".to_string()
         })?;
         let field = "wait.pipelineRun.logicalDateOffset";
         other.logical_date = Some(Time(shifted(date, other.logical_date_offset.as_deref(), field)?));
@@ -138,7 +139,11 @@ pub fn run_look(pipeline: &str, task: Option<&str>, date: Timestamp, runs: &[Oth
         return wait(format!("waiting for {what} (no such run yet)"));
     };
     let name = &run.name;
-    let why = run.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+    let why = run
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
     match (task, run.phase) {
         (None, Some(RunPhase::Succeeded)) => Look::Holds(format!("{what} ({name}) succeeded")),
         (None, Some(phase @ (RunPhase::Failed | RunPhase::Cancelled))) => {
@@ -222,9 +227,9 @@ pub fn asset_look(name: &str, after: Timestamp, events: &[AssetEvent]) -> Look {
             e.sequence
         )),
         None => {
-            let last = events
-                .last()
-                .map_or("never updated".to_string(), |e| format!("last update {}", e.time.0));
+            let last = events.last().map_or("never updated".to_string(), |e| {
+                format!("last update {}", e.time.0)
+            });
             wait(format!(
                 "waiting for asset {} to be updated after {after} ({last})",
                 q(name)
@@ -331,7 +336,10 @@ mod tests {
             ..Default::default()
         };
         let e = resolve(&mut spec, &by_hand, &Params(HashMap::new())).unwrap_err();
-        assert!(e.starts_with("wait.object.name: no value for params.missing"), "{e}");
+        assert!(
+            e.starts_with("wait.object.name: no value for params.missing"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -361,7 +369,9 @@ mod tests {
     #[test]
     fn the_newest_run_of_the_date_decides() {
         let date = ts("2026-12-01T00:00:00Z");
-        assert!(matches!(run_look("load", None, date, &[]), Look::Wait { message, .. } if message.contains("no such run yet")));
+        assert!(
+            matches!(run_look("load", None, date, &[]), Look::Wait { message, .. } if message.contains("no such run yet"))
+        );
         let mut earlier_date = other("load-0", 5, RunPhase::Succeeded, None);
         earlier_date.logical_date = Some(ts("2026-11-30T00:00:00Z"));
         let runs = [other("load-1", 1, RunPhase::Failed, None), earlier_date.clone()];
@@ -382,7 +392,10 @@ mod tests {
     fn a_task_of_the_run_decides_on_its_own() {
         let date = ts("2026-12-01T00:00:00Z");
         let running = |task| [other("load-1", 1, RunPhase::Running, task)];
-        assert!(matches!(run_look("load", Some("copy"), date, &running(None)), Look::Wait { .. }));
+        assert!(matches!(
+            run_look("load", Some("copy"), date, &running(None)),
+            Look::Wait { .. }
+        ));
         assert!(matches!(
             run_look("load", Some("copy"), date, &running(Some(TaskPhase::Succeeded))),
             Look::Holds(_)
@@ -415,7 +428,8 @@ mod tests {
             object_look(&exists, None),
             wait("waiting for Deployment \"model\" to exist".into())
         );
-        let object = json!({"status": {"conditions": [{"type": "Available", "status": "False"}], "readyReplicas": 1}});
+        let object =
+            json!({"status": {"conditions": [{"type": "Available", "status": "False"}], "readyReplicas": 1}});
         assert!(matches!(object_look(&exists, Some(&object)), Look::Holds(_)));
         let available = deployment(
             Some(ObjectCondition {
@@ -439,7 +453,8 @@ mod tests {
             object_look(&two, Some(&object)),
             wait("waiting for Deployment \"model\"'s status.readyReplicas to be \"2\" (now \"1\")".into())
         );
-        let ready = json!({"status": {"conditions": [{"type": "Available", "status": "True"}], "readyReplicas": 2}});
+        let ready =
+            json!({"status": {"conditions": [{"type": "Available", "status": "True"}], "readyReplicas": 2}});
         assert!(matches!(object_look(&available, Some(&ready)), Look::Holds(_)));
         assert!(matches!(object_look(&two, Some(&ready)), Look::Holds(_)));
     }
@@ -447,7 +462,10 @@ mod tests {
     #[test]
     fn field_paths_go_through_maps_and_lists() {
         let object = json!({"status": {"ingress": [{"ip": "10.0.0.9"}], "ok": true, "gone": null}});
-        assert_eq!(field_value(&object, "status.ingress.0.ip").as_deref(), Some("10.0.0.9"));
+        assert_eq!(
+            field_value(&object, "status.ingress.0.ip").as_deref(),
+            Some("10.0.0.9")
+        );
         assert_eq!(field_value(&object, "status.ok").as_deref(), Some("true"));
         assert_eq!(field_value(&object, "status.gone"), None);
         assert_eq!(field_value(&object, "status.ingress.x"), None);
@@ -463,10 +481,14 @@ mod tests {
         };
         assert_eq!(
             asset_look("sales", after, &[]),
-            wait("waiting for asset \"sales\" to be updated after 2026-12-01T00:00:00Z (never updated)".into())
+            wait(
+                "waiting for asset \"sales\" to be updated after 2026-12-01T00:00:00Z (never updated)".into()
+            )
         );
         let old = [event(1, "2026-11-30T12:00:00Z")];
-        assert!(matches!(asset_look("sales", after, &old), Look::Wait { message, .. } if message.contains("last update 2026-11-30T12:00:00Z")));
+        assert!(
+            matches!(asset_look("sales", after, &old), Look::Wait { message, .. } if message.contains("last update 2026-11-30T12:00:00Z"))
+        );
         let new = [event(1, "2026-11-30T12:00:00Z"), event(2, "2026-12-01T03:00:00Z")];
         assert_eq!(
             asset_look("sales", after, &new),

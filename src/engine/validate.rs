@@ -532,20 +532,42 @@ fn check_sensor_fields(wait: &WaitSpec, field: &dyn Fn(&str) -> String, task: &s
     );
     let operators = [
         ("time.at", wait.time.as_ref().is_some_and(|t| t.at.is_some())),
-        ("pipelineRun.logicalDate", other.is_some_and(|o| o.logical_date.is_some())),
-        ("asset.after", wait.asset.as_ref().is_some_and(|a| a.after.is_some())),
+        (
+            "pipelineRun.logicalDate",
+            other.is_some_and(|o| o.logical_date.is_some()),
+        ),
+        (
+            "asset.after",
+            wait.asset.as_ref().is_some_and(|a| a.after.is_some()),
+        ),
     ];
     for (f, set) in operators {
         if set {
-            errors.task(task, field(f), "set by the operator when the task starts: remove it");
+            errors.task(
+                task,
+                field(f),
+                "set by the operator when the task starts: remove it",
+            );
         }
     }
     if let Some(other) = other {
         let message = "name the pipeline to wait for";
-        require(&other.pipeline, &field("pipelineRun.pipeline"), task, message, errors);
+        require(
+            &other.pipeline,
+            &field("pipelineRun.pipeline"),
+            task,
+            message,
+            errors,
+        );
     }
     if let Some(asset) = &wait.asset {
-        require(&asset.name, &field("asset.name"), task, "name the asset to wait for", errors);
+        require(
+            &asset.name,
+            &field("asset.name"),
+            task,
+            "name the asset to wait for",
+            errors,
+        );
         if !asset.name.contains("{{")
             && let Err(e) = super::asset::check_name(&asset.name)
         {
@@ -560,30 +582,52 @@ fn check_sensor_fields(wait: &WaitSpec, field: &dyn Fn(&str) -> String, task: &s
 /// `wait.object`: a kind, an API version, a name; a condition status Kubernetes uses.
 fn check_object(object: &ObjectWait, field: &dyn Fn(&str) -> String, task: &str, errors: &mut Collector) {
     let named = [
-        (&object.api_version, "object.apiVersion", "apiVersion (for example apps/v1)"),
+        (
+            &object.api_version,
+            "object.apiVersion",
+            "apiVersion (for example apps/v1)",
+        ),
         (&object.kind, "object.kind", "kind (for example Deployment)"),
         (&object.name, "object.name", "name"),
     ];
     for (text, f, what) in named {
-        require(text, &field(f), task, &format!("name the object's {what}"), errors);
+        require(
+            text,
+            &field(f),
+            task,
+            &format!("name the object's {what}"),
+            errors,
+        );
     }
     if object.api_version.split('/').count() > 2 || object.api_version.starts_with('/') {
         errors.task(
             task,
             field("object.apiVersion"),
-            format!("{} is not an apiVersion: write group/version, or v1", q(&object.api_version)),
+            format!(
+                "{} is not an apiVersion: write group/version, or v1",
+                q(&object.api_version)
+            ),
         );
     }
     if let Some(condition) = &object.condition {
         let message = "name the condition type (for example Ready)";
-        require(&condition.type_, &field("object.condition.type"), task, message, errors);
+        require(
+            &condition.type_,
+            &field("object.condition.type"),
+            task,
+            message,
+            errors,
+        );
         if let Some(status) = condition.status.as_deref()
             && !["True", "False", "Unknown"].contains(&status)
         {
             errors.task(
                 task,
                 field("object.condition.status"),
-                format!("{} is not a condition status: use True, False or Unknown", q(status)),
+                format!(
+                    "{} is not a condition status: use True, False or Unknown",
+                    q(status)
+                ),
             );
         }
     }
@@ -593,7 +637,10 @@ fn check_object(object: &ObjectWait, field: &dyn Fn(&str) -> String, task: &str,
         errors.task(
             task,
             field("object.field.path"),
-            format!("{} is not a field path: keys and list indexes separated by dots, for example status.phase", q(&f.path)),
+            format!(
+                "{} is not a field path: keys and list indexes separated by dots, for example status.phase",
+                q(&f.path)
+            ),
         );
     }
 }

@@ -47,7 +47,11 @@ pub enum Ended {
 
 /// A wait task's attempt (`delay`, `time`): no process, it ends well after `wait_for`,
 /// unless its timeout comes first or it is stopped.
-pub async fn wait(wait_for: Duration, timeout: Option<Duration>, mut control: mpsc::UnboundedReceiver<Control>) -> Ended {
+pub async fn wait(
+    wait_for: Duration,
+    timeout: Option<Duration>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Ended {
     if timeout.is_some_and(|t| t < wait_for) {
         tokio::select! {
             () = tokio::time::sleep(timeout.unwrap_or_default()) => Ended::TimedOut,

@@ -540,7 +540,11 @@ impl Runner {
     /// A wait task's attempt: `delay` and `time` are honoured here, with no process; kinds
     /// that need a cluster (refused before the run starts) fail the attempt, saying so.
     fn start_wait(&mut self, u: usize, mut attempt: Attempt, wait: &crate::api::WaitSpec, now: Timestamp) {
-        let timeout = self.units[u].spec.timeout.as_deref().and_then(|t| duration::parse(t).ok());
+        let timeout = self.units[u]
+            .spec
+            .timeout
+            .as_deref()
+            .and_then(|t| duration::parse(t).ok());
         let wait_for = match (&wait.delay, wait.time.as_ref().and_then(|t| t.at.as_ref())) {
             (Some(delay), _) => duration::parse(delay).map_err(|e| format!("wait.delay: {e}")),
             (None, Some(at)) => Ok(Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO)),
@@ -559,7 +563,11 @@ impl Runner {
                 let number = attempt.number;
                 tokio::spawn(async move {
                     let ended = process::wait(wait_for, timeout, requests).await;
-                    let _ = events.send(Event { unit: u, number, ended });
+                    let _ = events.send(Event {
+                        unit: u,
+                        number,
+                        ended,
+                    });
                 });
             }
             Err(message) => {
