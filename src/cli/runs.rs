@@ -194,6 +194,11 @@ impl TaskView {
         }
     }
 
+    /// A sensor's attempts have no Job (and so no pod, no log).
+    pub fn uses_no_pod(&self) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(|a| a.job_name.is_empty())
+    }
+
     /// How long it ran: its first attempt's start to its end, or to `now`.
     pub fn duration(&self, now: Timestamp) -> Option<Duration> {
         let start = self.start_time?;
@@ -572,6 +577,31 @@ mod tests {
             );
         }
         assert!(from_task_run(&tr, "load".into(), false).queued);
+    }
+
+    #[test]
+    fn a_waiting_sensor_says_waiting() {
+        let mut tr = task_run("ready", None, TaskPhase::Running, &[]);
+        if let Some(status) = tr.status.as_mut() {
+            crate::api::set_condition(
+                &mut status.conditions,
+                condition_types::SUCCEEDED,
+                crate::api::ConditionStatus::Unknown,
+                reasons::WAITING,
+                "attempt 1: waiting for pipeline \"load\"'s run",
+                None,
+                ts(2),
+            );
+        }
+        let view = from_task_run(&tr, "ready".into(), false);
+        assert!(view.waiting);
+        assert_eq!(view.state(), "Waiting");
+        let view = from_task_run(
+            &task_run("ready", None, TaskPhase::Running, &[]),
+            "ready".into(),
+            false,
+        );
+        assert_eq!(view.state(), "Running");
     }
 
     #[test]
