@@ -6,11 +6,11 @@
 //! the attempt with `WaitFailed` and says so, rather than waiting for the timeout.
 
 use super::podless::{Verdict, poke_interval};
-use super::{Context, Result, list_by_label};
+use super::{Context, Result};
 use crate::api::wait::{AssetWait, ObjectWait, PipelineRunWait, WaitSpec};
-use crate::api::{Asset, FailureReason, PipelineRun, labels};
+use crate::api::{Asset, FailureReason, PipelineRun};
+use crate::engine::asset;
 use crate::engine::sensor::{self, Look, OtherRun};
-use crate::engine::{asset, names};
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
@@ -63,24 +63,16 @@ fn verdict(look: Look, wait: &WaitSpec) -> Verdict {
     }
 }
 
-/// `pipelineRun`: the runs of the other pipeline (by their pipeline label), judged by date.
+/// `pipelineRun`: the runs of the other pipeline, judged by date.
 async fn other_run(ctx: &Context, ns: &str, other: &PipelineRunWait) -> Result<Look> {
     let Some(date) = &other.logical_date else {
         return Ok(unresolved("pipelineRun.logicalDate"));
     };
     let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{}={}", labels::PIPELINE, names::label_value(&other.pipeline));
-    let runs = list_by_label(&api, &selector).await?;
-    let runs: Vec<OtherRun> = runs
-        .iter()
-        .filter(|r| {
-            r.spec
-                .pipeline_ref
-                .as_ref()
-                .is_some_and(|p| p.name == other.pipeline)
-        })
-        .map(|r| summary(r, other.task.as_deref()))
-        .collect();
+    // By `spec.pipelineRef`, as the maxActiveRuns queue finds them: runs made by hand carry
+    // no pipeline label.
+    let runs = super::admission::runs_of(&api, &other.pipeline).await?;
+    let runs: Vec<OtherRun> = runs.iter().map(|r| summary(r, other.task.as_deref())).collect();
     Ok(sensor::run_look(
         &other.pipeline,
         other.task.as_deref(),
