@@ -48,16 +48,21 @@ async fn assert_no_pod(ns: &TestNamespace, tr: &TaskRun) {
     assert!(attempts.iter().all(|a| a.job_name.is_empty()), "{attempts:?}");
 }
 
-/// Waits until the task's TaskRun says `Waiting`, and returns its condition message.
-async fn seen_waiting(ns: &TestNamespace, run: &str, task: &str) -> String {
-    wait_for(&format!("{task} of {run} to wait"), LONG, || async {
-        let tr = task_run_opt(ns, run, task).await.ok_or("no TaskRun yet")?;
-        let status = tr.status.unwrap_or_default();
-        match find(&status.conditions, "Succeeded") {
-            Some(c) if c.reason == "Waiting" => Ok(c.message.clone()),
-            c => Err(format!("condition {c:?}")),
-        }
-    })
+/// Waits until the task's TaskRun says `Waiting` with a message that has `what` (the first
+/// look fills in what for), and returns the message.
+async fn seen_waiting(ns: &TestNamespace, run: &str, task: &str, what: &str) -> String {
+    wait_for(
+        &format!("{task} of {run} to be waiting: {what}"),
+        LONG,
+        || async {
+            let tr = task_run_opt(ns, run, task).await.ok_or("no TaskRun yet")?;
+            let status = tr.status.unwrap_or_default();
+            match find(&status.conditions, "Succeeded") {
+                Some(c) if c.reason == "Waiting" && c.message.contains(what) => Ok(c.message.clone()),
+                c => Err(format!("condition {c:?}")),
+            }
+        },
+    )
     .await
 }
 
@@ -101,8 +106,7 @@ spec:
   pipelineRef: {name: clock}
 "#,
     );
-    let message = seen_waiting(&ns, "clock-1", "late").await;
-    assert!(message.contains("waiting until"), "{message}");
+    seen_waiting(&ns, "clock-1", "late", "waiting until").await;
     let table = ns.kubectl_ok(["get", "tr", "-o", "wide"]);
     assert!(
         table.contains("Waiting"),
@@ -231,8 +235,7 @@ spec:
   logicalDate: "2026-12-01T00:00:00Z"
 "#,
     );
-    let message = seen_waiting(&ns, "report-1", "ready").await;
-    assert!(message.contains("no such run yet"), "{message}");
+    seen_waiting(&ns, "report-1", "ready", "no such run yet").await;
     ns.apply(
         r#"
 apiVersion: weir.dev/v1alpha1
@@ -345,13 +348,9 @@ spec:
   pipelineRef: {name: gate}
 "#,
     );
-    let message = seen_waiting(&ns, "gate-1", "flag").await;
-    assert!(
-        message.contains("waiting for ConfigMap \"flag\"'s data.ready to be \"yes\" (now \"no\")"),
-        "{message}"
-    );
-    let message = seen_waiting(&ns, "gate-1", "other-run").await;
-    assert!(message.contains("to exist"), "{message}");
+    let expected = "waiting for ConfigMap \"flag\"'s data.ready to be \"yes\" (now \"no\")";
+    seen_waiting(&ns, "gate-1", "flag", expected).await;
+    seen_waiting(&ns, "gate-1", "other-run", "PipelineRun \"quick-1\" to exist").await;
     ns.apply(
         r#"
 apiVersion: v1
@@ -423,11 +422,8 @@ spec:
   pipelineRef: {name: consume}
 "#,
     );
-    let message = seen_waiting(&ns, "consume-1", "fresh").await;
-    assert!(
-        message.contains("waiting for asset \"sales/daily\" to be updated after"),
-        "{message}"
-    );
+    let expected = "waiting for asset \"sales/daily\" to be updated after";
+    let message = seen_waiting(&ns, "consume-1", "fresh", expected).await;
     assert!(
         message.contains("last update"),
         "the earlier update is known: {message}"
@@ -484,7 +480,7 @@ spec:
   pipelineRef: {name: narrow}
 "#,
     );
-    seen_waiting(&ns, "narrow-1", "hold").await;
+    seen_waiting(&ns, "narrow-1", "hold", "waiting 10m").await;
     let first = done_task(&ns, "narrow-1", "first").await;
     let second = done_task(&ns, "narrow-1", "second").await;
     assert_eq!(task_phase(&first), Some(TaskPhase::Succeeded));
