@@ -108,6 +108,18 @@ impl RunContext {
     }
 }
 
+impl RunContext {
+    /// What sensors count from.
+    pub fn moments(&self) -> super::sensor::RunMoments {
+        super::sensor::RunMoments {
+            logical_date: self.logical_date,
+            data_interval_start: self.data_interval_start,
+            data_interval_end: self.data_interval_end,
+            started: self.started,
+        }
+    }
+}
+
 /// Where upstream outputs come from: the value of output `key` of task `task`, if the task
 /// produced one. For a fanned-out task, the JSON list of every instance's value.
 pub trait Outputs {
@@ -392,7 +404,7 @@ fn resolve_sized(
         a.path = render(format!("artifacts[{i}].path"), &a.path)?;
     }
     if let Some(wait) = &mut spec.wait {
-        super::sensor::resolve(wait, values.run, values)?;
+        super::sensor::resolve(wait, &values.run.moments(), values)?;
     }
     spec.inputs = resolve_inputs(pipeline.task(index), values)?;
     for (i, input) in spec.inputs.iter_mut().enumerate() {

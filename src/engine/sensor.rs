@@ -4,7 +4,6 @@
 
 use super::duration;
 use super::quote::q;
-use super::resolve::RunContext;
 use super::template::{self, Values};
 use crate::api::wait::{ObjectWait, RunMoment, WaitSpec};
 use crate::api::{AssetEvent, RunPhase, TaskPhase};
@@ -39,9 +38,18 @@ pub fn parse_offset(text: &str) -> Result<SignedDuration, String> {
     Ok(if negative { -d } else { d })
 }
 
+/// The moments of a run that sensors count from.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunMoments {
+    pub logical_date: Option<Timestamp>,
+    pub data_interval_start: Option<Timestamp>,
+    pub data_interval_end: Option<Timestamp>,
+    pub started: Option<Timestamp>,
+}
+
 /// A moment of the run; a run without a logical date or data interval (started by hand)
 /// counts from its start.
-pub fn moment(run: &RunContext, which: RunMoment) -> Option<Timestamp> {
+pub fn moment(run: &RunMoments, which: RunMoment) -> Option<Timestamp> {
     let given = match which {
         RunMoment::LogicalDate => run.logical_date,
         RunMoment::DataIntervalStart => run.data_interval_start,
@@ -59,7 +67,7 @@ fn shifted(at: Timestamp, offset: Option<&str>, field: &str) -> Result<Timestamp
 
 /// The wait spec of a TaskRun: templates rendered, the moments it counts from worked out.
 /// An error names the field.
-pub fn resolve(wait: &mut WaitSpec, run: &RunContext, values: &dyn Values) -> Result<(), String> {
+pub fn resolve(wait: &mut WaitSpec, run: &RunMoments, values: &dyn Values) -> Result<(), String> {
     let render =
         |field: &str, text: &str| template::render(text, values).map_err(|e| format!("wait.{field}: {e}"));
     let no_moment = |field: &str, which: RunMoment| {
@@ -260,13 +268,12 @@ mod tests {
         }
     }
 
-    fn scheduled() -> RunContext {
-        RunContext {
+    fn scheduled() -> RunMoments {
+        RunMoments {
             logical_date: Some(ts("2026-12-01T00:00:00Z")),
             data_interval_start: Some(ts("2026-12-01T00:00:00Z")),
             data_interval_end: Some(ts("2026-12-02T00:00:00Z")),
             started: Some(ts("2026-12-02T00:05:00Z")),
-            ..Default::default()
         }
     }
 
@@ -309,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_run_started_by_hand_counts_from_its_start_but_has_no_date_to_match() {
-        let by_hand = RunContext {
+        let by_hand = RunMoments {
             started: Some(ts("2026-12-03T08:00:00Z")),
             ..Default::default()
         };
