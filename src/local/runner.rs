@@ -447,7 +447,7 @@ impl Runner {
             ("WEIR_ATTEMPT", number.to_string()),
             (outputs::OUTPUTS_ENV, outputs_file.display().to_string()),
         ];
-        let mut attempt = Attempt {
+        let attempt = Attempt {
             number,
             phase: AttemptPhase::Running,
             reason: None,
@@ -512,13 +512,25 @@ impl Runner {
                     grace: self.run.grace,
                 })
             });
-        match launch {
-            Ok(launch) => {
+        let start = launch.map(|launch| move |requests| process::run(launch, requests));
+        self.begin(u, attempt, start, now);
+    }
+
+    /// Starts an attempt that `start` runs to its end (a process, or a wait), or records it
+    /// as failed to start with the message.
+    fn begin<F, Fut>(&mut self, u: usize, mut attempt: Attempt, start: Result<F, String>, now: Timestamp)
+    where
+        F: FnOnce(mpsc::UnboundedReceiver<Control>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Ended> + Send + 'static,
+    {
+        match start {
+            Ok(start) => {
                 let (control, requests) = mpsc::unbounded_channel();
                 attempt.control = Some(control);
                 let events = self.events.clone();
+                let number = attempt.number;
                 tokio::spawn(async move {
-                    let ended = process::run(launch, requests).await;
+                    let ended = start(requests).await;
                     let _ = events.send(Event {
                         unit: u,
                         number,
@@ -539,7 +551,7 @@ impl Runner {
 
     /// A wait task's attempt: `delay` and `time` are honoured here, with no process; kinds
     /// that need a cluster (refused before the run starts) fail the attempt, saying so.
-    fn start_wait(&mut self, u: usize, mut attempt: Attempt, wait: &crate::api::WaitSpec, now: Timestamp) {
+    fn start_wait(&mut self, u: usize, attempt: Attempt, wait: &crate::api::WaitSpec, now: Timestamp) {
         let timeout = self.units[u]
             .spec
             .timeout
@@ -553,32 +565,12 @@ impl Runner {
                 wait.kinds().join(", ")
             )),
         };
-        match wait_for {
-            Ok(wait_for) => {
-                let note = format!("weir: waiting {} (no process)\n", duration::format(wait_for));
-                let _ = std::fs::write(&attempt.log, note);
-                let (control, requests) = mpsc::unbounded_channel();
-                attempt.control = Some(control);
-                let events = self.events.clone();
-                let number = attempt.number;
-                tokio::spawn(async move {
-                    let ended = process::wait(wait_for, timeout, requests).await;
-                    let _ = events.send(Event {
-                        unit: u,
-                        number,
-                        ended,
-                    });
-                });
-            }
-            Err(message) => {
-                let _ = std::fs::write(&attempt.log, format!("weir: {message}\n"));
-                attempt.phase = AttemptPhase::Failed;
-                attempt.reason = Some(FailureReason::ConfigError);
-                attempt.message = Some(message);
-                attempt.finished_at = Some(now);
-            }
-        }
-        self.units[u].attempts.push(attempt);
+        let start = wait_for.map(|wait_for| {
+            let note = format!("weir: waiting {} (no process)\n", duration::format(wait_for));
+            let _ = std::fs::write(&attempt.log, note);
+            move |requests| process::wait(wait_for, timeout, requests)
+        });
+        self.begin(u, attempt, start, now);
     }
 
     /// What `observe_attempt` and the TaskRun controller record when a Job ends.
