@@ -54,6 +54,26 @@ mod tests {
                 _ => {}
             }
         }
+        // Nor one with an empty string as a default, which it reads as `null`.
+        fn empty_defaults(value: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if map.get("default").and_then(|d| d.as_str()) == Some("") {
+                        bad.push(path.to_string());
+                    }
+                    for (k, v) in map {
+                        empty_defaults(v, &format!("{path}.{k}"), bad);
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| empty_defaults(v, path, bad)),
+                _ => {}
+            }
+        }
+        for crd in all() {
+            let mut bad = Vec::new();
+            empty_defaults(&serde_json::to_value(&crd).unwrap(), "", &mut bad);
+            assert!(bad.is_empty(), "{:?}: default \"\" at {bad:?}", crd.metadata.name);
+        }
         for crd in all() {
             let mut bad = Vec::new();
             walk(&serde_json::to_value(&crd).unwrap(), "", &mut bad);

@@ -433,6 +433,53 @@ async fn namespaced_rbac_confines_the_operator_to_its_namespaces() {
         operator_logs(&home)
     );
 
+    // Sensors read what the chart's sensors.readableResources allows (ConfigMaps by
+    // default); a Secret is not among them, so that sensor fails at once, saying what to add.
+    work.apply(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: flag}
+data: {ready: "yes"}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: sensing}
+spec:
+  tasks:
+    - name: flag
+      timeout: 60s
+      wait:
+        pokeInterval: 1s
+        object: {apiVersion: v1, kind: ConfigMap, name: flag, field: {path: data.ready, value: "yes"}}
+    - name: secret
+      timeout: 60s
+      wait: {pokeInterval: 1s, object: {apiVersion: v1, kind: Secret, name: anything}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: sensing-1}
+spec:
+  pipelineRef: {name: sensing}
+"#,
+    );
+    wait_run_done(&work, "sensing-1", RUN_TIMEOUT).await;
+    let flag = task_run(&work, "sensing-1", "flag").await.status.unwrap();
+    assert_eq!(flag.phase, Some(weir::api::TaskPhase::Succeeded), "{flag:?}");
+    let secret = task_run(&work, "sensing-1", "secret").await.status.unwrap();
+    let attempt = secret.attempts.last().expect("an attempt");
+    assert_eq!(
+        attempt.reason,
+        Some(weir::api::FailureReason::WaitFailed),
+        "{attempt:?}"
+    );
+    let message = attempt.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("may not read secrets in namespace")
+            && message.contains("sensors.readableResources"),
+        "{message}"
+    );
+
     // A schedule: the operator creates runs itself and deletes them past the history limit,
     // both allowed by the namespaced Role.
     work.apply(

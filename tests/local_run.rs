@@ -1126,3 +1126,71 @@ spec:
     );
     assert!(!shown.contains("to cheers"), "{shown}");
 }
+
+#[test]
+fn a_delay_or_time_sensor_waits_locally_with_no_process_and_cluster_sensors_are_refused() {
+    let sandbox = Sandbox::new("sensors");
+    let file = sandbox.write(
+        "sensors.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: sensors}
+spec:
+  tasks:
+    - name: pause
+      wait: {delay: 2s}
+    - name: moment
+      wait: {time: {from: runStart, offset: 1s}}
+    - name: late
+      timeout: 1s
+      wait: {delay: 1h}
+    - name: after
+      dependsOn: [pause, moment]
+      image: busybox
+      command: [sh, -c, 'echo after']
+"#,
+    );
+    let started = std::time::Instant::now();
+    let out = sandbox.run(&[file.to_str().unwrap()]);
+    let all = text(&out);
+    assert!(!out.status.success(), "late times out: {all}");
+    assert!(
+        all.contains("DeadlineExceeded") || all.contains("timed out"),
+        "{all}"
+    );
+    let events = sandbox.events();
+    let ran: Vec<&str> = events.iter().map(|e| e.task.as_str()).collect();
+    assert!(
+        ran.iter().all(|t| *t == "after"),
+        "sensors started no process: {ran:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.task == "after" && e.kind == Kind::End(0)),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "after waited for the 2s delay"
+    );
+
+    let cluster = sandbox.write(
+        "cluster.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: cluster}
+spec:
+  tasks:
+    - name: upstream
+      wait: {pipelineRun: {pipeline: load}}
+"#,
+    );
+    let out = sandbox.run(&[cluster.to_str().unwrap()]);
+    let all = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        all.contains("task \"upstream\" waits for pipelineRun, which needs a cluster"),
+        "{all}"
+    );
+}

@@ -872,3 +872,50 @@ async fn weir_ui_prints_its_url_serves_and_keeps_local_credentials_on_loopback()
     assert_eq!(session["namespace"], ns.name());
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_waiting_sensor_shows_as_waiting_with_no_pod_and_no_log() {
+    let (ns, _op) = setup("ui-sensor").await;
+    ns.apply(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Pipeline
+metadata: {name: sensing}
+spec:
+  tasks:
+    - name: hold
+      wait: {pokeInterval: 1s, delay: 10m}
+---
+apiVersion: weir.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: sensing-1}
+spec:
+  pipelineRef: {name: sensing}
+"#,
+    );
+    let ui = start(&ns, AuthMode::Local).await;
+    let n = ns.name();
+    let run_page = wait_for("the run page to show the sensor waiting", RUN_TIMEOUT, || async {
+        let page = ui.get(&format!("/ns/{n}/runs/sensing-1")).await;
+        page.body
+            .contains(r#"data-state="Waiting" data-testid="task-state-hold""#)
+            .then_some(page.body.clone())
+            .ok_or(page.body)
+    })
+    .await;
+    assert!(run_page.contains("⧖"), "the waiting shape");
+    let page = ui.get(&format!("/ns/{n}/runs/sensing-1/tasks/hold")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(r#"data-testid="sensor-note""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("no pod (sensor)"), "{}", page.body);
+    assert!(
+        page.body.contains("waiting 10m"),
+        "the attempt says what for: {}",
+        page.body
+    );
+    assert!(!page.body.contains(r#"data-testid="log-1""#), "no log to fetch");
+}

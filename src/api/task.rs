@@ -316,6 +316,9 @@ pub enum FailureReason {
     /// `weir exec` could not move the task's artifacts: the store refused (wrong
     /// credentials, no such bucket), a digest did not match, a declared path was missing.
     ArtifactError,
+    /// What a wait task waits for failed or can never hold: the other pipeline's run or
+    /// task failed, the object's kind is unknown or the operator may not read it.
+    WaitFailed,
     /// A failure Kubernetes gave no more precise reason for.
     Unknown,
 }
@@ -336,6 +339,7 @@ impl FailureReason {
             FailureReason::Cancelled => "Cancelled",
             FailureReason::OutputError => "OutputError",
             FailureReason::ArtifactError => "ArtifactError",
+            FailureReason::WaitFailed => "WaitFailed",
             FailureReason::Unknown => "Unknown",
         }
     }

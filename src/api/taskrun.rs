@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = no_empty_string_defaults)]
 pub struct TaskRunSpec {
     /// Name of the task within its pipeline.
     #[schemars(length(min = 1, max = 63))]
@@ -209,10 +210,12 @@ pub struct TaskRunStatus {
 /// One attempt of a task: one Job and its pod.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = no_empty_string_defaults)]
 pub struct Attempt {
     /// Attempt number, 1 for the first try.
     pub number: u32,
-    /// Name of the attempt's Job.
+    /// Name of the attempt's Job; unset for a task that uses no pod (`wait`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub job_name: String,
     /// Running, Succeeded or Failed.
     pub phase: AttemptPhase,
@@ -267,6 +270,22 @@ pub enum AttemptPhase {
     Succeeded,
     /// The attempt failed; `reason` says why.
     Failed,
+}
+
+/// Drops `default: ""` from the schema's string fields (`image`, `jobName`: empty for a task
+/// that uses no pod). Kubernetes 1.20 built with Go 1.19 reads an empty string in a custom
+/// resource as `null` (kubernetes/kubernetes#99804), refusing the whole CRD for such a
+/// default (`default: Invalid value: "null": in body must be of type string`) and an
+/// object holding one: so empty strings are also never written (`skip_serializing_if`).
+fn no_empty_string_defaults(schema: &mut schemars::Schema) {
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for field in properties.values_mut().filter_map(|f| f.as_object_mut()) {
+        if field.get("default").and_then(|d| d.as_str()) == Some("") {
+            field.remove("default");
+        }
+    }
 }
 
 impl TaskRunSpec {

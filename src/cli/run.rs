@@ -122,7 +122,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pipeline: base.clone(),
     };
     let context = match resolve::RunContext::new(identity, &pipeline.spec, run.map(|r| &r.spec), &given) {
-        Ok(context) => context,
+        Ok(context) => resolve::RunContext {
+            started: Some(jiff::Timestamp::now()),
+            ..context
+        },
         Err(problems) => return cannot_start(&problems),
     };
     let timeout = crate::engine::run_timeout(&pipeline, run.and_then(|r| r.spec.timeout.as_deref()))

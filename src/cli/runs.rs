@@ -187,6 +187,10 @@ pub struct TaskView {
     /// `PoolTooSmall`; `message` says which pool and why).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub queued: bool,
+    /// A sensor (`wait` task) whose attempt waits for its condition, with no pod (its
+    /// TaskRun's reason is `Waiting`; the attempt's message says what for).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
     /// It runs once per `forEach` item (its instances may not exist yet).
     #[serde(skip)]
     pub fans_out: bool,
@@ -211,18 +215,26 @@ impl TaskView {
             attempts: Vec::new(),
             instances: Vec::new(),
             queued: false,
+            waiting: false,
             fans_out: false,
         }
     }
 
-    /// Its state as a word: the phase, or `Queued` for a task waiting for its pool (as
-    /// `weir list` says of a queued run).
+    /// Its state as a word: the phase, `Queued` for a task waiting for its pool (as
+    /// `weir list` says of a queued run), or `Waiting` for a sensor that waits.
     pub fn state(&self) -> &'static str {
         if self.queued {
             crate::api::condition::reasons::QUEUED
+        } else if self.waiting {
+            crate::api::condition::reasons::WAITING
         } else {
             self.phase.as_str()
         }
+    }
+
+    /// A sensor's attempts have no Job (and so no pod, no log).
+    pub fn uses_no_pod(&self) -> bool {
+        !self.attempts.is_empty() && self.attempts.iter().all(|a| a.job_name.is_empty())
     }
 
     /// How long it ran: its first attempt's start to its end, or to `now`.
@@ -282,6 +294,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
     };
     let succeeded = condition::find(&status.conditions, condition_types::SUCCEEDED);
     let queued = succeeded.is_some_and(|c| waits_for_pool(&c.reason));
+    let waiting = phase == TaskPhase::Running && succeeded.is_some_and(|c| c.reason == reasons::WAITING);
     let failure = succeeded
         .filter(|_| matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled) || queued)
         .map(|c| c.message.clone())
@@ -302,6 +315,7 @@ fn from_task_run(tr: &TaskRun, name: String, finally: bool) -> TaskView {
         attempts: status.attempts,
         instances: Vec::new(),
         queued,
+        waiting,
         fans_out: false,
     }
 }
@@ -606,6 +620,31 @@ mod tests {
             );
         }
         assert!(from_task_run(&tr, "load".into(), false).queued);
+    }
+
+    #[test]
+    fn a_waiting_sensor_says_waiting() {
+        let mut tr = task_run("ready", None, TaskPhase::Running, &[]);
+        if let Some(status) = tr.status.as_mut() {
+            crate::api::set_condition(
+                &mut status.conditions,
+                condition_types::SUCCEEDED,
+                crate::api::ConditionStatus::Unknown,
+                reasons::WAITING,
+                "attempt 1: waiting for pipeline \"load\"'s run",
+                None,
+                ts(2),
+            );
+        }
+        let view = from_task_run(&tr, "ready".into(), false);
+        assert!(view.waiting);
+        assert_eq!(view.state(), "Waiting");
+        let view = from_task_run(
+            &task_run("ready", None, TaskPhase::Running, &[]),
+            "ready".into(),
+            false,
+        );
+        assert_eq!(view.state(), "Running");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod pool;
 pub mod rerun;
 pub mod revision;
 pub mod schedule;
+pub mod sensor;
 pub mod taskrun;
 
 use crate::api::Pipeline;

@@ -146,8 +146,9 @@ async fn pin(ctx: &Context, run: &PipelineRun, now: Timestamp) -> Result<Pin> {
             Err(refusal) => return fail(ctx, run, status, refusal, now).await,
         };
         return match check(run, &spec) {
-            Ok((valid, context, timeout)) => {
+            Ok((valid, mut context, timeout)) => {
                 let started_at = status.start_time.as_ref().map_or(now, |t| t.0);
+                context.started = Some(started_at);
                 Ok(Pin::Ready(Box::new(Pinned {
                     valid,
                     context,
@@ -213,12 +214,13 @@ async fn start(
             return Ok(Pin::Wait(action));
         }
     };
-    let (valid, context, timeout) = match check(run, &spec) {
+    let (valid, mut context, timeout) = match check(run, &spec) {
         Ok(checked) => checked,
         Err(refusal) => return fail(ctx, run, status, refusal, now).await,
     };
     status.pipeline_revision = Some(super::revision::ensure(ctx, run, &spec).await?);
     status.start_time = Some(Time(now));
+    context.started = Some(now);
     status.phase = Some(RunPhase::Pending);
     set_condition(
         &mut status.conditions,
@@ -414,6 +416,7 @@ async fn take_rerun(
     pinned.status = rerun::apply(ctx, run, request, selection, task_runs, status, now).await?;
     if let Some(start) = &pinned.status.start_time {
         pinned.started_at = start.0;
+        pinned.context.started = Some(start.0);
     }
     Ok(())
 }

@@ -64,8 +64,8 @@ pub async fn evaluate(
 
 /// Looks at the condition of the task's kind.
 async fn check(
-    _ctx: &Context,
-    _ns: &str,
+    ctx: &Context,
+    ns: &str,
     tr: &TaskRun,
     attempt: &Attempt,
     now: jiff::Timestamp,
@@ -77,7 +77,10 @@ async fn check(
             message: "the task uses no pod but says nothing to wait for".into(),
         });
     };
-    Ok(check_delay(wait, started, now))
+    if wait.delay.is_some() {
+        return Ok(check_delay(wait, started, now));
+    }
+    super::sensor::check(ctx, ns, wait, now).await
 }
 
 /// `delay`: holds once the attempt has waited that long.
@@ -195,6 +198,7 @@ mod tests {
         WaitSpec {
             poke_interval: poke.map(str::to_string),
             delay: Some(text.into()),
+            ..Default::default()
         }
     }
 

@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod retry;
 pub mod revision;
 pub mod schedule;
+pub mod sensor;
 pub mod step;
 pub mod suggest;
 pub mod template;

@@ -222,17 +222,18 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
 
     let mut states = vec![TaskPhase::Pending; n];
     let mut acts = Acts::default();
-    let mut active = 0usize;
-    for o in input
+    // Sensors (`wait` tasks) hold no slot: they have no pod, and while they wait the
+    // operator only looks now and then (Airflow's reschedule mode, always on).
+    let holds_slot = |task: usize| !pipeline.waits(task);
+    let singles = input
         .observed
         .iter()
-        .flatten()
-        .chain(input.instances.iter().flatten().flatten())
-    {
-        if !o.phase.is_terminal() {
-            active += 1;
-        }
-    }
+        .enumerate()
+        .filter_map(|(t, o)| o.filter(|_| holds_slot(t)));
+    let fanned = (input.instances.iter().enumerate())
+        .filter(|&(t, _)| holds_slot(t))
+        .flat_map(|(_, list)| list.iter().flatten().copied());
+    let active = singles.chain(fanned).filter(|o| !o.phase.is_terminal()).count();
 
     let order = pipeline.dag.topological_order();
     // Main tasks first (the order holds them before finally tasks only by index, so filter).
@@ -254,7 +255,14 @@ pub fn plan_run(input: &RunInput<'_>) -> RunPlan {
     let slots = pipeline
         .parallelism
         .map_or(usize::MAX, |p| p.saturating_sub(active));
-    acts.ready.truncate(slots);
+    let mut left = slots;
+    acts.ready.retain(|&(task, _)| {
+        let fits = !holds_slot(task) || left > 0;
+        if holds_slot(task) {
+            left = left.saturating_sub(1);
+        }
+        fits
+    });
     let Acts { ready, cancel, notes } = acts;
     let split = |list: Vec<(usize, Option<u32>)>| {
         let mut single = Vec::new();

@@ -69,6 +69,8 @@ pub struct RunContext {
     pub params: BTreeMap<String, Value>,
     /// The asset events that started the run, oldest first (none for other runs).
     pub asset_events: Vec<AssetEvent>,
+    /// When the run started (what sensors count from when it has no logical date).
+    pub started: Option<Timestamp>,
 }
 
 /// Who a run is: its name, namespace and uid, and the pipeline it was made from (empty for
@@ -103,7 +105,20 @@ impl RunContext {
             data_interval_end: run.and_then(|r| time(r.data_interval_end.as_ref())),
             params: effective_params(pipeline, given)?,
             asset_events: run.map(|r| r.asset_events.clone()).unwrap_or_default(),
+            started: None,
         })
+    }
+}
+
+impl RunContext {
+    /// What sensors count from.
+    pub fn moments(&self) -> super::sensor::RunMoments {
+        super::sensor::RunMoments {
+            logical_date: self.logical_date,
+            data_interval_start: self.data_interval_start,
+            data_interval_end: self.data_interval_end,
+            started: self.started,
+        }
     }
 }
 
@@ -389,6 +404,9 @@ fn resolve_sized(
     }
     for (i, a) in spec.artifacts.iter_mut().enumerate() {
         a.path = render(format!("artifacts[{i}].path"), &a.path)?;
+    }
+    if let Some(wait) = &mut spec.wait {
+        super::sensor::resolve(wait, &values.run.moments(), values)?;
     }
     spec.inputs = resolve_inputs(pipeline.task(index), values)?;
     for (i, input) in spec.inputs.iter_mut().enumerate() {

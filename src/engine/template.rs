@@ -354,6 +354,23 @@ pub fn templates_of(task: &crate::api::TaskSpec) -> Vec<(String, Result<Template
             add(format!("when[{i}].values[{j}]"), v);
         }
     }
+    if let Some(wait) = &task.wait {
+        if let Some(other) = &wait.pipeline_run {
+            add("wait.pipelineRun.pipeline".into(), &other.pipeline);
+            if let Some(t) = &other.task {
+                add("wait.pipelineRun.task".into(), t);
+            }
+        }
+        if let Some(object) = &wait.object {
+            add("wait.object.name".into(), &object.name);
+            if let Some(f) = &object.field {
+                add("wait.object.field.value".into(), &f.value);
+            }
+        }
+        if let Some(asset) = &wait.asset {
+            add("wait.asset.name".into(), &asset.name);
+        }
+    }
     if let Some(fe) = &task.for_each {
         if let Some(Value::String(s)) = &fe.items {
             add("forEach.items".into(), s);

@@ -6,6 +6,7 @@ use super::dag::Dag;
 use super::duration;
 use super::names::{self, MAX_NAME};
 use super::quote::{cut, q};
+use crate::api::wait::{ObjectWait, WaitSpec};
 use crate::api::{PipelineRunSpec, PipelineSpec, RetryPolicy, TaskSpec, TriggerRule, WeightRule};
 use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::{HashMap, HashSet};
@@ -100,6 +101,12 @@ impl ValidPipeline {
 
     pub fn is_empty(&self) -> bool {
         self.dag.is_empty()
+    }
+
+    /// Whether the task is a sensor the operator evaluates itself (`wait`): it has no pod and
+    /// takes no `parallelism` slot.
+    pub fn waits(&self, task: usize) -> bool {
+        self.task(task).wait.is_some()
     }
 
     pub fn is_finally(&self, task: usize) -> bool {
@@ -460,9 +467,8 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     }
 }
 
-/// Produced assets have valid names, and their extra values name declared outputs.
-/// A `wait` task runs no container: it names nothing a container would need, and its
-/// durations parse.
+/// A `wait` task runs no container: it names nothing a container would need, exactly one
+/// kind of wait, and every field of it reads.
 fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
     let container_fields = [
@@ -473,6 +479,8 @@ fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
         ("artifacts", !task.artifacts.is_empty()),
         ("inputs", !task.inputs.is_empty()),
         ("pool", task.pool.is_some()),
+        ("outputs", !task.outputs.is_empty()),
+        ("produces", !task.produces.is_empty()),
     ];
     for (field, set) in container_fields {
         if set {
@@ -492,15 +500,165 @@ fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
         errors,
     );
     check_duration(wait.delay.as_deref(), &field("delay"), Some(name), errors);
-    if wait.delay.is_none() {
-        errors.task(
+    match wait.kinds().as_slice() {
+        [] => errors.task(
             name,
             format!("{path}.wait"),
-            "wait names nothing to wait for: set delay",
+            "wait names nothing to wait for: set one of delay, time, pipelineRun, object, asset",
+        ),
+        [_] => {}
+        many => errors.task(
+            name,
+            format!("{path}.wait"),
+            format!(
+                "wait names {} kinds ({}): a wait task waits for one thing; make one task per kind",
+                many.len(),
+                many.join(", ")
+            ),
+        ),
+    }
+    check_sensor_fields(wait, &field, name, errors);
+}
+
+/// The fields of each kind of sensor: offsets read, targets named, and nothing set that
+/// the operator works out itself.
+fn check_sensor_fields(wait: &WaitSpec, field: &dyn Fn(&str) -> String, task: &str, errors: &mut Collector) {
+    let mut offset = |text: Option<&String>, f: &str| {
+        if let Some(text) = text
+            && let Err(e) = super::sensor::parse_offset(text)
+        {
+            errors.task(task, field(f), e);
+        }
+    };
+    offset(wait.time.as_ref().and_then(|t| t.offset.as_ref()), "time.offset");
+    let other = wait.pipeline_run.as_ref();
+    offset(
+        other.and_then(|o| o.logical_date_offset.as_ref()),
+        "pipelineRun.logicalDateOffset",
+    );
+    let operators = [
+        ("time.at", wait.time.as_ref().is_some_and(|t| t.at.is_some())),
+        (
+            "pipelineRun.logicalDate",
+            other.is_some_and(|o| o.logical_date.is_some()),
+        ),
+        (
+            "asset.after",
+            wait.asset.as_ref().is_some_and(|a| a.after.is_some()),
+        ),
+    ];
+    for (f, set) in operators {
+        if set {
+            errors.task(
+                task,
+                field(f),
+                "set by the operator when the task starts: remove it",
+            );
+        }
+    }
+    if let Some(other) = other {
+        let message = "name the pipeline to wait for";
+        require(
+            &other.pipeline,
+            &field("pipelineRun.pipeline"),
+            task,
+            message,
+            errors,
+        );
+    }
+    if let Some(asset) = &wait.asset {
+        require(
+            &asset.name,
+            &field("asset.name"),
+            task,
+            "name the asset to wait for",
+            errors,
+        );
+        if !asset.name.contains("{{")
+            && let Err(e) = super::asset::check_name(&asset.name)
+        {
+            errors.task(task, field("asset.name"), e);
+        }
+    }
+    if let Some(object) = &wait.object {
+        check_object(object, field, task, errors);
+    }
+}
+
+/// `wait.object`: a kind, an API version, a name; a condition status Kubernetes uses.
+fn check_object(object: &ObjectWait, field: &dyn Fn(&str) -> String, task: &str, errors: &mut Collector) {
+    let named = [
+        (
+            &object.api_version,
+            "object.apiVersion",
+            "apiVersion (for example apps/v1)",
+        ),
+        (&object.kind, "object.kind", "kind (for example Deployment)"),
+        (&object.name, "object.name", "name"),
+    ];
+    for (text, f, what) in named {
+        require(
+            text,
+            &field(f),
+            task,
+            &format!("name the object's {what}"),
+            errors,
+        );
+    }
+    if object.api_version.split('/').count() > 2 || object.api_version.starts_with('/') {
+        errors.task(
+            task,
+            field("object.apiVersion"),
+            format!(
+                "{} is not an apiVersion: write group/version, or v1",
+                q(&object.api_version)
+            ),
+        );
+    }
+    if let Some(condition) = &object.condition {
+        let message = "name the condition type (for example Ready)";
+        require(
+            &condition.type_,
+            &field("object.condition.type"),
+            task,
+            message,
+            errors,
+        );
+        if let Some(status) = condition.status.as_deref()
+            && !["True", "False", "Unknown"].contains(&status)
+        {
+            errors.task(
+                task,
+                field("object.condition.status"),
+                format!(
+                    "{} is not a condition status: use True, False or Unknown",
+                    q(status)
+                ),
+            );
+        }
+    }
+    if let Some(f) = &object.field
+        && (f.path.is_empty() || f.path.split('.').any(str::is_empty))
+    {
+        errors.task(
+            task,
+            field("object.field.path"),
+            format!(
+                "{} is not a field path: keys and list indexes separated by dots, for example status.phase",
+                q(&f.path)
+            ),
         );
     }
 }
 
+/// An error at `field` when `text` is empty.
+fn require(text: &str, field: &str, task: &str, message: &str, errors: &mut Collector) {
+    if text.trim().is_empty() {
+        errors.task(task, field, message);
+    }
+}
+
+/// Produced assets have valid names, and their extra values name declared outputs.
 fn check_produces(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
     for (i, produced) in task.produces.iter().enumerate() {

@@ -11,6 +11,9 @@
 //!   `weir run` is started with; a run whose variables are not all there does not start,
 //!   and says which task needs which variable.
 //! - A task without `command` (one that relies on its image's entrypoint) cannot run.
+//! - A wait task waits for its `delay` or `time` with no process; one that waits for another
+//!   pipeline's run, a Kubernetes object or an asset needs a cluster, and the run does not
+//!   start.
 //! - A task's outputs file is in the run directory (`$WEIR_OUTPUTS`), read on success like a
 //!   termination message (first 4 KiB).
 //! - Resources, security contexts and pod settings have no local meaning and are ignored.
@@ -76,6 +79,15 @@ pub fn start_problems(pipeline: &ValidPipeline, host: &dyn Fn(&str) -> Option<St
     for i in 0..pipeline.len() {
         let spec = resolve::task_run_spec(pipeline, i);
         let task = pipeline.name(i);
+        if let Some(wait) = &spec.wait {
+            if !wait.is_local() {
+                problems.push(format!(
+                    "task {task:?} waits for {}, which needs a cluster: `weir run` can wait only for a delay or a time (run it with `weir trigger` on a cluster)",
+                    wait.kinds().join(", ")
+                ));
+            }
+            continue;
+        }
         if spec.command.is_empty() {
             problems.push(format!(
                 "task {task:?} has no command: locally Weir runs command + args, and cannot run the entrypoint of its image {}",

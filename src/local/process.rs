@@ -45,6 +45,26 @@ pub enum Ended {
     NotStarted(String),
 }
 
+/// A wait task's attempt (`delay`, `time`): no process, it ends well after `wait_for`,
+/// unless its timeout comes first or it is stopped.
+pub async fn wait(
+    wait_for: Duration,
+    timeout: Option<Duration>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Ended {
+    if timeout.is_some_and(|t| t < wait_for) {
+        tokio::select! {
+            () = tokio::time::sleep(timeout.unwrap_or_default()) => Ended::TimedOut,
+            _ = control.recv() => Ended::Stopped,
+        }
+    } else {
+        tokio::select! {
+            () = tokio::time::sleep(wait_for) => Ended::Exited { code: Some(0), signal: None },
+            _ = control.recv() => Ended::Stopped,
+        }
+    }
+}
+
 fn signal_group(pgid: i32, signal: i32) {
     // SAFETY: killpg has no memory effects; a group that no longer exists gives ESRCH,
     // which is what "already gone" means here.

@@ -447,7 +447,7 @@ impl Runner {
             ("WEIR_ATTEMPT", number.to_string()),
             (outputs::OUTPUTS_ENV, outputs_file.display().to_string()),
         ];
-        let mut attempt = Attempt {
+        let attempt = Attempt {
             number,
             phase: AttemptPhase::Running,
             reason: None,
@@ -460,6 +460,10 @@ impl Runner {
             control: None,
             stopping: false,
         };
+        if let Some(wait) = unit.spec.wait.clone() {
+            self.start_wait(u, attempt, &wait, now);
+            return;
+        }
         let host = |name: &str| std::env::var(name).ok();
         let launch = env::container_env(&weir, &unit.spec.env, &host)
             .map_err(|missing| {
@@ -508,13 +512,25 @@ impl Runner {
                     grace: self.run.grace,
                 })
             });
-        match launch {
-            Ok(launch) => {
+        let start = launch.map(|launch| move |requests| process::run(launch, requests));
+        self.begin(u, attempt, start, now);
+    }
+
+    /// Starts an attempt that `start` runs to its end (a process, or a wait), or records it
+    /// as failed to start with the message.
+    fn begin<F, Fut>(&mut self, u: usize, mut attempt: Attempt, start: Result<F, String>, now: Timestamp)
+    where
+        F: FnOnce(mpsc::UnboundedReceiver<Control>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Ended> + Send + 'static,
+    {
+        match start {
+            Ok(start) => {
                 let (control, requests) = mpsc::unbounded_channel();
                 attempt.control = Some(control);
                 let events = self.events.clone();
+                let number = attempt.number;
                 tokio::spawn(async move {
-                    let ended = process::run(launch, requests).await;
+                    let ended = start(requests).await;
                     let _ = events.send(Event {
                         unit: u,
                         number,
@@ -531,6 +547,30 @@ impl Runner {
             }
         }
         self.units[u].attempts.push(attempt);
+    }
+
+    /// A wait task's attempt: `delay` and `time` are honoured here, with no process; kinds
+    /// that need a cluster (refused before the run starts) fail the attempt, saying so.
+    fn start_wait(&mut self, u: usize, attempt: Attempt, wait: &crate::api::WaitSpec, now: Timestamp) {
+        let timeout = self.units[u]
+            .spec
+            .timeout
+            .as_deref()
+            .and_then(|t| duration::parse(t).ok());
+        let wait_for = match (&wait.delay, wait.time.as_ref().and_then(|t| t.at.as_ref())) {
+            (Some(delay), _) => duration::parse(delay).map_err(|e| format!("wait.delay: {e}")),
+            (None, Some(at)) => Ok(Duration::try_from(at.0.duration_since(now)).unwrap_or(Duration::ZERO)),
+            _ => Err(format!(
+                "wait.{} needs a cluster: `weir run` can only wait for a delay or a time",
+                wait.kinds().join(", ")
+            )),
+        };
+        let start = wait_for.map(|wait_for| {
+            let note = format!("weir: waiting {} (no process)\n", duration::format(wait_for));
+            let _ = std::fs::write(&attempt.log, note);
+            move |requests| process::wait(wait_for, timeout, requests)
+        });
+        self.begin(u, attempt, start, now);
     }
 
     /// What `observe_attempt` and the TaskRun controller record when a Job ends.

@@ -45,6 +45,7 @@ pub fn shape(state: &str) -> &'static str {
         "Skipped" => "–",
         "Cancelled" => "⊘",
         "Queued" => "…",
+        "Waiting" => "⧖",
         _ => "○",
     }
 }

@@ -879,7 +879,10 @@ fn attempts_table(t: &TaskView) -> String {
             a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             esc(a.reason.map(|r| r.as_str()).unwrap_or_default()),
             esc(a.message.as_deref().unwrap_or_default()),
-            esc(a.pod_name.as_deref().unwrap_or_default()),
+            match (a.pod_name.as_deref(), a.job_name.is_empty()) {
+                (_, true) => "no pod (sensor)".to_string(),
+                (pod, false) => esc(pod.unwrap_or_default()),
+            },
             n = a.number,
         );
     }
@@ -978,6 +981,10 @@ async fn logs_section(cluster: &crate::cli::cluster::Cluster, ns: &str, run: &st
     let mut out = String::from("<h2>Logs</h2>");
     if t.attempts.is_empty() {
         out.push_str("<p>No attempt has started yet.</p>");
+    }
+    if t.uses_no_pod() {
+        out.push_str(r#"<p class="note" data-testid="sensor-note">A sensor: the operator evaluates it itself, with no pod and no log. Each attempt's message says what it waits for.</p>"#);
+        return out;
     }
     for a in t.attempts.iter().rev() {
         let cancelled = a.reason == Some(crate::api::FailureReason::Cancelled);

@@ -154,6 +154,12 @@ watched namespace (namespaced scope).
   resources: [secrets]
   verbs: [get]
 {{- end }}
+{{- range .Values.sensors.readableResources }}
+# A `wait.object` sensor reads the object it waits for (values: sensors.readableResources).
+- apiGroups: {{ toJson .apiGroups }}
+  resources: {{ toJson .resources }}
+  verbs: [get]
+{{- end }}
 # Notifications: the last log lines of a failed task go into its failure message.
 - apiGroups: [""]
   resources: [pods/log]

@@ -91,6 +91,36 @@ fn parallelism_counts_every_active_task() {
 }
 
 #[test]
+fn sensors_take_no_parallelism_slot() {
+    let mut spec = pipeline()
+        .parallelism(1)
+        .task("sense")
+        .task("a")
+        .task("b")
+        .build();
+    spec.tasks[0].image = None;
+    spec.tasks[0].command.clear();
+    spec.tasks[0].wait = Some(crate::api::WaitSpec {
+        delay: Some("1h".into()),
+        ..Default::default()
+    });
+    let mut run = Run::new(spec);
+    let plan = run.step();
+    assert_eq!(
+        run.names(&plan.start),
+        ["sense", "a"],
+        "the sensor starts beside a's one slot"
+    );
+    run.set("sense", Running).set("a", Running);
+    assert!(
+        run.step().start.is_empty(),
+        "a holds the slot; the waiting sensor holds none"
+    );
+    run.set("a", Succeeded);
+    assert_eq!(run.started(), ["b"], "b starts while the sensor still waits");
+}
+
+#[test]
 fn finally_tasks_count_towards_parallelism() {
     let mut run = Run::new(
         pipeline()

@@ -752,3 +752,44 @@ fn an_azure_store_names_its_account_and_only_it_does() {
     ));
     valid(&spec(r#"{"provider": "GCS", "bucket": "models"}"#));
 }
+
+#[test]
+fn sensor_fields_are_checked_with_messages_that_say_what_to_do() {
+    let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+        "tasks": [
+            {"name": "nothing", "wait": {"pokeInterval": "soon"}},
+            {"name": "two", "wait": {"delay": "1m", "asset": {"name": "sales"}}},
+            {"name": "container", "image": "busybox", "command": ["true"], "outputs": [{"name": "x"}],
+             "wait": {"time": {"offset": "2 hours"}}},
+            {"name": "resolved", "wait": {"time": {"at": "2026-12-01T00:00:00Z"}}},
+            {"name": "other", "wait": {"pipelineRun": {"pipeline": " ", "logicalDateOffset": "-1d",
+             "task": "{{ params.nope }}"}}},
+            {"name": "object", "wait": {"object": {"apiVersion": "a/b/c", "kind": "", "name": "x",
+             "condition": {"type": "Ready", "status": "true"}, "field": {"path": "status..phase", "value": "1"}}}},
+            {"name": "asset", "wait": {"asset": {"name": "-bad name"}}},
+        ]
+    }))
+    .unwrap();
+    let text = errors_of(&spec);
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("validate_sensors", text.join("\n"));
+    });
+}
+
+#[test]
+fn a_valid_sensor_of_each_kind() {
+    let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
+        "params": [{"name": "upstream", "default": "load"}],
+        "tasks": [
+            {"name": "delay", "wait": {"delay": "1m"}},
+            {"name": "time", "wait": {"time": {"from": "dataIntervalEnd", "offset": "-30m"}}},
+            {"name": "run", "wait": {"pipelineRun": {"pipeline": "{{ params.upstream }}", "logicalDateOffset": "-24h"}}},
+            {"name": "object", "wait": {"pokeInterval": "5s", "object": {"apiVersion": "apps/v1", "kind": "Deployment",
+             "name": "model", "condition": {"type": "Available"}}}},
+            {"name": "asset", "wait": {"asset": {"name": "warehouse/sales/daily", "since": "runStart"}}},
+        ]
+    }))
+    .unwrap();
+    let valid = validate(&spec).expect("valid");
+    assert!((0..valid.len()).all(|i| valid.waits(i)));
+}

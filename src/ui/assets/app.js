@@ -11,7 +11,7 @@
 
 const SHAPES = {
   Succeeded: "✓", Failed: "✗", UpstreamFailed: "✗", Running: "●", Retrying: "↻",
-  Skipped: "–", Cancelled: "⊘", Queued: "…",
+  Skipped: "–", Cancelled: "⊘", Queued: "…", Waiting: "⧖",
 };
 
 function setState(badge, state) {
