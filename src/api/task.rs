@@ -108,6 +108,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<super::wait::WaitSpec>,
 
+    /// Makes the task an approval gate: no image, no Job, no pod. It waits for a person's
+    /// decision (an `Approval`, made with `weir approve RUN TASK`), or for
+    /// `approval.timeout` and its default outcome (see docs/approvals.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalGate>,
+
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<super::params::ForEach>,
@@ -304,6 +310,9 @@ pub enum FailureReason {
     /// `weir exec` could not move the task's artifacts: the store refused (wrong
     /// credentials, no such bucket), a digest did not match, a declared path was missing.
     ArtifactError,
+    /// An approval task was rejected (by a person, or by its `approval.onTimeout`). Never
+    /// retried.
+    Rejected,
     /// A failure Kubernetes gave no more precise reason for.
     Unknown,
 }
@@ -324,6 +333,7 @@ impl FailureReason {
             FailureReason::Cancelled => "Cancelled",
             FailureReason::OutputError => "OutputError",
             FailureReason::ArtifactError => "ArtifactError",
+            FailureReason::Rejected => "Rejected",
             FailureReason::Unknown => "Unknown",
         }
     }

@@ -99,6 +99,11 @@ pub struct TaskRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<super::wait::WaitSpec>,
 
+    /// The approval gate, when the task waits for a person's decision: it then makes no
+    /// Job (see `Pipeline.spec.tasks[].approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalGate>,
+
     /// For an instance of a fanned-out task: its index among the task's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<u32>,
@@ -190,6 +195,15 @@ pub struct TaskRunStatus {
     /// stay in `attempts` but no longer count against the retry budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_start: Option<u32>,
+
+    /// The decision on an approval task: who approved or rejected it, when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalRecord>,
+
+    /// Approvals naming this task that decided nothing (no valid signature, made before
+    /// the task waited), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_approvals: Vec<super::approval::IgnoredApproval>,
 }
 
 /// One attempt of a task: one Job and its pod.
@@ -256,9 +270,9 @@ pub enum AttemptPhase {
 }
 
 impl TaskRunSpec {
-    /// Whether attempts of the task run as Jobs with pods. A `wait` task is evaluated by the
-    /// operator itself instead: its attempts have no Job (`jobName` empty).
+    /// Whether attempts of the task run as Jobs with pods. A `wait` or `approval` task is
+    /// evaluated by the operator itself instead: its attempts have no Job (`jobName` empty).
     pub fn uses_pod(&self) -> bool {
-        self.wait.is_none()
+        self.wait.is_none() && self.approval.is_none()
     }
 }

@@ -428,6 +428,8 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     match task.image.as_deref().or(default_image) {
         // A sensor runs no container (its own checks are in `check_wait`).
         _ if task.wait.is_some() => check_wait(task, path, errors),
+        // Nor does an approval gate.
+        _ if task.approval.is_some() => check_approval(task, path, errors),
         None => errors.task(
             name,
             format!("{path}.image"),
@@ -459,24 +461,7 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
 /// durations parse.
 fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
-    let container_fields = [
-        ("image", task.image.is_some()),
-        ("command", !task.command.is_empty()),
-        ("args", !task.args.is_empty()),
-        ("env", !task.env.is_empty()),
-        ("artifacts", !task.artifacts.is_empty()),
-        ("inputs", !task.inputs.is_empty()),
-        ("pool", task.pool.is_some()),
-    ];
-    for (field, set) in container_fields {
-        if set {
-            errors.task(
-                name,
-                format!("{path}.{field}"),
-                format!("a wait task runs no container: remove {field}, or wait"),
-            );
-        }
-    }
+    check_no_container(task, path, "wait", errors);
     let Some(wait) = &task.wait else { return };
     let field = |f: &str| format!("{path}.wait.{f}");
     check_duration(
@@ -492,6 +477,79 @@ fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
             format!("{path}.wait"),
             "wait names nothing to wait for: set delay",
         );
+    }
+}
+
+/// A task of `kind` (`wait`, `approval`) runs no container: it names nothing a container
+/// would need.
+fn check_no_container(task: &TaskSpec, path: &str, kind: &str, errors: &mut Collector) {
+    let container_fields = [
+        ("image", task.image.is_some()),
+        ("command", !task.command.is_empty()),
+        ("args", !task.args.is_empty()),
+        ("env", !task.env.is_empty()),
+        ("artifacts", !task.artifacts.is_empty()),
+        ("inputs", !task.inputs.is_empty()),
+        ("pool", task.pool.is_some()),
+    ];
+    for (field, set) in container_fields {
+        if set {
+            errors.task(
+                &task.name,
+                format!("{path}.{field}"),
+                format!("a {kind} task runs no container: remove {field}, or {kind}"),
+            );
+        }
+    }
+}
+
+/// An approval task runs no container, is one task (no fan-out) a person names to `weir
+/// approve`, and has its own timeout (`approval.timeout`, then `onTimeout`).
+fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
+    let name = task.name.as_str();
+    check_no_container(task, path, "approval", errors);
+    let Some(gate) = &task.approval else { return };
+    let refuse = |errors: &mut Collector, field: &str, message: &str| {
+        errors.task(name, format!("{path}.{field}"), message.to_string());
+    };
+    if task.wait.is_some() {
+        refuse(errors, "wait", "a task waits for a sensor (wait) or a person (approval), not both");
+    }
+    if task.timeout.is_some() {
+        refuse(
+            errors,
+            "timeout",
+            "an approval task's timeout is approval.timeout (then approval.onTimeout decides): move it there",
+        );
+    }
+    if task.retries.is_some() {
+        refuse(errors, "retries", "an approval task is not retried (a rejection is final): remove retries");
+    }
+    if task.for_each.is_some() {
+        refuse(
+            errors,
+            "forEach",
+            "an approval task cannot fan out: weir approve RUN TASK names one decision",
+        );
+    }
+    if !task.outputs.is_empty() {
+        refuse(errors, "outputs", "an approval task hands on no outputs: remove outputs");
+    }
+    check_duration(
+        gate.timeout.as_deref(),
+        &format!("{path}.approval.timeout"),
+        Some(name),
+        errors,
+    );
+    if gate.on_timeout.is_some() && gate.timeout.is_none() {
+        refuse(
+            errors,
+            "approval.onTimeout",
+            "onTimeout needs approval.timeout (without one the task waits until the run ends)",
+        );
+    }
+    if gate.message.as_deref().is_some_and(|m| m.len() > 1024) {
+        refuse(errors, "approval.message", "longer than 1024 characters");
     }
 }
 

@@ -65,6 +65,7 @@ pub async fn install_crds(ns: &TestNamespace) {
                         "crd/pools.weir.dev",
                         "crd/assets.weir.dev",
                         "crd/pipelinerevisions.weir.dev",
+                        "crd/approvals.weir.dev",
                     ])
                     .output()
                     .expect("running kubectl wait");
