@@ -271,7 +271,7 @@ mod tests {
             approval("first", 30, Decision::Reject, "alice"),
         ];
         let looked = decide(&ApprovalGate::default(), &waiting(), &approvals, KEY, ts(50));
-        let Outcome::Decided(record) = looked.outcome else {
+        let Outcome::Decided(record) = looked.outcome.clone() else {
             panic!("{looked:?}")
         };
         assert_eq!(record.decision, Decision::Reject);

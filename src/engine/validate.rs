@@ -461,7 +461,7 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
 /// durations parse.
 fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
-    check_no_container(task, path, "wait", errors);
+    check_no_container(task, path, ("a", "wait"), errors);
     let Some(wait) = &task.wait else { return };
     let field = |f: &str| format!("{path}.wait.{f}");
     check_duration(
@@ -480,9 +480,9 @@ fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
     }
 }
 
-/// A task of `kind` (`wait`, `approval`) runs no container: it names nothing a container
+/// A task of `kind` (`wait`, `approval`, with its article) runs no container: it names nothing a container
 /// would need.
-fn check_no_container(task: &TaskSpec, path: &str, kind: &str, errors: &mut Collector) {
+fn check_no_container(task: &TaskSpec, path: &str, (article, kind): (&str, &str), errors: &mut Collector) {
     let container_fields = [
         ("image", task.image.is_some()),
         ("command", !task.command.is_empty()),
@@ -497,7 +497,7 @@ fn check_no_container(task: &TaskSpec, path: &str, kind: &str, errors: &mut Coll
             errors.task(
                 &task.name,
                 format!("{path}.{field}"),
-                format!("a {kind} task runs no container: remove {field}, or {kind}"),
+                format!("{article} {kind} task runs no container: remove {field}, or {kind}"),
             );
         }
     }
@@ -507,7 +507,7 @@ fn check_no_container(task: &TaskSpec, path: &str, kind: &str, errors: &mut Coll
 /// approve`, and has its own timeout (`approval.timeout`, then `onTimeout`).
 fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
-    check_no_container(task, path, "approval", errors);
+    check_no_container(task, path, ("an", "approval"), errors);
     let Some(gate) = &task.approval else { return };
     let refuse = |errors: &mut Collector, field: &str, message: &str| {
         errors.task(name, format!("{path}.{field}"), message.to_string());
