@@ -344,6 +344,8 @@ async fn approvals_record_who_kubernetes_says_decided() {
         "{events:?}"
     );
     no_job_for(&ns, &tr).await;
+    let shown = common::cli::stdout_ok(&common::cli::weir(&ns, &["get", "r1"]));
+    assert!(shown.contains("approved by alice: metrics look right"), "{shown}");
 
     // A decision stays as made; a second one is refused by the CLI.
     let out = ns.kubectl([
