@@ -117,11 +117,23 @@ async fn start(ns: &TestNamespace, config: &Configuration) -> Operator {
             ns.name(),
         ],
     );
-    let addr = wait_for("the operator's webhook address", Duration::from_secs(30), || async {
-        let log = op.log();
-        let line = log.lines().rev().find(|l| l.contains("serving the admission webhook"))?;
-        line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
-    })
+    let addr = wait_for(
+        "the operator's webhook address",
+        Duration::from_secs(30),
+        || async {
+            let log = op.log();
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("serving the admission webhook"))?;
+            line.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        },
+    )
     .await;
     config.point_at(ns, addr).await;
     wait_for("the webhook to sign", Duration::from_secs(60), || async {
@@ -242,7 +254,11 @@ async fn no_job_for(ns: &TestNamespace, tr: &TaskRun) {
         .list(&kube::api::ListParams::default().labels(&selector))
         .await
         .unwrap();
-    assert!(found.items.is_empty(), "an approval task has a Job: {:?}", found.items);
+    assert!(
+        found.items.is_empty(),
+        "an approval task has a Job: {:?}",
+        found.items
+    );
 }
 
 #[tokio::test]
@@ -267,15 +283,15 @@ async fn approvals_record_who_kubernetes_says_decided() {
     // An Approval that skipped the webhook (the namespace out of its selector for a moment)
     // claims to be the CEO's: it decides nothing, and says why.
     label(&ns, false);
-    let forged = approval_yaml(
-        "forged",
-        &tr_name,
-        "  decidedBy: the-ceo\n  signature: 00ff\n",
-    );
-    wait_for("an Approval past the webhook", Duration::from_secs(30), || async {
-        let (ok, out) = kubectl_apply(&ns, &forged, &["--dry-run=server", "-o", "json"]);
-        (ok && out.contains("the-ceo")).then_some(())
-    })
+    let forged = approval_yaml("forged", &tr_name, "  decidedBy: the-ceo\n  signature: 00ff\n");
+    wait_for(
+        "an Approval past the webhook",
+        Duration::from_secs(30),
+        || async {
+            let (ok, out) = kubectl_apply(&ns, &forged, &["--dry-run=server", "-o", "json"]);
+            (ok && out.contains("the-ceo")).then_some(())
+        },
+    )
     .await;
     let (ok, out) = kubectl_apply(&ns, &forged, &[]);
     assert!(ok, "{out}");
@@ -284,15 +300,21 @@ async fn approvals_record_who_kubernetes_says_decided() {
         signed_by_webhook(&ns).then_some(())
     })
     .await;
-    let ignored = wait_for("the forged Approval to be ignored", Duration::from_secs(60), || async {
-        let status = task_run(&ns, "r1", "approve").await.status?;
-        status.ignored_approvals.into_iter().find(|i| i.name == "forged")
-    })
+    let ignored = wait_for(
+        "the forged Approval to be ignored",
+        Duration::from_secs(60),
+        || async {
+            let status = task_run(&ns, "r1", "approve").await.status?;
+            status.ignored_approvals.into_iter().find(|i| i.name == "forged")
+        },
+    )
     .await;
     assert!(ignored.reason.contains("signature does not check"), "{ignored:?}");
     let events = events_with_reason(&ns, "ApprovalIgnored");
     assert!(
-        events.iter().any(|e| e.contains("Approval forged decides nothing")),
+        events
+            .iter()
+            .any(|e| e.contains("Approval forged decides nothing")),
         "{events:?}"
     );
 
@@ -306,7 +328,11 @@ async fn approvals_record_who_kubernetes_says_decided() {
     );
     // Not an approval task; no such task started.
     let out = weir_as(&alice, &ns, &["approve", "r1", "validate"]);
-    assert!(text(&out).1.contains("is not an approval task"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("is not an approval task"),
+        "{:?}",
+        text(&out)
+    );
 
     // Alice may, and whatever name she writes in, the record says alice.
     let claimed = Approval::new(
@@ -325,7 +351,11 @@ async fn approvals_record_who_kubernetes_says_decided() {
         .await
         .unwrap();
     assert_eq!(made.spec.decided_by.as_deref(), Some("alice"));
-    assert!(made.spec.groups.contains(&"ml-leads".to_string()), "{:?}", made.spec.groups);
+    assert!(
+        made.spec.groups.contains(&"ml-leads".to_string()),
+        "{:?}",
+        made.spec.groups
+    );
     assert!(!made.spec.groups.contains(&"system:masters".to_string()));
 
     let run = wait_run_done(&ns, "r1", Duration::from_secs(120)).await;
@@ -357,17 +387,31 @@ async fn approvals_record_who_kubernetes_says_decided() {
         r#"{"spec":{"decision":"Reject"}}"#,
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success() && stderr.contains("cannot be changed"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("cannot be changed"),
+        "{stderr}"
+    );
     let out = weir_as(&alice, &ns, &["reject", "r1", "approve"]);
-    assert!(text(&out).1.contains("already decided: approved by alice"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("already decided: approved by alice"),
+        "{:?}",
+        text(&out)
+    );
 
     // `weir reject` as alice: the task fails with Rejected, once, and the run fails.
     trigger(&ns, "gated", "r2");
     waiting(&ns, "r2").await;
-    let out = weir_as(&alice, &ns, &["reject", "r2", "approve", "--comment", "drift too high"]);
+    let out = weir_as(
+        &alice,
+        &ns,
+        &["reject", "r2", "approve", "--comment", "drift too high"],
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("rejected task approve of run r2 as alice"), "{stdout}");
+    assert!(
+        stdout.contains("rejected task approve of run r2 as alice"),
+        "{stdout}"
+    );
     let run = wait_run_done(&ns, "r2", Duration::from_secs(120)).await;
     assert_eq!(phase(&run), RunPhase::Failed);
     let tr = task_run(&ns, "r2", "approve").await;
@@ -388,7 +432,10 @@ async fn a_timed_out_approval_takes_its_default() {
     install_crds(&ns).await;
     let config = Configuration::create(&ns).await;
     let _op = start(&ns, &config).await;
-    ns.apply(&pipeline("approve-by-default", ", timeout: 3s, onTimeout: Approve"));
+    ns.apply(&pipeline(
+        "approve-by-default",
+        ", timeout: 3s, onTimeout: Approve",
+    ));
     ns.apply(&pipeline("reject-by-default", ", timeout: 3s"));
     trigger(&ns, "approve-by-default", "yes");
     trigger(&ns, "reject-by-default", "no");
@@ -397,7 +444,10 @@ async fn a_timed_out_approval_takes_its_default() {
     assert_eq!(phase(&run), RunPhase::Succeeded);
     let tr = task_run(&ns, "yes", "approve").await;
     let record = tr.status.clone().unwrap().approval.expect("status.approval");
-    assert_eq!((record.decision, record.decided_by.as_str()), (Decision::Approve, "timeout"));
+    assert_eq!(
+        (record.decision, record.decided_by.as_str()),
+        (Decision::Approve, "timeout")
+    );
     no_job_for(&ns, &tr).await;
 
     let run = wait_run_done(&ns, "no", Duration::from_secs(120)).await;
@@ -405,10 +455,15 @@ async fn a_timed_out_approval_takes_its_default() {
     let status = task_run(&ns, "no", "approve").await.status.unwrap();
     assert_eq!(status.attempts[0].reason, Some(FailureReason::Rejected));
     let record = status.approval.expect("status.approval");
-    assert_eq!((record.decision, record.decided_by.as_str()), (Decision::Reject, "timeout"));
+    assert_eq!(
+        (record.decision, record.decided_by.as_str()),
+        (Decision::Reject, "timeout")
+    );
     let events = events_with_reason(&ns, "TaskRejected");
     assert!(
-        events.iter().any(|e| e.contains("rejected by the approval's timeout")),
+        events
+            .iter()
+            .any(|e| e.contains("rejected by the approval's timeout")),
         "{events:?}"
     );
 }

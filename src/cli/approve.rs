@@ -103,11 +103,12 @@ pub async fn decide(
 /// The TaskRun of `task` in `run`, if it is an approval task waiting for a decision; an
 /// error saying what it is otherwise.
 async fn waiting_task(cluster: &Cluster, run: &str, task: &str) -> anyhow::Result<TaskRun> {
-    let run_obj = cluster
-        .api::<PipelineRun>()
-        .get(run)
-        .await
-        .explain(cluster, "get", super::cluster::PIPELINE_RUNS, Some(run))?;
+    let run_obj = cluster.api::<PipelineRun>().get(run).await.explain(
+        cluster,
+        "get",
+        super::cluster::PIPELINE_RUNS,
+        Some(run),
+    )?;
     let task_runs = runs::task_runs_of(cluster, &run_obj, false).await?;
     let Some(tr) = task_runs.into_iter().find(|t| t.spec.task_name == task) else {
         anyhow::bail!(
@@ -116,7 +117,9 @@ async fn waiting_task(cluster: &Cluster, run: &str, task: &str) -> anyhow::Resul
     };
     let status = tr.status.clone().unwrap_or_default();
     if tr.spec.approval.is_none() {
-        anyhow::bail!("task {task} of run {run} is not an approval task (it has no `approval` in the pipeline)");
+        anyhow::bail!(
+            "task {task} of run {run} is not an approval task (it has no `approval` in the pipeline)"
+        );
     }
     if let Some(record) = &status.approval {
         anyhow::bail!(
@@ -145,7 +148,10 @@ fn approval_name(task_run: &str, decision: Decision, now: jiff::Timestamp) -> St
         Decision::Approve => "approve",
         Decision::Reject => "reject",
     };
-    let suffix = format!("{:06x}", (now.as_nanosecond() as u64 ^ std::process::id() as u64) & 0xff_ffff);
+    let suffix = format!(
+        "{:06x}",
+        (now.as_nanosecond() as u64 ^ std::process::id() as u64) & 0xff_ffff
+    );
     let keep = 253 - verb.len() - suffix.len() - 2;
     let base: String = task_run.chars().take(keep).collect();
     format!("{}-{verb}-{suffix}", base.trim_end_matches('-'))

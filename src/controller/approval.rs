@@ -88,8 +88,9 @@ async fn load_or_make(client: &kube::Client, namespace: &str, name: &str) -> Res
             Ok(key)
         }
         // Another replica (or the webhook) made it first: use theirs.
-        Err(kube::Error::Api(e)) if e.code == 409 => read(api.get(name).await?)
-            .ok_or(Error::MissingField("the approval key Secret's hmac-key")),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            read(api.get(name).await?).ok_or(Error::MissingField("the approval key Secret's hmac-key"))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -176,7 +177,11 @@ pub type News = (EventType, &'static str, String);
 /// The Events of a change: the decision taken, and Approvals newly ignored.
 pub fn news(task: &str, old: &TaskRunStatus, new: &TaskRunStatus) -> Vec<News> {
     let mut out = Vec::new();
-    if let Some(record) = new.approval.as_ref().filter(|r| old.approval.as_ref() != Some(*r)) {
+    if let Some(record) = new
+        .approval
+        .as_ref()
+        .filter(|r| old.approval.as_ref() != Some(*r))
+    {
         let reason = match record.decision {
             Decision::Approve => reasons::TASK_APPROVED,
             Decision::Reject => reasons::TASK_REJECTED,
@@ -241,7 +246,11 @@ mod tests {
             reason: "its signature does not check".into(),
         };
         record(&mut new, None, vec![forged.clone()]);
-        record(&mut new, Some(record_of(Decision::Approve, "alice")), vec![forged]);
+        record(
+            &mut new,
+            Some(record_of(Decision::Approve, "alice")),
+            vec![forged],
+        );
         assert_eq!(new.ignored_approvals.len(), 1);
         let told = news("deploy", &old, &new);
         assert_eq!(told.len(), 2, "{told:?}");

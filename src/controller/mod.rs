@@ -598,9 +598,13 @@ fn task_run_controller(
     // Slots freed in a pool wake the tasks first in line for them.
     .watches(scope.api::<Pool>(client), watcher::Config::default(), wake_queued)
     // A decision wakes the approval task it names.
-    .watches(scope.api::<Approval>(client), watcher::Config::default(), |a: Approval| {
-        Some(kube::runtime::reflector::ObjectRef::new(&a.spec.task_run).within(&a.namespace()?))
-    })
+    .watches(
+        scope.api::<Approval>(client),
+        watcher::Config::default(),
+        |a: Approval| {
+            Some(kube::runtime::reflector::ObjectRef::new(&a.spec.task_run).within(&a.namespace()?))
+        },
+    )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));

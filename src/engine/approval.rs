@@ -124,7 +124,10 @@ pub fn decide(
             None => valid.push((approval, created)),
         }
     }
-    valid.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.metadata.name.cmp(&b.0.metadata.name)));
+    valid.sort_by(|a, b| {
+        a.1.cmp(&b.1)
+            .then_with(|| a.0.metadata.name.cmp(&b.0.metadata.name))
+    });
     let outcome = match valid.first() {
         Some((approval, created)) => Outcome::Decided(ApprovalRecord {
             decision: approval.spec.decision,
@@ -281,8 +284,14 @@ mod tests {
         assert_eq!(record.decided_at, Some(Time(ts(30))));
         let ignored: Vec<&str> = looked.ignored.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(ignored, ["stale", "forged"]);
-        assert!(looked.ignored[0].reason.contains("before this attempt"), "{looked:?}");
-        assert!(looked.ignored[1].reason.contains("signature does not check"), "{looked:?}");
+        assert!(
+            looked.ignored[0].reason.contains("before this attempt"),
+            "{looked:?}"
+        );
+        assert!(
+            looked.ignored[1].reason.contains("signature does not check"),
+            "{looked:?}"
+        );
     }
 
     #[test]

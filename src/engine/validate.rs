@@ -513,7 +513,11 @@ fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
         errors.task(name, format!("{path}.{field}"), message.to_string());
     };
     if task.wait.is_some() {
-        refuse(errors, "wait", "a task waits for a sensor (wait) or a person (approval), not both");
+        refuse(
+            errors,
+            "wait",
+            "a task waits for a sensor (wait) or a person (approval), not both",
+        );
     }
     if task.timeout.is_some() {
         refuse(
@@ -523,7 +527,11 @@ fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
         );
     }
     if task.retries.is_some() {
-        refuse(errors, "retries", "an approval task is not retried (a rejection is final): remove retries");
+        refuse(
+            errors,
+            "retries",
+            "an approval task is not retried (a rejection is final): remove retries",
+        );
     }
     if task.for_each.is_some() {
         refuse(
@@ -533,7 +541,11 @@ fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
         );
     }
     if !task.outputs.is_empty() {
-        refuse(errors, "outputs", "an approval task hands on no outputs: remove outputs");
+        refuse(
+            errors,
+            "outputs",
+            "an approval task hands on no outputs: remove outputs",
+        );
     }
     check_duration(
         gate.timeout.as_deref(),

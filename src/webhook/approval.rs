@@ -126,7 +126,8 @@ mod tests {
     fn the_decider_is_the_authenticated_user_not_what_the_object_says() {
         let groups = vec!["ml-leads".to_string(), "system:authenticated".to_string()];
         let claimed = approval(Some("a1"), Some("the-ceo"));
-        let Answer::Sign(spec) = answer(KEY, "ml", &Operation::Create, "alice", &groups, &claimed, None) else {
+        let Answer::Sign(spec) = answer(KEY, "ml", &Operation::Create, "alice", &groups, &claimed, None)
+        else {
             panic!("expected a signature")
         };
         assert_eq!(spec.decided_by.as_deref(), Some("alice"));

@@ -19,7 +19,9 @@
 use super::{Error, Result};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -429,7 +431,11 @@ ca_bundles!(ValidatingWebhookConfiguration);
 ca_bundles!(MutatingWebhookConfiguration);
 
 /// Sets every webhook's `caBundle` of the configuration `name` to `ca`.
-async fn ensure_ca_bundle<K: WebhookConfiguration>(client: &kube::Client, name: &str, ca: &str) -> Result<()> {
+async fn ensure_ca_bundle<K: WebhookConfiguration>(
+    client: &kube::Client,
+    name: &str,
+    ca: &str,
+) -> Result<()> {
     let api: Api<K> = Api::all(client.clone());
     let Some(mut config) = api.get_opt(name).await? else {
         return Err(Error::Cert(format!(

@@ -144,14 +144,18 @@ async fn decide(reviewer: &Reviewer, request: &AdmissionRequest<DynamicObject>) 
 
 /// Signs an Approval with who made it; with no key to sign with, refuses it (an unsigned
 /// Approval would decide nothing anyway).
-async fn review_approval(reviewer: &Reviewer, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+async fn review_approval(
+    reviewer: &Reviewer,
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
     match tokio::time::timeout(LOOKUP_TIMEOUT, reviewer.approval_key.get(&reviewer.client)).await {
         Ok(Ok(key)) => approval::respond(key, request),
         Ok(Err(err)) => {
             tracing::warn!(%err, "webhook: cannot read the approval signing key");
             AdmissionResponse::from(request).deny(format!("Weir cannot sign the Approval now: {err}"))
         }
-        Err(_) => AdmissionResponse::from(request).deny("Weir cannot sign the Approval now: reading its key timed out"),
+        Err(_) => AdmissionResponse::from(request)
+            .deny("Weir cannot sign the Approval now: reading its key timed out"),
     }
 }
 

@@ -763,5 +763,8 @@ tasks:
         let e = error_at(&errors, field);
         assert!(e.message.contains(words), "{field}: {}", e.message);
     }
-    assert!(errors.iter().all(|e| e.task.as_deref() != Some("fine")), "{errors:#?}");
+    assert!(
+        errors.iter().all(|e| e.task.as_deref() != Some("fine")),
+        "{errors:#?}"
+    );
 }
