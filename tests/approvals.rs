@@ -424,6 +424,83 @@ async fn approvals_record_who_kubernetes_says_decided() {
     assert_eq!(status.approval.unwrap().decided_by, "alice");
     assert_eq!(summary_phase(&run, "deploy"), Some(TaskPhase::UpstreamFailed));
     no_job_for(&ns, &tr).await;
+
+    // From the UI, as the person whose token it was given: the run page offers Approve,
+    // and the decision is recorded as that ServiceAccount.
+    let token = approver_token(&ns, "carol").await;
+    let (base, _stop) = ui_server(&ns, weir::ui::AuthMode::Token).await;
+    trigger(&ns, "gated", "r3");
+    waiting(&ns, "r3").await;
+    let page = curl(&token, &format!("{base}/ns/{}/runs/r3", ns.name()), None);
+    assert!(
+        page.contains(r#"class="button" id="action-approve-approve""#),
+        "{page}"
+    );
+    let session: serde_json::Value =
+        serde_json::from_str(&curl(&token, &format!("{base}/api/v1/session"), None)).unwrap();
+    let csrf = session["csrfToken"].as_str().unwrap().to_string();
+    curl(
+        &token,
+        &format!("{base}/ns/{}/runs/r3/approve/approve", ns.name()),
+        Some(&format!("csrf={csrf}&comment=from+the+UI")),
+    );
+    let run = wait_run_done(&ns, "r3", Duration::from_secs(120)).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded);
+    let record = task_run(&ns, "r3", "approve")
+        .await
+        .status
+        .unwrap()
+        .approval
+        .unwrap();
+    assert_eq!(
+        record.decided_by,
+        format!("system:serviceaccount:{}:carol", ns.name())
+    );
+    assert_eq!(record.comment.as_deref(), Some("from the UI"));
+}
+
+/// `curl` with a bearer token: the body (GET, or POST of a form when `form` is given).
+fn curl(token: &str, url: &str, form: Option<&str>) -> String {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
+    if let Some(form) = form {
+        command.args(["--data", form]);
+    }
+    let out = command.arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A ServiceAccount allowed to read runs and create approvals, and its token.
+async fn approver_token(ns: &TestNamespace, name: &str) -> String {
+    ns.kubectl_ok(["create", "serviceaccount", name]);
+    let subject = format!("--serviceaccount={}:{name}", ns.name());
+    for role in ["run-reader", "approver"] {
+        ns.kubectl_ok([
+            "create",
+            "rolebinding",
+            &format!("{name}-{role}"),
+            &format!("--role={role}"),
+            &subject,
+        ]);
+    }
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = ns.api();
+    let secret = wait_for("the ServiceAccount's token", Duration::from_secs(120), || async {
+        sas.get(name).await.ok()?.secrets?.first()?.name.clone()
+    })
+    .await;
+    let secret: k8s_openapi::api::core::v1::Secret = ns.api().get(&secret).await.unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
 }
 
 #[tokio::test]
