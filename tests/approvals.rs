@@ -242,7 +242,8 @@ async fn waiting(ns: &TestNamespace, run: &str) -> (TaskRun, String) {
         let tr = task_run_opt(ns, run, "approve").await?;
         let status = tr.status.clone()?;
         let c = weir::api::condition::find(&status.conditions, "Succeeded")?;
-        (c.reason == "Waiting").then(|| (tr.clone(), c.message.clone()))
+        (c.reason == "Waiting" && c.message.contains("waiting for approval"))
+            .then(|| (tr.clone(), c.message.clone()))
     })
     .await
 }
@@ -431,19 +432,20 @@ async fn approvals_record_who_kubernetes_says_decided() {
     let (base, _stop) = ui_server(&ns, weir::ui::AuthMode::Token).await;
     trigger(&ns, "gated", "r3");
     waiting(&ns, "r3").await;
-    let page = curl(&token, &format!("{base}/ns/{}/runs/r3", ns.name()), None);
+    let page = curl(&token, &format!("{base}/ns/{}/runs/r3", ns.name()), None).await;
     assert!(
         page.contains(r#"class="button" id="action-approve-approve""#),
         "{page}"
     );
     let session: serde_json::Value =
-        serde_json::from_str(&curl(&token, &format!("{base}/api/v1/session"), None)).unwrap();
+        serde_json::from_str(&curl(&token, &format!("{base}/api/v1/session"), None).await).unwrap();
     let csrf = session["csrfToken"].as_str().unwrap().to_string();
     curl(
         &token,
         &format!("{base}/ns/{}/runs/r3/approve/approve", ns.name()),
         Some(&format!("csrf={csrf}&comment=from+the+UI")),
-    );
+    )
+    .await;
     let run = wait_run_done(&ns, "r3", Duration::from_secs(120)).await;
     assert_eq!(phase(&run), RunPhase::Succeeded);
     let record = task_run(&ns, "r3", "approve")
@@ -459,8 +461,16 @@ async fn approvals_record_who_kubernetes_says_decided() {
     assert_eq!(record.comment.as_deref(), Some("from the UI"));
 }
 
-/// `curl` with a bearer token: the body (GET, or POST of a form when `form` is given).
-fn curl(token: &str, url: &str, form: Option<&str>) -> String {
+/// `curl` with a bearer token: the body (GET, or POST of a form when `form` is given). Off
+/// the test's runtime thread, which serves the UI.
+async fn curl(token: &str, url: &str, form: Option<&str>) -> String {
+    let (token, url, form) = (token.to_string(), url.to_string(), form.map(str::to_string));
+    tokio::task::spawn_blocking(move || curl_blocking(&token, &url, form.as_deref()))
+        .await
+        .unwrap()
+}
+
+fn curl_blocking(token: &str, url: &str, form: Option<&str>) -> String {
     let mut command = std::process::Command::new("curl");
     command.args([
         "-sS",
@@ -514,12 +524,12 @@ async fn a_timed_out_approval_takes_its_default() {
         ", timeout: 3s, onTimeout: Approve",
     ));
     ns.apply(&pipeline("reject-by-default", ", timeout: 3s"));
-    trigger(&ns, "approve-by-default", "yes");
-    trigger(&ns, "reject-by-default", "no");
+    trigger(&ns, "approve-by-default", "approved");
+    trigger(&ns, "reject-by-default", "rejected");
 
-    let run = wait_run_done(&ns, "yes", Duration::from_secs(120)).await;
+    let run = wait_run_done(&ns, "approved", Duration::from_secs(120)).await;
     assert_eq!(phase(&run), RunPhase::Succeeded);
-    let tr = task_run(&ns, "yes", "approve").await;
+    let tr = task_run(&ns, "approved", "approve").await;
     let record = tr.status.clone().unwrap().approval.expect("status.approval");
     assert_eq!(
         (record.decision, record.decided_by.as_str()),
@@ -527,9 +537,9 @@ async fn a_timed_out_approval_takes_its_default() {
     );
     no_job_for(&ns, &tr).await;
 
-    let run = wait_run_done(&ns, "no", Duration::from_secs(120)).await;
+    let run = wait_run_done(&ns, "rejected", Duration::from_secs(120)).await;
     assert_eq!(phase(&run), RunPhase::Failed);
-    let status = task_run(&ns, "no", "approve").await.status.unwrap();
+    let status = task_run(&ns, "rejected", "approve").await.status.unwrap();
     assert_eq!(status.attempts[0].reason, Some(FailureReason::Rejected));
     let record = status.approval.expect("status.approval");
     assert_eq!(

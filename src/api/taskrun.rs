@@ -33,8 +33,10 @@ pub struct TaskRunSpec {
     #[schemars(length(min = 1, max = 63))]
     pub task_name: String,
 
-    /// Container image; empty for a task that uses no pod (`wait`).
-    #[serde(default)]
+    /// Container image; empty for a task that uses no pod (`wait`, `approval`).
+    // Skipped when empty, so the schema has no `default: ""`: the 1.20 API server turns it
+    // into null and refuses the whole CRD.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
 
     /// Entrypoint of the container.
@@ -212,7 +214,10 @@ pub struct TaskRunStatus {
 pub struct Attempt {
     /// Attempt number, 1 for the first try.
     pub number: u32,
-    /// Name of the attempt's Job.
+    /// Name of the attempt's Job; unset for a task that uses no pod (`wait`, `approval`).
+    // Skipped when empty: the 1.20 API server refuses an empty string inside a list of a
+    // custom resource (kubernetes/kubernetes#99804).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub job_name: String,
     /// Running, Succeeded or Failed.
     pub phase: AttemptPhase,
