@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("asset", 2),
     ("notify", 2),
     ("deadline", 2),
+    ("approval", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
     // Decisions over a valid pipeline.
