@@ -514,14 +514,18 @@ async fn approver_token(ns: &TestNamespace, name: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_timed_out_approval_takes_its_default() {
+async fn a_timed_out_approval_takes_its_default_and_approvers_are_told_it_waits() {
     let ns = weir_testenv::env().await.namespace("approvals-timeout").await;
     install_crds(&ns).await;
     let config = Configuration::create(&ns).await;
     let _op = start(&ns, &config).await;
-    ns.apply(&pipeline(
-        "approve-by-default",
-        ", timeout: 3s, onTimeout: Approve",
+    let (hook, bodies) = receiver().await;
+    let notify = format!(
+        "  notifications:\n    - {{name: approvers, events: [ApprovalNeeded], webhook: {{url: \"http://{hook}/hook\"}}}}\n"
+    );
+    ns.apply(&format!(
+        "{}{notify}",
+        pipeline("approve-by-default", ", timeout: 5s, onTimeout: Approve")
     ));
     ns.apply(&pipeline("reject-by-default", ", timeout: 3s"));
     trigger(&ns, "approve-by-default", "approved");
@@ -536,6 +540,21 @@ async fn a_timed_out_approval_takes_its_default() {
         (Decision::Approve, "timeout")
     );
     no_job_for(&ns, &tr).await;
+    let sent = wait_for(
+        "the ApprovalNeeded notification",
+        Duration::from_secs(30),
+        || async {
+            let bodies = bodies.lock().unwrap().clone();
+            (!bodies.is_empty()).then_some(bodies)
+        },
+    )
+    .await;
+    assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+    assert!(
+        sent[0].contains("ApprovalNeeded") && sent[0].contains("weir approve approved approve"),
+        "{}",
+        sent[0]
+    );
 
     let run = wait_run_done(&ns, "rejected", Duration::from_secs(120)).await;
     assert_eq!(phase(&run), RunPhase::Failed);
@@ -553,4 +572,54 @@ async fn a_timed_out_approval_takes_its_default() {
             .any(|e| e.contains("rejected by the approval's timeout")),
         "{events:?}"
     );
+}
+
+/// A plain HTTP receiver on loopback: each request's body, answered 200.
+async fn receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        kept.lock().unwrap().push(text[end + 4..].to_string());
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
 }

@@ -12,6 +12,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// How the message of a waiting approval task begins (its condition, the run's summary):
+/// `waiting for approval: weir approve RUN TASK`.
+pub const WAITING_MESSAGE: &str = "waiting for approval";
+
 /// Makes a task an approval gate (`Pipeline.spec.tasks[].approval`).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

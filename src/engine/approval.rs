@@ -2,6 +2,7 @@
 //! (HMAC-SHA256 over everything that decides: namespace, name, TaskRun, decision, comment,
 //! user, groups), and what the Approvals naming a waiting task decide. No client, no clock.
 
+use crate::api::approval::WAITING_MESSAGE;
 use crate::api::{Approval, ApprovalGate, ApprovalRecord, ApprovalSpec, Decision, IgnoredApproval};
 use crate::engine::duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -144,7 +145,7 @@ pub fn decide(
 
 /// With no decision: still waiting, or the timeout's default.
 fn on_time(gate: &ApprovalGate, task: &Waiting<'_>, now: jiff::Timestamp) -> Outcome {
-    let mut message = format!("waiting for approval: weir approve {} {}", task.run, task.task);
+    let mut message = format!("{WAITING_MESSAGE}: weir approve {} {}", task.run, task.task);
     if let Some(asked) = gate.message.as_deref().filter(|m| !m.is_empty()) {
         message = format!("{message} ({asked})");
     }
