@@ -117,24 +117,7 @@ async fn start(ns: &TestNamespace, config: &Configuration) -> Operator {
             ns.name(),
         ],
     );
-    let addr = wait_for(
-        "the operator's webhook address",
-        Duration::from_secs(30),
-        || async {
-            let log = op.log();
-            let line = log
-                .lines()
-                .rev()
-                .find(|l| l.contains("serving the admission webhook"))?;
-            line.split("addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        },
-    )
-    .await;
+    let addr = op.webhook_addr().await;
     config.point_at(ns, addr).await;
     wait_for("the webhook to sign", Duration::from_secs(60), || async {
         signed_by_webhook(ns).then_some(())

@@ -207,6 +207,28 @@ impl Operator {
         .await
     }
 
+    /// Where the operator's admission webhook listens (from its log).
+    pub async fn webhook_addr(&self) -> std::net::SocketAddr {
+        wait_for(
+            "the operator's webhook address",
+            Duration::from_secs(30),
+            || async {
+                let log = self.log();
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("serving the admission webhook"))?;
+                line.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            },
+        )
+        .await
+    }
+
     /// Process id of the running operator.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
