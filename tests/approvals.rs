@@ -409,6 +409,35 @@ async fn approvals_record_who_kubernetes_says_decided() {
     assert_eq!(summary_phase(&run, "deploy"), Some(TaskPhase::UpstreamFailed));
     no_job_for(&ns, &tr).await;
 
+    // A rerun waits afresh: the rejection no longer holds (nor counts), and this time
+    // alice approves.
+    common::cli::stdout_ok(&common::cli::weir(&ns, &["rerun", "r2"]));
+    wait_for(
+        "the rerun to wait for approval",
+        Duration::from_secs(90),
+        || async {
+            let status = task_run(&ns, "r2", "approve").await.status?;
+            let c = weir::api::condition::find(&status.conditions, "Succeeded")?;
+            (status.approval.is_none() && c.message.starts_with("attempt 2: waiting for approval"))
+                .then_some(())
+        },
+    )
+    .await;
+    let out = weir_as(&alice, &ns, &["approve", "r2", "approve"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run = wait_run_done(&ns, "r2", Duration::from_secs(120)).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded);
+    let status = task_run(&ns, "r2", "approve").await.status.unwrap();
+    assert_eq!(status.approval.unwrap().decision, Decision::Approve);
+    assert!(
+        status
+            .ignored_approvals
+            .iter()
+            .any(|i| i.name.starts_with("r2-approve-reject-")),
+        "{:?}",
+        status.ignored_approvals
+    );
+
     // From the UI, as the person whose token it was given: the run page offers Approve,
     // and the decision is recorded as that ServiceAccount.
     let token = approver_token(&ns, "carol").await;

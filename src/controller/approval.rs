@@ -119,12 +119,14 @@ pub async fn look(
         .items;
     let name = tr.name_any();
     let run = tr.labels().get(labels::PIPELINE_RUN).cloned().unwrap_or_default();
+    let spent = spent(tr.status.as_ref());
     let waiting = Waiting {
         namespace: ns,
         task_run: &name,
         run: &run,
         task: &tr.spec.task_name,
         since: attempt.start_time.as_ref().map_or(now, |t| t.0),
+        spent: &spent,
     };
     let looked = decide::decide(gate, &waiting, &approvals, key, now);
     let (verdict, decision) = match looked.outcome {
@@ -144,6 +146,21 @@ pub async fn look(
     })
 }
 
+/// The Approvals that decided earlier attempts: the decision in the status (a new attempt
+/// is being looked at: the task was rerun), and those already listed as spent.
+fn spent(status: Option<&TaskRunStatus>) -> Vec<&str> {
+    let Some(status) = status else {
+        return Vec::new();
+    };
+    let decided = status.approval.iter().map(|r| r.approval_name.as_str());
+    let listed = status
+        .ignored_approvals
+        .iter()
+        .filter(|i| i.reason == decide::SPENT)
+        .map(|i| i.name.as_str());
+    decided.chain(listed).filter(|n| !n.is_empty()).collect()
+}
+
 fn verdict_of(record: &ApprovalRecord) -> Verdict {
     let message = decide::describe(record);
     match record.decision {
@@ -158,10 +175,16 @@ fn verdict_of(record: &ApprovalRecord) -> Verdict {
     }
 }
 
-/// Writes what a look found into the status: the decision, and the Approvals ignored
-/// (those of earlier looks kept, each listed once).
-pub fn record(status: &mut TaskRunStatus, decision: Option<ApprovalRecord>, ignored: Vec<IgnoredApproval>) {
-    if decision.is_some() {
+/// Writes what a look found into the status: the decision (none while an attempt waits:
+/// a rerun waits afresh, and an earlier round's decision no longer holds), and the
+/// Approvals ignored (those of earlier looks kept, each listed once).
+pub fn record(
+    status: &mut TaskRunStatus,
+    waiting: bool,
+    decision: Option<ApprovalRecord>,
+    ignored: Vec<IgnoredApproval>,
+) {
+    if waiting || decision.is_some() {
         status.approval = decision;
     }
     for i in ignored {
@@ -245,9 +268,10 @@ mod tests {
             name: "forged".into(),
             reason: "its signature does not check".into(),
         };
-        record(&mut new, None, vec![forged.clone()]);
+        record(&mut new, true, None, vec![forged.clone()]);
         record(
             &mut new,
+            false,
             Some(record_of(Decision::Approve, "alice")),
             vec![forged],
         );
@@ -261,5 +285,14 @@ mod tests {
         );
         assert_eq!(told[1].1, reasons::APPROVAL_IGNORED);
         assert!(news("deploy", &new, &new).is_empty());
+        // A rerun waits afresh: the earlier decision is gone, without news.
+        let mut rerun = new.clone();
+        record(&mut rerun, true, None, Vec::new());
+        assert_eq!(rerun.approval, None);
+        assert!(news("deploy", &new, &rerun).is_empty());
+        // A look at a finished task changes nothing.
+        let mut done = new.clone();
+        record(&mut done, false, None, Vec::new());
+        assert_eq!(done.approval, new.approval);
     }
 }

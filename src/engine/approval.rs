@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use ring::hmac;
 use std::time::Duration;
 
+/// Why an Approval that decided an earlier attempt (before a rerun) decides nothing now.
+pub const SPENT: &str = "it decided an earlier attempt of the task already";
+
 /// `decidedBy` of a decision taken because `approval.timeout` passed.
 pub const TIMEOUT_DECIDER: &str = "timeout";
 /// Bytes of a new signing key.
@@ -87,6 +90,8 @@ pub struct Waiting<'a> {
     pub task: &'a str,
     /// When the attempt started waiting.
     pub since: jiff::Timestamp,
+    /// Approvals that decided earlier attempts: they count no more.
+    pub spent: &'a [&'a str],
 }
 
 /// Decides from `approvals` (any in the namespace; those naming other TaskRuns are passed
@@ -106,7 +111,9 @@ pub fn decide(
     for approval in approvals.iter().filter(|a| a.spec.task_run == task.task_run) {
         let name = approval.metadata.name.clone().unwrap_or_default();
         let created = approval.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
-        let why = if !verify(key, task.namespace, &name, &approval.spec) {
+        let why = if task.spent.contains(&name.as_str()) {
+            Some(SPENT.to_string())
+        } else if !verify(key, task.namespace, &name, &approval.spec) {
             Some(
                 "its signature does not check: it was not admitted through Weir's webhook, or \
                  was changed since, so who decided is unknown"
@@ -233,6 +240,7 @@ mod tests {
             run: "train-1",
             task: "deploy",
             since: ts(10),
+            spent: &["spent"],
         }
     }
 
@@ -273,6 +281,7 @@ mod tests {
             forged,
             other_task,
             approval("first", 30, Decision::Reject, "alice"),
+            approval("spent", 10, Decision::Approve, "erin"),
         ];
         let looked = decide(&ApprovalGate::default(), &waiting(), &approvals, KEY, ts(50));
         let Outcome::Decided(record) = looked.outcome.clone() else {
@@ -284,7 +293,8 @@ mod tests {
         assert_eq!(record.approval_name, "first");
         assert_eq!(record.decided_at, Some(Time(ts(30))));
         let ignored: Vec<&str> = looked.ignored.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(ignored, ["stale", "forged"]);
+        assert_eq!(ignored, ["stale", "forged", "spent"]);
+        assert_eq!(looked.ignored[2].reason, SPENT);
         assert!(
             looked.ignored[0].reason.contains("before this attempt"),
             "{looked:?}"
