@@ -14,13 +14,6 @@ BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 
-# One build at a time on a machine: environments with their own state dirs (helpers, chaos)
-# share this cache, and two builds in one work directory wreck each other. Whoever waits
-# finds the binaries built when it gets the lock.
-mkdir -p "$CACHE_ROOT"
-exec 8>"$CACHE_ROOT/.provision.lock"
-flock 8
-
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
