@@ -1,7 +1,7 @@
 //! The CustomResourceDefinitions, generated from the Rust types. `weir crd` prints them and
 //! `weir crd --output-dir crds/` writes the committed files; CI regenerates and diffs.
 
-use crate::api::{Asset, Pipeline, PipelineRevision, PipelineRun, Pool, TaskRun};
+use crate::api::{Approval, Asset, Pipeline, PipelineRevision, PipelineRun, Pool, TaskRun};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
@@ -14,6 +14,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Pool::crd(),
         PipelineRevision::crd(),
         Asset::crd(),
+        Approval::crd(),
     ]
 }
 

@@ -855,7 +855,7 @@ spec: {timeout: 1d}
         assert_eq!(
             lines,
             vec![
-                "p.yaml:6:7: Pipline x: kind: unknown kind \"Pipline\" (did you mean \"Pipeline\"?): Weir's kinds are Pipeline, PipelineRun, TaskRun, Pool, PipelineRevision, Asset",
+                "p.yaml:6:7: Pipline x: kind: unknown kind \"Pipline\" (did you mean \"Pipeline\"?): Weir's kinds are Pipeline, PipelineRun, TaskRun, Pool, PipelineRevision, Asset, Approval",
                 "p.yaml:11:18: PipelineRun Run_1: metadata.name: \"Run_1\" is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
                 "p.yaml:12:7: PipelineRun Run_1: spec: pipelineRef or pipelineSpec is required",
                 // The engine's word on a duration replaces the schema's pattern.

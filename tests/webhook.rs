@@ -134,32 +134,10 @@ fn operator_with_webhook(ns: &TestNamespace, config: &Configuration, extra: &[&s
     Operator::start_with(ns, None, &args)
 }
 
-/// Where the operator's webhook listens (from its log).
-async fn webhook_addr(op: &Operator) -> std::net::SocketAddr {
-    wait_for(
-        "the operator's webhook address",
-        Duration::from_secs(30),
-        || async {
-            let log = op.log();
-            let line = log
-                .lines()
-                .rev()
-                .find(|l| l.contains("serving the admission webhook"))?;
-            line.split("addr=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        },
-    )
-    .await
-}
-
 /// The operator up, its certificate trusted: a Pipeline of ours is refused by the webhook.
 async fn start(ns: &TestNamespace, config: &Configuration, extra: &[&str]) -> Operator {
     let op = operator_with_webhook(ns, config, extra);
-    config.point_at(webhook_addr(&op).await).await;
+    config.point_at(op.webhook_addr().await).await;
     wait_for("the caBundle", Duration::from_secs(30), || config.ca_bundle()).await;
     wait_for("the webhook to answer", Duration::from_secs(30), || async {
         let out = apply(ns, &fixture("cycle"));
@@ -280,7 +258,7 @@ async fn kubectl_apply_is_refused_with_every_problem_and_its_path() {
             .arg(dir.join("ca.crt"))
             .args(["-H", "Content-Type: application/json", "--data-binary"])
             .arg(format!("@{}", dir.join(body).display()))
-            .arg(format!("https://{}/validate", webhook_addr(&op).await))
+            .arg(format!("https://{}/validate", op.webhook_addr().await))
             .output()
             .unwrap();
         assert_eq!(

@@ -87,6 +87,12 @@ pub mod reasons {
     pub const TASK_RERUN: &str = "TaskRerun";
     /// A task waits for slots of its pool (`Queued` is its condition's reason meanwhile).
     pub const TASK_QUEUED: &str = "TaskQueued";
+    /// A person (or the approval's timeout) approved an approval task.
+    pub const TASK_APPROVED: &str = "TaskApproved";
+    /// A person (or the approval's timeout) rejected an approval task.
+    pub const TASK_REJECTED: &str = "TaskRejected";
+    /// An Approval naming the task was not counted (its signature does not check).
+    pub const APPROVAL_IGNORED: &str = "ApprovalIgnored";
     /// A task names a pool that does not exist; it waits until the pool is created.
     pub const POOL_NOT_FOUND: &str = "PoolNotFound";
     /// A task takes more slots than its pool has; it waits until the pool is made larger.
@@ -122,6 +128,8 @@ pub mod actions {
     pub const RERUN: &str = "Rerun";
     pub const NOTIFY: &str = "Notify";
     pub const DELETE: &str = "Delete";
+    /// An approval task was decided on.
+    pub const DECIDE: &str = "Decide";
 }
 
 /// Merges a condition into `conditions`. `lastTransitionTime` moves only when the status

@@ -5,6 +5,7 @@
 //! live in the schema; everything else is checked by `engine::validate`, which the operator,
 //! the CLI and (later) the admission webhook share.
 
+pub mod approval;
 pub mod artifact;
 pub mod asset;
 pub mod condition;
@@ -20,6 +21,7 @@ pub mod task;
 pub mod taskrun;
 pub mod wait;
 
+pub use approval::{Approval, ApprovalGate, ApprovalRecord, ApprovalSpec, Decision, IgnoredApproval};
 pub use artifact::{
     ArtifactInput, ArtifactRef, ArtifactSpec, ArtifactStoreSpec, ResolvedInput, StoreProvider,
 };

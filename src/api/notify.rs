@@ -60,6 +60,9 @@ pub enum NotifyEvent {
     /// The run was not done by its `deadline` (sent when it is missed, not when the run
     /// ends).
     DeadlineMissed,
+    /// An approval task started waiting for a person's decision (once per attempt; see
+    /// docs/approvals.md).
+    ApprovalNeeded,
 }
 
 impl NotifyEvent {
@@ -69,6 +72,7 @@ impl NotifyEvent {
             NotifyEvent::Succeeded => "Succeeded",
             NotifyEvent::Retrying => "Retrying",
             NotifyEvent::DeadlineMissed => "DeadlineMissed",
+            NotifyEvent::ApprovalNeeded => "ApprovalNeeded",
         }
     }
 }

@@ -291,7 +291,7 @@ pub struct TaskSummary {
     /// Attempts made so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    /// Why the task failed or was skipped.
+    /// Why the task failed or was skipped; for an approval task, what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -110,6 +110,12 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<super::wait::WaitSpec>,
 
+    /// Makes the task an approval gate: no image, no Job, no pod. It waits for a person's
+    /// decision (an `Approval`, made with `weir approve RUN TASK`), or for
+    /// `approval.timeout` and its default outcome (see docs/approvals.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalGate>,
+
     /// Runs the task once per item or matrix combination (fan-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_each: Option<super::params::ForEach>,
@@ -319,6 +325,9 @@ pub enum FailureReason {
     /// What a wait task waits for failed or can never hold: the other pipeline's run or
     /// task failed, the object's kind is unknown or the operator may not read it.
     WaitFailed,
+    /// An approval task was rejected (by a person, or by its `approval.onTimeout`). Never
+    /// retried.
+    Rejected,
     /// A failure Kubernetes gave no more precise reason for.
     Unknown,
 }
@@ -340,6 +349,7 @@ impl FailureReason {
             FailureReason::OutputError => "OutputError",
             FailureReason::ArtifactError => "ArtifactError",
             FailureReason::WaitFailed => "WaitFailed",
+            FailureReason::Rejected => "Rejected",
             FailureReason::Unknown => "Unknown",
         }
     }

@@ -34,9 +34,9 @@ pub struct TaskRunSpec {
     #[schemars(length(min = 1, max = 63))]
     pub task_name: String,
 
-    /// Container image; empty for a task that uses no pod (`wait`).
-    // Not serialized when empty: the schema then has no `default: ""`, which the 1.20 API
-    // server refuses ("Invalid value: \"null\"") when the CRD is applied server-side.
+    /// Container image; empty for a task that uses no pod (`wait`, `approval`).
+    // Skipped when empty, so the schema has no `default: ""`: the 1.20 API server turns it
+    // into null and refuses the whole CRD.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
 
@@ -101,6 +101,11 @@ pub struct TaskRunSpec {
     /// makes no Job (see `Pipeline.spec.tasks[].wait`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<super::wait::WaitSpec>,
+
+    /// The approval gate, when the task waits for a person's decision: it then makes no
+    /// Job (see `Pipeline.spec.tasks[].approval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalGate>,
 
     /// For an instance of a fanned-out task: its index among the task's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +210,15 @@ pub struct TaskRunStatus {
     /// stay in `attempts` but no longer count against the retry budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_start: Option<u32>,
+
+    /// The decision on an approval task: who approved or rejected it, when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<super::approval::ApprovalRecord>,
+
+    /// Approvals naming this task that decided nothing (no valid signature, made before
+    /// the task waited), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_approvals: Vec<super::approval::IgnoredApproval>,
 }
 
 /// One attempt of a task: one Job and its pod.
@@ -214,7 +228,9 @@ pub struct TaskRunStatus {
 pub struct Attempt {
     /// Attempt number, 1 for the first try.
     pub number: u32,
-    /// Name of the attempt's Job; unset for a task that uses no pod (`wait`).
+    /// Name of the attempt's Job; unset for a task that uses no pod (`wait`, `approval`).
+    // Skipped when empty: the 1.20 API server refuses an empty string inside a list of a
+    // custom resource (kubernetes/kubernetes#99804).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub job_name: String,
     /// Running, Succeeded or Failed.
@@ -289,10 +305,10 @@ fn no_empty_string_defaults(schema: &mut schemars::Schema) {
 }
 
 impl TaskRunSpec {
-    /// Whether attempts of the task run as Jobs with pods. A `wait` task is evaluated by the
-    /// operator itself instead: its attempts have no Job (`jobName` empty).
+    /// Whether attempts of the task run as Jobs with pods. A `wait` or `approval` task is
+    /// evaluated by the operator itself instead: its attempts have no Job (`jobName` empty).
     pub fn uses_pod(&self) -> bool {
-        self.wait.is_none()
+        self.wait.is_none() && self.approval.is_none()
     }
 
     /// Whether the task is asked to stop: cancelled, or its deadline passed with

@@ -3,6 +3,7 @@
 //! dispatches them. The subcommands that talk to a cluster share `cluster` (kubeconfig,
 //! namespace, errors people can act on), `runs` (a run read as a tree), `output` and `wait`.
 
+pub mod approve;
 pub mod asset;
 pub mod backfill;
 pub mod cancel;
@@ -56,6 +57,10 @@ enum Command {
     Rerun(rerun::Args),
     /// Cancel a run: running tasks stop, finally tasks still run.
     Cancel(cancel::Args),
+    /// Approve a run's waiting approval task, as yourself: the run goes on.
+    Approve(approve::Args),
+    /// Reject a run's waiting approval task, as yourself: it fails with reason Rejected.
+    Reject(approve::Args),
     /// Show what changed between the pipeline version a run followed and another version.
     Diff(diff::Args),
     /// Create the runs of every schedule interval in a date range (skipping existing ones).
@@ -118,6 +123,8 @@ impl Cli {
             Command::List(args) => list::run(args),
             Command::Rerun(args) => rerun::run(args),
             Command::Cancel(args) => cancel::run(args),
+            Command::Approve(args) => approve::approve(args),
+            Command::Reject(args) => approve::reject(args),
             Command::Diff(args) => diff::run(args),
             Command::Suspend(args) => suspend::suspend(args),
             Command::Resume(args) => suspend::resume(args),

@@ -175,6 +175,22 @@ struct WebhookArgs {
     /// (self-issued certificates only).
     #[arg(long = "webhook-configuration", env = "WEIR_WEBHOOK_CONFIGURATION")]
     configuration: Option<String>,
+    /// The MutatingWebhookConfiguration of approvals (it records who decided, see
+    /// docs/approvals.md) whose caBundle the operator keeps current (self-issued
+    /// certificates only).
+    #[arg(
+        long = "approval-webhook-configuration",
+        env = "WEIR_APPROVAL_WEBHOOK_CONFIGURATION"
+    )]
+    approval_configuration: Option<String>,
+    /// The Secret (in the operator's namespace) holding the key Approvals are signed with;
+    /// made with a random key on first use. Only the operator should be able to read it.
+    #[arg(
+        long = "approval-key-secret",
+        env = "WEIR_APPROVAL_KEY_SECRET",
+        default_value = "weir-approval-key"
+    )]
+    approval_key_secret: String,
     /// How long a serving certificate is valid; it is renewed two thirds in.
     #[arg(long = "webhook-cert-validity", env = "WEIR_WEBHOOK_CERT_VALIDITY", default_value = "2160h", value_parser = parse_duration)]
     validity: Duration,
@@ -243,7 +259,8 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         Context::new(client.clone())
             .with_metrics(metrics.clone())
             .with_task_defaults(task_defaults)
-            .with_notifier(notifier(&args)?),
+            .with_notifier(notifier(&args)?)
+            .with_approval_key(approval_key(&args)),
     );
     let mut namespaces = args.namespaces.clone();
     namespaces.extend(args.namespace.clone());
@@ -315,7 +332,14 @@ fn notifier(args: &Args) -> anyhow::Result<controller::notify::Notifier> {
     ))
 }
 
-/// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.
+/// Where the approval signing key lives: `--approval-key-secret` in the operator's namespace.
+fn approval_key(args: &Args) -> controller::approval::ApprovalKey {
+    controller::approval::ApprovalKey::new(
+        args.lease_namespace.clone(),
+        args.webhook.approval_key_secret.clone(),
+    )
+}
+
 /// The HTTP trigger endpoint, when `--trigger-addr` is given. Every replica serves it (a call
 /// only writes to the API server, so a standby answers as well as the leader).
 async fn start_triggers(
@@ -335,6 +359,7 @@ async fn start_triggers(
     Ok(Some(tokio::spawn(server)))
 }
 
+/// Starts the webhook's certificate upkeep and HTTPS server when `--webhook-addr` is set.
 async fn start_webhook(
     args: &Args,
     client: &kube::Client,
@@ -356,6 +381,7 @@ async fn start_webhook(
         manage: matches!(w.certs, CertMode::SelfIssued),
         hosts: w.hosts.clone(),
         configuration: w.configuration.clone(),
+        mutating_configuration: w.approval_configuration.clone(),
         validity: w.validity,
         ca_validity: w.ca_validity,
         check_every: w.check_every,
@@ -367,7 +393,8 @@ async fn start_webhook(
         store.clone(),
         stop.clone(),
     ));
-    let router = webhook::router(client.clone(), namespaces.to_vec());
+    let key = Arc::new(approval_key(args));
+    let router = webhook::router(client.clone(), namespaces.to_vec(), key);
     let (bound, server) = webhook::serve(addr, store, router, stop.clone())
         .await
         .with_context(|| format!("listening on {addr} (--webhook-addr)"))?;

@@ -4,6 +4,7 @@
 //! server-side apply under one field manager.
 
 pub mod admission;
+pub mod approval;
 pub mod artifacts;
 pub mod asset;
 pub mod deadline;
@@ -25,7 +26,7 @@ pub mod sensor;
 pub mod taskrun;
 
 use crate::api::Pipeline;
-use crate::api::{Asset, PipelineRun, Pool, TaskRun};
+use crate::api::{Approval, Asset, PipelineRun, Pool, TaskRun};
 use crate::metrics::ControllerKind;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -97,6 +98,8 @@ pub struct Context {
     pub notifier: Arc<notify::Notifier>,
     /// Large outputs read back from the artifact store.
     pub large_values: Arc<large::LargeValues>,
+    /// The key Approvals are signed with (read on first use).
+    pub approval_key: Arc<approval::ApprovalKey>,
 }
 
 impl Context {
@@ -113,7 +116,14 @@ impl Context {
             revisions: Arc::default(),
             notifier: Arc::default(),
             large_values: Arc::default(),
+            approval_key: Arc::default(),
         }
+    }
+
+    /// Reads the approval signing key from this Secret (made on first use if missing).
+    pub fn with_approval_key(mut self, key: approval::ApprovalKey) -> Self {
+        self.approval_key = Arc::new(key);
+        self
     }
 
     /// Sends notifications with these settings (installation defaults, UI address).
@@ -597,6 +607,14 @@ fn task_run_controller(
     })
     // Slots freed in a pool wake the tasks first in line for them.
     .watches(scope.api::<Pool>(client), watcher::Config::default(), wake_queued)
+    // A decision wakes the approval task it names.
+    .watches(
+        scope.api::<Approval>(client),
+        watcher::Config::default(),
+        |a: Approval| {
+            Some(kube::runtime::reflector::ObjectRef::new(&a.spec.task_run).within(&a.namespace()?))
+        },
+    )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
     .for_each(on_result(&queue));

@@ -439,8 +439,12 @@ fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
                 outputs: status.map_or(&NO_OUTPUTS, |s| &s.outputs),
                 attempts: status.and_then(|s| s.attempt_count),
                 message: status.and_then(|s| {
+                    // Why it failed; for an approval task, what it waits for.
                     crate::api::condition::find(&s.conditions, condition_types::SUCCEEDED)
-                        .filter(|c| c.status == ConditionStatus::False.as_str())
+                        .filter(|c| {
+                            c.status == ConditionStatus::False.as_str()
+                                || (tr.spec.approval.is_some() && c.reason == crate::api::reasons::WAITING)
+                        })
                         .map(|c| c.message.as_str())
                 }),
                 rerun,

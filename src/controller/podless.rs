@@ -36,6 +36,10 @@ pub enum Verdict {
 pub struct Evaluated {
     pub outputs: Option<BTreeMap<String, String>>,
     pub look_again: Option<Duration>,
+    /// An approval task's decision, once taken.
+    pub approval: Option<crate::api::ApprovalRecord>,
+    /// Approvals naming an approval task that decided nothing.
+    pub ignored_approvals: Vec<crate::api::IgnoredApproval>,
 }
 
 /// Evaluates the running attempt of a task that uses no pod and records its outcome in
@@ -57,6 +61,16 @@ pub async fn evaluate(
     else {
         return Ok(Evaluated::default());
     };
+    if let Some(gate) = &tr.spec.approval {
+        // Its own timeout decides by `onTimeout`: the task's `timeout` (`judge`) does not apply.
+        let looked = super::approval::look(ctx, ns, tr, gate, attempt, now).await?;
+        let evaluated = record(attempt, looked.verdict, now);
+        return Ok(Evaluated {
+            approval: looked.decision,
+            ignored_approvals: looked.ignored,
+            ..evaluated
+        });
+    }
     let found = check(ctx, ns, tr, attempt, now).await?;
     let verdict = judge(tr.spec.timeout.as_deref(), attempt, found, now);
     Ok(record(attempt, verdict, now))
@@ -154,8 +168,8 @@ fn record(attempt: &mut Attempt, verdict: Verdict, now: jiff::Timestamp) -> Eval
         Verdict::Wait { message, look_again } => {
             attempt.message = Some(message);
             Evaluated {
-                outputs: None,
                 look_again: Some(look_again),
+                ..Default::default()
             }
         }
         Verdict::Holds { message, outputs } => {
@@ -164,7 +178,7 @@ fn record(attempt: &mut Attempt, verdict: Verdict, now: jiff::Timestamp) -> Eval
             attempt.message = message;
             Evaluated {
                 outputs: Some(outputs),
-                look_again: None,
+                ..Default::default()
             }
         }
         Verdict::Fails { reason, message } => {

@@ -58,11 +58,28 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let plan = hold_back(plan, &gate);
     let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
     let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
-    let status = waiting_status(status, &gate, tr.metadata.generation, now);
+    let mut status = waiting_status(status, &gate, tr.metadata.generation, now);
+    let waits_for_approval = tr.spec.approval.is_some() && evaluated.look_again.is_some();
+    super::approval::record(
+        &mut status,
+        waits_for_approval,
+        evaluated.approval,
+        evaluated.ignored_approvals,
+    );
     let status = super::asset::record_produced(&ctx, &ns, &tr, status).await?;
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
     publish_events(&tr, &ctx, &old, &status, &plan, started).await;
     if let Some(event) = wait_event(&tr.spec.task_name, &old, &gate) {
+        publish(&tr, &ctx, &status, event).await;
+    }
+    for (type_, reason, text) in super::approval::news(&tr.spec.task_name, &old, &status) {
+        let event = TaskEvent {
+            type_,
+            reason,
+            action: actions::DECIDE,
+            text,
+            attempt: None,
+        };
         publish(&tr, &ctx, &status, event).await;
     }
     Ok(match gate {

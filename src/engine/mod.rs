@@ -1,6 +1,7 @@
 //! The pure heart of Weir: validation, DAG analysis, retry arithmetic and planning.
 //! Nothing here does I/O or reads the clock: time is always a parameter.
 
+pub mod approval;
 pub mod asset;
 pub mod dag;
 pub mod deadline;

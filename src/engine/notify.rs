@@ -152,6 +152,23 @@ fn events(status: &PipelineRunStatus) -> Vec<(NotifyEvent, String, Option<String
             m.message.clone(),
         ));
     }
+    // An approval task waiting for a person: once per attempt (the summary carries its
+    // waiting message).
+    let waiting = |t: &&crate::api::TaskSummary| {
+        t.phase == TaskPhase::Running
+            && t.message
+                .as_deref()
+                .is_some_and(|m| m.contains(crate::api::approval::WAITING_MESSAGE))
+    };
+    for t in status.tasks.iter().filter(waiting) {
+        out.push((
+            NotifyEvent::ApprovalNeeded,
+            format!("{}/{}", t.name, t.attempts.unwrap_or(1)),
+            Some(t.name.clone()),
+            crate::api::reasons::WAITING.into(),
+            t.message.clone().unwrap_or_default(),
+        ));
+    }
     for t in status.tasks.iter().filter(|t| t.phase == TaskPhase::Retrying) {
         let attempts = t.attempts.unwrap_or(0);
         let what = format!("{}/{attempts}", t.name);
@@ -456,6 +473,10 @@ pub fn default_text(notice: &Notice) -> String {
                 Some(task) => format!("missed the deadline of task {task}"),
                 None => "missed its deadline".to_string(),
             },
+            Some(NotifyEvent::ApprovalNeeded) => format!(
+                "needs an approval of task {}",
+                notice.task.as_deref().unwrap_or_default()
+            ),
             Some(NotifyEvent::Retrying) =>
                 format!("is retrying task {}", notice.task.as_deref().unwrap_or_default()),
             None => event.to_lowercase(),

@@ -44,6 +44,7 @@ pub fn task_run_spec(pipeline: &ValidPipeline, index: usize) -> TaskRunSpec {
         inputs: Vec::new(),
         artifact_store: spec.artifact_store.clone(),
         wait: task.wait.clone(),
+        approval: task.approval.clone(),
         instance: None,
         cancelled: false,
         rerun: None,

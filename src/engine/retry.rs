@@ -101,7 +101,7 @@ pub fn delay(policy: &RetryPolicy, retry: u32) -> Duration {
 /// Whether a failure of this kind is worth another attempt under `policy` (ignoring how many
 /// attempts are left).
 pub fn is_retryable(policy: &RetryPolicy, reason: FailureReason, exit_code: Option<i32>) -> bool {
-    if reason == FailureReason::Cancelled {
+    if matches!(reason, FailureReason::Cancelled | FailureReason::Rejected) {
         return false;
     }
     let Some(on) = &policy.retry_on else { return true };

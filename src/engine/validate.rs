@@ -103,10 +103,11 @@ impl ValidPipeline {
         self.dag.is_empty()
     }
 
-    /// Whether the task is a sensor the operator evaluates itself (`wait`): it has no pod and
-    /// takes no `parallelism` slot.
+    /// Whether the task waits without a pod, evaluated by the operator itself (a sensor,
+    /// `wait`, or an approval gate, `approval`): it takes no `parallelism` slot.
     pub fn waits(&self, task: usize) -> bool {
-        self.task(task).wait.is_some()
+        let task = self.task(task);
+        task.wait.is_some() || task.approval.is_some()
     }
 
     pub fn is_finally(&self, task: usize) -> bool {
@@ -436,6 +437,8 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
     match task.image.as_deref().or(default_image) {
         // A sensor runs no container (its own checks are in `check_wait`).
         _ if task.wait.is_some() => check_wait(task, path, errors),
+        // Nor does an approval gate.
+        _ if task.approval.is_some() => check_approval(task, path, errors),
         None => errors.task(
             name,
             format!("{path}.image"),
@@ -471,23 +474,16 @@ fn check_task_fields(task: &TaskSpec, path: &str, spec: &PipelineSpec, errors: &
 /// kind of wait, and every field of it reads.
 fn check_wait(task: &TaskSpec, path: &str, errors: &mut Collector) {
     let name = task.name.as_str();
-    let container_fields = [
-        ("image", task.image.is_some()),
-        ("command", !task.command.is_empty()),
-        ("args", !task.args.is_empty()),
-        ("env", !task.env.is_empty()),
-        ("artifacts", !task.artifacts.is_empty()),
-        ("inputs", !task.inputs.is_empty()),
-        ("pool", task.pool.is_some()),
+    check_no_container(task, path, ("a", "wait"), errors);
+    for (field, set) in [
         ("outputs", !task.outputs.is_empty()),
         ("produces", !task.produces.is_empty()),
-    ];
-    for (field, set) in container_fields {
+    ] {
         if set {
             errors.task(
                 name,
                 format!("{path}.{field}"),
-                format!("a wait task runs no container: remove {field}, or wait"),
+                format!("a wait task hands on nothing: remove {field}"),
             );
         }
     }
@@ -655,6 +651,91 @@ fn check_object(object: &ObjectWait, field: &dyn Fn(&str) -> String, task: &str,
 fn require(text: &str, field: &str, task: &str, message: &str, errors: &mut Collector) {
     if text.trim().is_empty() {
         errors.task(task, field, message);
+    }
+}
+
+/// A task of `kind` (`wait`, `approval`, with its article) runs no container: it names nothing a container
+/// would need.
+fn check_no_container(task: &TaskSpec, path: &str, (article, kind): (&str, &str), errors: &mut Collector) {
+    let container_fields = [
+        ("image", task.image.is_some()),
+        ("command", !task.command.is_empty()),
+        ("args", !task.args.is_empty()),
+        ("env", !task.env.is_empty()),
+        ("artifacts", !task.artifacts.is_empty()),
+        ("inputs", !task.inputs.is_empty()),
+        ("pool", task.pool.is_some()),
+    ];
+    for (field, set) in container_fields {
+        if set {
+            errors.task(
+                &task.name,
+                format!("{path}.{field}"),
+                format!("{article} {kind} task runs no container: remove {field}, or {kind}"),
+            );
+        }
+    }
+}
+
+/// An approval task runs no container, is one task (no fan-out) a person names to `weir
+/// approve`, and has its own timeout (`approval.timeout`, then `onTimeout`).
+fn check_approval(task: &TaskSpec, path: &str, errors: &mut Collector) {
+    let name = task.name.as_str();
+    check_no_container(task, path, ("an", "approval"), errors);
+    let Some(gate) = &task.approval else { return };
+    let refuse = |errors: &mut Collector, field: &str, message: &str| {
+        errors.task(name, format!("{path}.{field}"), message.to_string());
+    };
+    if task.wait.is_some() {
+        refuse(
+            errors,
+            "wait",
+            "a task waits for a sensor (wait) or a person (approval), not both",
+        );
+    }
+    if task.timeout.is_some() {
+        refuse(
+            errors,
+            "timeout",
+            "an approval task's timeout is approval.timeout (then approval.onTimeout decides): move it there",
+        );
+    }
+    if task.retries.is_some() {
+        refuse(
+            errors,
+            "retries",
+            "an approval task is not retried (a rejection is final): remove retries",
+        );
+    }
+    if task.for_each.is_some() {
+        refuse(
+            errors,
+            "forEach",
+            "an approval task cannot fan out: weir approve RUN TASK names one decision",
+        );
+    }
+    if !task.outputs.is_empty() {
+        refuse(
+            errors,
+            "outputs",
+            "an approval task hands on no outputs: remove outputs",
+        );
+    }
+    check_duration(
+        gate.timeout.as_deref(),
+        &format!("{path}.approval.timeout"),
+        Some(name),
+        errors,
+    );
+    if gate.on_timeout.is_some() && gate.timeout.is_none() {
+        refuse(
+            errors,
+            "approval.onTimeout",
+            "onTimeout needs approval.timeout (without one the task waits until the run ends)",
+        );
+    }
+    if gate.message.as_deref().is_some_and(|m| m.len() > 1024) {
+        refuse(errors, "approval.message", "longer than 1024 characters");
     }
 }
 

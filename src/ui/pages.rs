@@ -74,6 +74,14 @@ pub fn routes() -> Router<Ui> {
         .route("/ns/{ns}/runs/{run}/tasks/{task}", get(task_page))
         .route("/ns/{ns}/runs/{run}/cancel", get(cancel_page).post(cancel_submit))
         .route("/ns/{ns}/runs/{run}/rerun", get(rerun_page).post(rerun_submit))
+        .route(
+            "/ns/{ns}/runs/{run}/approve/{task}",
+            get(approve_page).post(approve_submit),
+        )
+        .route(
+            "/ns/{ns}/runs/{run}/reject/{task}",
+            get(reject_page).post(reject_submit),
+        )
 }
 
 /// A page, or the error page.
@@ -464,6 +472,7 @@ async fn run_page(user: User, Path((ns, run)): Path<(String, String)>) -> PageRe
         "Rerun…",
         can_patch,
     ));
+    body.push_str(&approval_links(&user, &ns, &run, &snapshot.task_runs).await);
     let _ = write!(
         body,
         r#" <a id="link-graph" href="{}/graph">Graph</a></p>"#,
@@ -1054,6 +1063,108 @@ async fn cancel_page(user: User, Path((ns, run)): Path<(String, String)>) -> Pag
 async fn cancel_submit(user: User, Path((ns, run)): Path<(String, String)>) -> PageResult {
     api::cancel(&user, &ns, &run).await?;
     Ok(done(&run_href(&ns, &run)))
+}
+
+/// Approve and Reject buttons for each approval task that waits for a decision, enabled
+/// when Kubernetes lets the user create Approvals.
+async fn approval_links(user: &User, ns: &str, run: &str, task_runs: &[crate::api::TaskRun]) -> String {
+    let waiting: Vec<&str> = task_runs
+        .iter()
+        .filter(|tr| tr.spec.approval.is_some())
+        .filter(|tr| {
+            let status = tr.status.as_ref();
+            status.and_then(|s| s.phase) == Some(TaskPhase::Running)
+                && status.is_some_and(|s| s.approval.is_none())
+        })
+        .map(|tr| tr.spec.task_name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        return String::new();
+    }
+    let allowed = user.can(ns, "create", crate::cli::approve::APPROVALS).await;
+    let mut out = String::new();
+    for task in waiting {
+        for (verb, label) in [("approve", "Approve"), ("reject", "Reject")] {
+            out.push(' ');
+            out.push_str(&action_link(
+                &format!("action-{verb}-{task}"),
+                &format!("{}/{verb}/{}", run_href(ns, run), enc(task)),
+                &format!("{label} {task}…"),
+                allowed,
+            ));
+        }
+    }
+    out
+}
+
+async fn approve_page(user: User, Path((ns, run, task)): Path<(String, String, String)>) -> PageResult {
+    decision_page(&user, &ns, &run, &task, crate::api::Decision::Approve)
+}
+
+async fn reject_page(user: User, Path((ns, run, task)): Path<(String, String, String)>) -> PageResult {
+    decision_page(&user, &ns, &run, &task, crate::api::Decision::Reject)
+}
+
+fn decision_page(user: &User, ns: &str, run: &str, task: &str, decision: crate::api::Decision) -> PageResult {
+    let href = run_href(ns, run);
+    let (verb, what) = match decision {
+        crate::api::Decision::Approve => ("approve", "the run goes on"),
+        crate::api::Decision::Reject => ("reject", "the task fails with reason Rejected"),
+    };
+    let body = confirm_form(
+        &format!("{href}/{verb}/{}", enc(task)),
+        &user.csrf,
+        &format!(
+            "{} task {task} of run {run} as yourself? Then {what}.",
+            capitalized(verb)
+        ),
+        &format!("{} {task}", capitalized(verb)),
+        &href,
+        r#"<p><label>Comment <input type="text" name="comment" id="approval-comment" maxlength="1024"></label></p>"#,
+    );
+    Ok(html::page(&frame(user, &format!("{} {task}", capitalized(verb)), ns), &body).into_response())
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+async fn approve_submit(
+    user: User,
+    Path((ns, run, task)): Path<(String, String, String)>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> PageResult {
+    decision_submit(&user, &ns, &run, &task, crate::api::Decision::Approve, &fields).await
+}
+
+async fn reject_submit(
+    user: User,
+    Path((ns, run, task)): Path<(String, String, String)>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> PageResult {
+    decision_submit(&user, &ns, &run, &task, crate::api::Decision::Reject, &fields).await
+}
+
+/// Creates the Approval as the person using the UI (their credentials: the webhook records
+/// them as the decider).
+async fn decision_submit(
+    user: &User,
+    ns: &str,
+    run: &str,
+    task: &str,
+    decision: crate::api::Decision,
+    fields: &[(String, String)],
+) -> PageResult {
+    let comment = fields
+        .iter()
+        .find(|(k, _)| k == "comment")
+        .map(|(_, v)| v.clone());
+    crate::cli::approve::decide(&user.cluster(ns), run, task, decision, comment).await?;
+    Ok(done(&run_href(ns, run)))
 }
 
 async fn rerun_page(

@@ -19,7 +19,9 @@
 use super::{Error, Result};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -50,6 +52,8 @@ pub struct CertSettings {
     pub hosts: Vec<String>,
     /// The ValidatingWebhookConfiguration whose `caBundle` is kept current (self-managed).
     pub configuration: Option<String>,
+    /// The MutatingWebhookConfiguration (of approvals) whose `caBundle` is kept current.
+    pub mutating_configuration: Option<String>,
     pub validity: Duration,
     pub ca_validity: Duration,
     /// How often the Secret is read: the longest a replica serves a replaced certificate.
@@ -385,27 +389,61 @@ async fn sync(client: &kube::Client, settings: &CertSettings, store: &CertStore)
     if settings.manage
         && let Some(name) = &settings.configuration
     {
-        ensure_ca_bundle(client, name, &m.ca_crt).await?;
+        ensure_ca_bundle::<ValidatingWebhookConfiguration>(client, name, &m.ca_crt).await?;
+    }
+    if settings.manage
+        && let Some(name) = &settings.mutating_configuration
+    {
+        ensure_ca_bundle::<MutatingWebhookConfiguration>(client, name, &m.ca_crt).await?;
     }
     Ok(wait)
 }
 
+/// A webhook configuration, validating or mutating: the `caBundle`s of its webhooks.
+trait WebhookConfiguration:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+{
+    /// Sets every webhook's `caBundle` to `bundle`; true if one changed.
+    fn set_bundles(&mut self, bundle: &ByteString) -> bool;
+}
+
+macro_rules! ca_bundles {
+    ($kind:ty) => {
+        impl WebhookConfiguration for $kind {
+            fn set_bundles(&mut self, bundle: &ByteString) -> bool {
+                let mut changed = false;
+                for webhook in self.webhooks.iter_mut().flatten() {
+                    if webhook.client_config.ca_bundle.as_ref() != Some(bundle) {
+                        webhook.client_config.ca_bundle = Some(bundle.clone());
+                        changed = true;
+                    }
+                }
+                changed
+            }
+        }
+    };
+}
+ca_bundles!(ValidatingWebhookConfiguration);
+ca_bundles!(MutatingWebhookConfiguration);
+
 /// Sets every webhook's `caBundle` of the configuration `name` to `ca`.
-async fn ensure_ca_bundle(client: &kube::Client, name: &str, ca: &str) -> Result<()> {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+async fn ensure_ca_bundle<K: WebhookConfiguration>(
+    client: &kube::Client,
+    name: &str,
+    ca: &str,
+) -> Result<()> {
+    let api: Api<K> = Api::all(client.clone());
     let Some(mut config) = api.get_opt(name).await? else {
         return Err(Error::Cert(format!(
-            "ValidatingWebhookConfiguration {name} not found: the API server does not call the webhook"
+            "{} {name} not found: the API server does not call the webhook",
+            K::kind(&())
         )));
     };
-    let bundle = ByteString(ca.as_bytes().to_vec());
-    let mut changed = false;
-    for webhook in config.webhooks.iter_mut().flatten() {
-        if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-            webhook.client_config.ca_bundle = Some(bundle.clone());
-            changed = true;
-        }
-    }
+    let changed = config.set_bundles(&ByteString(ca.as_bytes().to_vec()));
     if changed {
         match api.replace(name, &PostParams::default(), &config).await {
             Ok(_) => tracing::info!(configuration = name, "webhook caBundle updated"),
@@ -430,6 +468,7 @@ mod tests {
             manage: true,
             hosts: vec!["weir-webhook.weir-system.svc".into(), "127.0.0.1".into()],
             configuration: None,
+            mutating_configuration: None,
             validity: Duration::from_secs(3600),
             ca_validity: Duration::from_secs(36_000),
             check_every: Duration::from_secs(10),

@@ -10,6 +10,7 @@
 //! (see docs/webhook.md), and the one API call, reading a run's Pipeline, is cut off
 //! after [`LOOKUP_TIMEOUT`], after which the run is allowed and checked by the controller.
 
+pub mod approval;
 pub mod certs;
 pub mod review;
 
@@ -40,6 +41,8 @@ pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The path the webhook configuration calls.
 pub const PATH: &str = "/validate";
+/// The path the approvals' mutating webhook configuration calls (docs/approvals.md).
+pub const APPROVAL_PATH: &str = "/mutate-approval";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -67,16 +70,24 @@ struct Reviewer {
     /// Namespaces the operator manages; empty: all. Others are allowed untouched (on 1.20
     /// the configuration's namespaceSelector cannot name namespaces, see docs/webhook.md).
     namespaces: Arc<Vec<String>>,
+    /// The key Approvals are signed with.
+    approval_key: Arc<crate::controller::approval::ApprovalKey>,
 }
 
 /// The webhook's HTTP routes (plain HTTP; [`serve`] puts TLS in front).
-pub fn router(client: kube::Client, namespaces: Vec<String>) -> Router {
+pub fn router(
+    client: kube::Client,
+    namespaces: Vec<String>,
+    approval_key: Arc<crate::controller::approval::ApprovalKey>,
+) -> Router {
     Router::new()
         .route(PATH, post(handle))
+        .route(APPROVAL_PATH, post(handle))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(Reviewer {
             client,
             namespaces: Arc::new(namespaces),
+            approval_key,
         })
 }
 
@@ -114,6 +125,7 @@ async fn decide(reviewer: &Reviewer, request: &AdmissionRequest<DynamicObject>) 
             read::<Pipeline>(request.object.as_ref(), "Pipeline").map(|p| review::pipeline_problems(&p))
         }
         "PipelineRun" => review_run(reviewer, request, &namespace).await,
+        "Approval" => return review_approval(reviewer, request).await,
         _ => return allowed,
     };
     let problems = problems.unwrap_or_else(|problem| vec![problem]);
@@ -127,6 +139,23 @@ async fn decide(reviewer: &Reviewer, request: &AdmissionRequest<DynamicObject>) 
         allowed
     } else {
         allowed.deny(review::denial(kind, &name, &problems))
+    }
+}
+
+/// Signs an Approval with who made it; with no key to sign with, refuses it (an unsigned
+/// Approval would decide nothing anyway).
+async fn review_approval(
+    reviewer: &Reviewer,
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, reviewer.approval_key.get(&reviewer.client)).await {
+        Ok(Ok(key)) => approval::respond(key, request),
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "webhook: cannot read the approval signing key");
+            AdmissionResponse::from(request).deny(format!("Weir cannot sign the Approval now: {err}"))
+        }
+        Err(_) => AdmissionResponse::from(request)
+            .deny("Weir cannot sign the Approval now: reading its key timed out"),
     }
 }
 

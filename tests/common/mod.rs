@@ -66,6 +66,7 @@ pub async fn install_crds(ns: &TestNamespace) {
                         "crd/pools.weir.dev",
                         "crd/assets.weir.dev",
                         "crd/pipelinerevisions.weir.dev",
+                        "crd/approvals.weir.dev",
                     ])
                     .output()
                     .expect("running kubectl wait");
@@ -204,6 +205,28 @@ impl Operator {
             let addr = lines.last()?.split("addr=").nth(1)?.split_whitespace().next()?;
             addr.parse().ok()
         })
+        .await
+    }
+
+    /// Where the operator's admission webhook listens (from its log).
+    pub async fn webhook_addr(&self) -> std::net::SocketAddr {
+        wait_for(
+            "the operator's webhook address",
+            Duration::from_secs(30),
+            || async {
+                let log = self.log();
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("serving the admission webhook"))?;
+                line.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            },
+        )
         .await
     }
 

@@ -106,6 +106,10 @@ watched namespace (namespaced scope).
 - apiGroups: [weir.dev]
   resources: [taskruns/status]
   verbs: [patch]
+# Approvals: read and watched (a decision wakes the approval task it names); never written.
+- apiGroups: [weir.dev]
+  resources: [approvals]
+  verbs: [get, list, watch]
 # Pools: read and watched; their status (the slots held) is replaced under the
 # resourceVersion read, so two writers can never both take the last slot.
 - apiGroups: [weir.dev]
@@ -195,4 +199,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: ui
 app.kubernetes.io/part-of: weir
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The Secret holding the key Approvals are signed with (docs/approvals.md). */}}
+{{- define "weir.approvalKeySecret" -}}
+{{- printf "%s-approval-key" (include "weir.fullname" .) -}}
 {{- end }}

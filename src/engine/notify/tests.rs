@@ -480,3 +480,26 @@ fn an_email_target_is_checked_and_its_subject_is_the_first_line() {
     );
     assert_eq!(message_id("a b<c>"), "<a_b_c_@weir.dev>");
 }
+
+#[test]
+fn an_approval_task_that_waits_calls_for_one_message_per_attempt() {
+    let ns = [hook("approvers", &[NotifyEvent::ApprovalNeeded])];
+    let mut waiting = summary("sign-off", TaskPhase::Running, 1);
+    waiting.message = Some("attempt 1: waiting for approval: weir approve r1 sign-off".into());
+    let status = PipelineRunStatus {
+        phase: Some(RunPhase::Running),
+        tasks: vec![summary("train", TaskPhase::Running, 1), waiting],
+        ..Default::default()
+    };
+    let due = due(&pipeline(&ns), &status);
+    let keys: Vec<&str> = due.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["approvers/ApprovalNeeded/sign-off/1"]);
+    assert_eq!(due[0].task.as_deref(), Some("sign-off"));
+    assert!(
+        due[0].message.contains("weir approve r1 sign-off"),
+        "{:?}",
+        due[0]
+    );
+    // Nobody listening to it by default (failures only).
+    assert!(super::due(&pipeline(&[hook("oncall", &[])]), &status).is_empty());
+}

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("notify", 2),
     ("deadline", 2),
     ("sensor", 2),
+    ("approval", 2),
     // A pipeline checked as a whole.
     ("validate", 3),
     // Decisions over a valid pipeline.

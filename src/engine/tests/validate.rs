@@ -793,3 +793,40 @@ fn a_valid_sensor_of_each_kind() {
     let valid = validate(&spec).expect("valid");
     assert!((0..valid.len()).all(|i| valid.waits(i)));
 }
+
+#[test]
+fn an_approval_task_runs_no_container_and_keeps_its_timeout_in_approval() {
+    let spec: PipelineSpec = serde_saphyr::from_str(
+        r#"
+defaults: {image: busybox, timeout: 10m}
+tasks:
+  - name: gate
+    image: busybox
+    timeout: 1h
+    retries: {limit: 2}
+    forEach: {items: [a, b]}
+    approval: {timeout: soon, onTimeout: Approve}
+  - name: bare
+    approval: {onTimeout: Approve}
+  - name: fine
+    approval: {timeout: 24h, onTimeout: Reject, message: "deploy?"}
+"#,
+    )
+    .unwrap();
+    let errors = problems(&spec);
+    for (field, words) in [
+        ("tasks[0].image", "an approval task runs no container"),
+        ("tasks[0].timeout", "approval.timeout"),
+        ("tasks[0].retries", "not retried"),
+        ("tasks[0].forEach", "cannot fan out"),
+        ("tasks[0].approval.timeout", ""),
+        ("tasks[1].approval.onTimeout", "needs approval.timeout"),
+    ] {
+        let e = error_at(&errors, field);
+        assert!(e.message.contains(words), "{field}: {}", e.message);
+    }
+    assert!(
+        errors.iter().all(|e| e.task.as_deref() != Some("fine")),
+        "{errors:#?}"
+    );
+}
