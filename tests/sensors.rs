@@ -399,8 +399,11 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asset_sensor_holds_on_an_update_after_the_run_started() {
     let (ns, _op) = setup("sensors-asset").await;
-    // An update before the run does not count.
+    // An update before the run does not count. Asset event times are whole seconds, and
+    // only an event of a later second than the run's start counts: each update here is
+    // made in a second of its own.
     stdout_ok(&weir(&ns, &["asset", "update", "sales/daily"]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     ns.apply(
         r#"
 apiVersion: weir.dev/v1alpha1
@@ -428,6 +431,7 @@ spec:
         message.contains("last update"),
         "the earlier update is known: {message}"
     );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     stdout_ok(&weir(&ns, &["asset", "update", "sales/daily"]));
     let fresh = done_task(&ns, "consume-1", "fresh").await;
     assert_eq!(
