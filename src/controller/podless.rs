@@ -76,6 +76,30 @@ pub async fn evaluate(
     Ok(record(attempt, verdict, now))
 }
 
+/// The first status of an attempt just started without a pod says what it waits for: its
+/// condition is looked at once, and the message of a wait kept. An outcome found here is
+/// left for the next look to record (the plan of this pass still has the attempt running).
+pub async fn announce(
+    ctx: &Context,
+    ns: &str,
+    tr: &TaskRun,
+    attempts: &mut BTreeMap<u32, Attempt>,
+    started: Option<u32>,
+    now: jiff::Timestamp,
+) -> Result<()> {
+    let Some(number) = started.filter(|_| !tr.spec.uses_pod()) else {
+        return Ok(());
+    };
+    let mut probe = attempts.clone();
+    evaluate(ctx, ns, tr, &mut probe, now).await?;
+    if let (Some(looked), Some(attempt)) = (probe.get(&number), attempts.get_mut(&number))
+        && looked.phase == AttemptPhase::Running
+    {
+        attempt.message = looked.message.clone();
+    }
+    Ok(())
+}
+
 /// Looks at the condition of the task's kind.
 async fn check(
     ctx: &Context,

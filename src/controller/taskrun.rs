@@ -56,7 +56,8 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let plan = plan(&tr.spec, &recorded.attempts, round.round_start.unwrap_or(0), now);
     let gate = gate(&ctx, &ns, &tr, &plan, now).await?;
     let plan = hold_back(plan, &gate);
-    let (recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
+    let (mut recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
+    podless::announce(&ctx, &ns, &tr, &mut recorded.attempts, started, now).await?;
     let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
     let mut status = waiting_status(status, &gate, tr.metadata.generation, now);
     let waits_for_approval = tr.spec.approval.is_some() && evaluated.look_again.is_some();
