@@ -603,3 +603,53 @@ async fn examples_run_to_completion_and_kubectl_wait_works() {
         "{explain}"
     );
 }
+
+/// Issue 14 (memory): a TaskRun the operator is done with is marked `weir.dev/finished`
+/// and leaves its watch; an operator started again beside finished runs neither
+/// reconciles their TaskRuns nor changes them.
+#[tokio::test]
+async fn finished_task_runs_are_marked_and_left_alone_by_a_restarted_operator() {
+    let (ns, mut op) = setup("finished-mark").await;
+    ns.apply(&chain_with_flaky_run("done", 2, "true"));
+    let run = wait_run_done(&ns, "done", RUN_TIMEOUT).await;
+    assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    let before = wait_all_marked_finished(&ns, "done").await;
+    assert_eq!(before.len(), 3);
+    let listed = ns.kubectl_ok(["get", "taskruns", "-l", "weir.dev/finished!=true", "-o", "name"]);
+    assert!(listed.trim().is_empty(), "still at work: {listed}");
+    let run = ns.api::<PipelineRun>().get("done").await.unwrap();
+
+    op.restart();
+    let addr = op.http_addr().await;
+    // The run's reconcile is the sign that the restarted operator has looked.
+    let metrics = wait_for("the finished run reconciled", RUN_TIMEOUT, || async {
+        let metrics = scrape(addr).await;
+        let runs = sample(
+            &metrics,
+            "weir_reconcile_duration_seconds_count{controller=\"pipelinerun\"}",
+        );
+        if runs.unwrap_or(0.0) >= 1.0 {
+            Ok(metrics)
+        } else {
+            Err(metrics)
+        }
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "weir_reconcile_duration_seconds_count{controller=\"taskrun\"}"
+        ),
+        Some(0.0),
+        "finished TaskRuns are not even in the operator's watch"
+    );
+    let versions = |trs: &[TaskRun]| -> Vec<Option<String>> {
+        trs.iter().map(|t| t.metadata.resource_version.clone()).collect()
+    };
+    assert_eq!(versions(&task_runs_of(&ns, "done").await), versions(&before));
+    let after = ns.api::<PipelineRun>().get("done").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, run.metadata.resource_version,
+        "the finished run is as it was"
+    );
+}

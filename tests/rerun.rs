@@ -162,10 +162,13 @@ async fn rerunning_what_failed_ends_succeeded_and_keeps_the_history() {
     let flaky = Flaky::new();
     let before = failed_run(&ns, "nightly", &flaky).await;
     assert_eq!(summary_phase(&before, "load"), Some(TaskPhase::UpstreamFailed));
+    // The finished TaskRuns have left the operator's watch: the rerun brings them back.
+    wait_all_marked_finished(&ns, "nightly").await;
     flaky.open_gate();
     ask_rerun(&ns, "nightly", serde_json::json!({"request": "r1"})).await;
     let run = wait_rerun_done(&ns, "nightly", "r1").await;
     assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
+    wait_all_marked_finished(&ns, "nightly").await;
     let applied = run.status.as_ref().unwrap().rerun.clone().unwrap();
     assert_eq!(applied.count, 1);
     let mut rerun_tasks = applied.tasks.clone();

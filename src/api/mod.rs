@@ -79,6 +79,11 @@ pub mod labels {
     pub const TRIGGER: &str = "weir.dev/trigger";
     /// On Jobs, for Kueue: the LocalQueue named by `podTemplate.kueueQueueName`.
     pub const KUEUE_QUEUE_NAME: &str = "kueue.x-k8s.io/queue-name";
+    /// On TaskRuns: `true` once the task ended and the operator has nothing left to do for
+    /// it (its last write); a rerun of the task sets it to `false`. The operator's watches
+    /// leave such TaskRuns out, so it keeps none of them in memory.
+    /// `kubectl get taskruns -l weir.dev/finished!=true` lists those still at work.
+    pub const FINISHED: &str = "weir.dev/finished";
     /// Marks every object managed by Weir.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// Value of [`MANAGED_BY`].

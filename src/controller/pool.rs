@@ -140,10 +140,12 @@ pub async fn reconcile(found: Arc<Pool>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// The TaskRuns of a namespace, fresh from the API server (they decide what is held).
+/// The TaskRuns of a namespace, fresh from the API server (they decide what is held), but
+/// those marked finished: they hold nothing, and a namespace keeps thousands of them.
 async fn task_runs_of(ctx: &Context, ns: &str) -> Result<Vec<TaskRun>> {
     let api = Api::<TaskRun>::namespaced(ctx.client.clone(), ns);
-    Ok(api.list(&ListParams::default()).await?.items)
+    let unfinished = ListParams::default().labels(super::finished::UNFINISHED);
+    Ok(api.list(&unfinished).await?.items)
 }
 
 /// Replaces the pool's status, on the condition that the pool is still as it was read.

@@ -206,13 +206,15 @@ pub fn requester(run: &PipelineRun) -> Option<String> {
 }
 
 /// The patch that starts a held TaskRun again: its spec resolved afresh, asked to run
-/// again for `request`, no longer cancelled, the hold removed.
+/// again for `request`, no longer cancelled, the hold removed, and no longer marked
+/// finished (so that the TaskRun controller's watch takes it in again).
 pub fn resume_patch(mut spec: TaskRunSpec, request: &str) -> serde_json::Value {
     spec.rerun = Some(request.to_string());
     spec.cancelled = false;
     serde_json::json!([
         { "op": "replace", "path": "/spec", "value": spec },
         { "op": "remove", "path": format!("/metadata/annotations/{}", annotations::RERUN.replace('/', "~1")) },
+        super::finished::unmark_op(),
     ])
 }
 
@@ -334,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn resuming_replaces_the_spec_asks_again_and_lifts_the_hold() {
+    fn resuming_replaces_the_spec_asks_again_lifts_the_hold_and_the_finished_mark() {
         let spec = TaskRunSpec {
             task_name: "a".into(),
             args: vec!["2".into()],
@@ -354,6 +356,7 @@ mod tests {
             patch[1],
             json!({"op": "remove", "path": "/metadata/annotations/weir.dev~1rerun"})
         );
+        assert_eq!(patch[2], super::super::finished::unmark_op(), "back in the watch");
     }
 
     #[test]

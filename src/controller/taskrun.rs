@@ -69,6 +69,9 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     );
     let status = super::asset::record_produced(&ctx, &ns, &tr, status).await?;
     update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
+    if nothing_left(&old, &status, &recorded.to_delete) {
+        super::finished::mark(&Api::<TaskRun>::namespaced(ctx.client.clone(), &ns), &tr).await?;
+    }
     publish_events(&tr, &ctx, &old, &status, &plan, started).await;
     if let Some(event) = wait_event(&tr.spec.task_name, &old, &gate) {
         publish(&tr, &ctx, &status, event).await;
@@ -632,6 +635,12 @@ async fn update_status(
     Ok(())
 }
 
+/// Whether the TaskRun ended and this look found nothing more to write or delete: the
+/// operator is done with it, and marks it finished (see [`super::finished`]).
+fn nothing_left(old: &TaskRunStatus, status: &TaskRunStatus, to_delete: &[String]) -> bool {
+    status == old && status.phase.is_some_and(TaskPhase::is_terminal) && to_delete.is_empty()
+}
+
 /// When to look again: when the retry delay is over; for a finished task only on a change;
 /// for a task that waits without a pod, when its wait says; otherwise after [`RESYNC`].
 fn next_reconcile(
@@ -959,6 +968,25 @@ mod tests {
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+
+    #[test]
+    fn only_an_ended_task_with_nothing_to_write_or_delete_is_left_alone() {
+        let ended = TaskRunStatus {
+            phase: Some(TaskPhase::Succeeded),
+            ..Default::default()
+        };
+        assert!(nothing_left(&ended, &ended, &[]));
+        assert!(!nothing_left(&ended, &ended, &["t-1".into()]), "a Job to delete");
+        let mut newer = ended.clone();
+        newer.attempt_count = Some(1);
+        assert!(!nothing_left(&ended, &newer, &[]), "a status to write first");
+        let running = TaskRunStatus {
+            phase: Some(TaskPhase::Running),
+            ..Default::default()
+        };
+        assert!(!nothing_left(&running, &running, &[]));
+        assert!(!nothing_left(&Default::default(), &Default::default(), &[]));
+    }
 
     /// The reconcile's clock in every test.
     const NOW: i64 = 10_000;

@@ -543,6 +543,28 @@ pub async fn task_runs_of(ns: &TestNamespace, run: &str) -> Vec<TaskRun> {
         .items
 }
 
+/// Every TaskRun of a run, once all of them carry the finished mark (the operator's last
+/// write on a TaskRun it is done with).
+pub async fn wait_all_marked_finished(ns: &TestNamespace, run: &str) -> Vec<TaskRun> {
+    wait_for(
+        "every TaskRun marked finished",
+        Duration::from_secs(120),
+        || async {
+            let trs = task_runs_of(ns, run).await;
+            let unmarked: Vec<String> = trs
+                .iter()
+                .filter(|tr| !weir::controller::finished::is_marked(*tr))
+                .map(|tr| tr.metadata.name.clone().unwrap_or_default())
+                .collect();
+            if trs.is_empty() || !unmarked.is_empty() {
+                return Err(format!("not marked: {unmarked:?}"));
+            }
+            Ok(trs)
+        },
+    )
+    .await
+}
+
 /// Reads an example from `examples/`, optionally rewriting text in it.
 pub fn example(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("examples").join(format!("{name}.yaml")))
