@@ -118,11 +118,7 @@ pub fn controller<K: Reconciled>(
     let (reader, writer) = reflector::store();
     let queue = queue.clone();
     let objects = watcher(api, config)
-        .modify(|obj: &mut K| {
-            if !K::KEEPS_MANAGED_FIELDS {
-                obj.meta_mut().managed_fields = None;
-            }
-        })
+        .modify(strip::<K>)
         .reflect(writer)
         .applied_objects()
         .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
@@ -130,6 +126,13 @@ pub fn controller<K: Reconciled>(
         .trigger_backoff(WatchBackoff::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     (controller, reader)
+}
+
+/// What no reconcile of `K` reads, taken off before an object enters a cache.
+pub fn strip<K: Reconciled>(obj: &mut K) {
+    if !K::KEEPS_MANAGED_FIELDS {
+        obj.meta_mut().managed_fields = None;
+    }
 }
 
 /// Most reconciles of one controller at a time. Unbounded (kube-runtime's default), an

@@ -8,6 +8,7 @@ pub mod approval;
 pub mod artifacts;
 pub mod asset;
 pub mod deadline;
+pub mod finished;
 #[cfg(test)]
 mod fixture;
 pub mod instrument;
@@ -23,6 +24,7 @@ pub mod rerun;
 pub mod revision;
 pub mod schedule;
 pub mod sensor;
+pub mod shared;
 pub mod taskrun;
 
 use crate::api::Pipeline;
@@ -304,6 +306,12 @@ fn managed_selector() -> String {
     )
 }
 
+/// The watch of objects the operator is not done with: finished ones stay out of memory
+/// (see [`finished`]).
+fn at_work() -> watcher::Config {
+    watcher::Config::default().labels(finished::UNFINISHED)
+}
+
 /// How long a shutdown waits for reconciles in flight before abandoning them.
 const DRAIN: Duration = Duration::from_secs(20);
 
@@ -367,20 +375,45 @@ async fn all_synced(caches: Vec<BoxFuture<'static, bool>>) -> bool {
     futures::future::join_all(caches).await.into_iter().all(|ok| ok)
 }
 
-/// The five controllers of one scope.
+/// The six controllers of one scope.
 fn controllers_for(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> [Started; 6] {
+    let [runs, notifier] = pipeline_run_controllers(ctx, scope, shutdown);
     [
         pipeline_controller(ctx, scope, shutdown),
-        run_controller(ctx, scope, shutdown),
+        runs,
         task_run_controller(ctx, scope, shutdown),
         pool_controller(ctx, scope, shutdown),
         asset_controller(ctx, scope, shutdown),
-        notifier_controller(ctx, scope, shutdown),
+        notifier,
     ]
+}
+
+/// The two controllers of PipelineRuns, the run's own and the notifier, on one watch and
+/// one cache (see [`shared`]); the watch runs with the runs' controller.
+fn pipeline_run_controllers(
+    ctx: &Arc<Context>,
+    scope: &Scope,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> [Started; 2] {
+    let queues = [
+        ctx.metrics.queue(ControllerKind::pipelinerun),
+        ctx.metrics.queue(ControllerKind::notifier),
+    ];
+    let ([runs, notifier], cache, watch) = shared::controllers(
+        scope.api::<PipelineRun>(&ctx.client),
+        watcher::Config::default(),
+        [&queues[0], &queues[1]],
+        shutdown,
+    );
+    let [run_queue, notifier_queue] = queues;
+    let runs = run_controller(ctx, scope, shutdown, (runs, cache.clone()), &run_queue);
+    let notifier = notifier_controller(ctx, shutdown, (notifier, cache), &notifier_queue);
+    let running = futures::future::join(runs.running, watch).map(|_| ()).boxed();
+    [Started { running, ..runs }, notifier]
 }
 
 /// Assets: their `status.consumers`, kept from the Pipelines that name them.
@@ -418,19 +451,14 @@ fn asset_controller(
 /// never waits behind (or holds up) the runs' reconciles.
 fn notifier_controller(
     ctx: &Arc<Context>,
-    scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
+    (c, cache): (kube::runtime::Controller<PipelineRun>, Store<PipelineRun>),
+    queue: &crate::metrics::Queue,
 ) -> Started {
-    let queue = ctx.metrics.queue(ControllerKind::notifier);
-    let (c, cache) = controller(
-        scope.api::<PipelineRun>(&ctx.client),
-        watcher::Config::default(),
-        &queue,
-    );
     let running = c
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(reconciler(&queue, notify::reconcile), error_policy, ctx.clone())
-        .for_each(on_result(&queue));
+        .run(reconciler(queue, notify::reconcile), error_policy, ctx.clone())
+        .for_each(on_result(queue));
     Started {
         running: running.boxed(),
         synced: synced(cache),
@@ -450,7 +478,7 @@ fn pool_controller(
     let running = watches(
         c,
         scope.api::<TaskRun>(client),
-        watcher::Config::default(),
+        at_work(),
         &queue,
         pool::pool_of_task_run,
     )
@@ -520,14 +548,10 @@ fn run_controller(
     ctx: &Arc<Context>,
     scope: &Scope,
     shutdown: &tokio_util::sync::CancellationToken,
+    (c, cache): (kube::runtime::Controller<PipelineRun>, Store<PipelineRun>),
+    queue: &crate::metrics::Queue,
 ) -> Started {
     let client = &ctx.client;
-    let queue = ctx.metrics.queue(ControllerKind::pipelinerun);
-    let (c, cache) = controller(
-        scope.api::<PipelineRun>(client),
-        watcher::Config::default(),
-        &queue,
-    );
     let wake_queued = {
         let queue = queue.clone();
         move |p| {
@@ -542,7 +566,7 @@ fn run_controller(
         c,
         scope.api::<PartialObjectMeta<TaskRun>>(client),
         watcher::Config::default(),
-        &queue,
+        queue,
     )
     .watches(
         scope.api::<Pipeline>(client),
@@ -551,11 +575,11 @@ fn run_controller(
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(
-        reconciler(&queue, pipelinerun::reconcile),
+        reconciler(queue, pipelinerun::reconcile),
         error_policy,
         ctx.clone(),
     )
-    .for_each(on_result(&queue));
+    .for_each(on_result(queue));
     let active = cache.clone();
     ctx.metrics.add_active_runs_source(move || {
         active
@@ -584,7 +608,7 @@ fn task_run_controller(
     let client = &ctx.client;
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
-    let (c, cache) = controller(scope.api::<TaskRun>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue);
     let c = owns(
         c,
         scope.api::<PartialObjectMeta<Job>>(client),
