@@ -312,6 +312,13 @@ fn at_work() -> watcher::Config {
     watcher::Config::default().labels(finished::UNFINISHED)
 }
 
+/// The watches of whole PipelineRuns list them a hundred at a time (kube's default is
+/// 500): a run of an inline pipeline is some 15 KiB once read, and every page read is held
+/// whole while it is taken in, beside the cache it fills.
+fn runs_page() -> watcher::Config {
+    watcher::Config::default().page_size(100)
+}
+
 /// How long a shutdown waits for reconciles in flight before abandoning them.
 const DRAIN: Duration = Duration::from_secs(20);
 
@@ -405,7 +412,7 @@ fn pipeline_run_controllers(
     ];
     let ([runs, notifier], cache, watch) = shared::controllers(
         scope.api::<PipelineRun>(&ctx.client),
-        watcher::Config::default(),
+        runs_page(),
         [&queues[0], &queues[1]],
         shutdown,
     );
@@ -518,7 +525,7 @@ fn pipeline_controller(
     let c = watches(
         c,
         scope.api::<PipelineRun>(client),
-        watcher::Config::default(),
+        runs_page(),
         &queue,
         pipeline::pipeline_of_run,
     );
