@@ -7,6 +7,8 @@
 //! objects takes a few minutes). `WEIR_MEMORY_RUNS=100` for a quicker, smaller run.
 //! `WEIR_MEMORY_KEEP=1` leaves the filled namespace in place (its name is printed), to
 //! profile an operator on it by hand (see docs/operations.md, "Memory").
+//! The filled namespace's deletion keeps the control plane's garbage collector busy for
+//! minutes afterwards (see the same section).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
