@@ -234,7 +234,9 @@ impl Metrics {
             "Always 1: which shard this process runs (shard) of how many (shards); 0 of 1 without sharding",
             shard_info.clone(),
         );
-        shard_info.get_or_create(&ShardLabels { shard: 0, shards: 1 }).set(1);
+        shard_info
+            .get_or_create(&ShardLabels { shard: 0, shards: 1 })
+            .set(1);
         let pools = Gauge::default();
         registry.register("pools", "Pools (reported by the leader)", pools.clone());
         let pool_slots = Gauge::default();
@@ -408,7 +410,9 @@ impl Metrics {
     /// Says which shard this process runs (`weir_shard_info`); shard 0 of 1 until then.
     pub fn set_shard(&self, shard: u32, shards: u32) {
         self.shard_info.clear();
-        self.shard_info.get_or_create(&ShardLabels { shard, shards }).set(1);
+        self.shard_info
+            .get_or_create(&ShardLabels { shard, shards })
+            .set(1);
     }
 
     /// Adds a way to count active runs (one per watch cache of PipelineRuns).
@@ -559,7 +563,12 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
         m.set_shard(1, 2);
-        let shards: Vec<String> = m.encode().lines().filter(|l| l.starts_with("weir_shard_info")).map(String::from).collect();
+        let shards: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("weir_shard_info"))
+            .map(String::from)
+            .collect();
         assert_eq!(shards, ["weir_shard_info{shard=\"1\",shards=\"2\"} 1"]);
         m.controllers_stopped();
         assert!(m.encode().lines().any(|l| l == "weir_active_runs 0"));

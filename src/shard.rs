@@ -62,7 +62,9 @@ impl ShardError {
     /// A short, static category for logs.
     pub fn category(&self) -> &'static str {
         match self {
-            ShardError::NoShards | ShardError::OutOfRange { .. } | ShardError::Missing { .. } => "shard-range",
+            ShardError::NoShards | ShardError::OutOfRange { .. } | ShardError::Missing { .. } => {
+                "shard-range"
+            }
             ShardError::Unreadable { .. } => "shard-flag",
             ShardError::NoPodName | ShardError::NoOrdinal { .. } => "pod-name",
         }
@@ -90,9 +92,11 @@ impl FromStr for ShardChoice {
         if text == POD_ORDINAL {
             return Ok(ShardChoice::PodOrdinal);
         }
-        text.parse().map(ShardChoice::Index).map_err(|_| ShardError::Unreadable {
-            given: text.to_string(),
-        })
+        text.parse()
+            .map(ShardChoice::Index)
+            .map_err(|_| ShardError::Unreadable {
+                given: text.to_string(),
+            })
     }
 }
 
@@ -113,7 +117,11 @@ impl Shard {
 
     /// The shard the flags make: `--shards` (`count`), `--shard` (`choice`, needed when
     /// there is more than one shard) and `POD_NAME` (`pod_name`, for `pod-ordinal`).
-    pub fn from_flags(count: u32, choice: Option<ShardChoice>, pod_name: Option<&str>) -> Result<Shard, ShardError> {
+    pub fn from_flags(
+        count: u32,
+        choice: Option<ShardChoice>,
+        pod_name: Option<&str>,
+    ) -> Result<Shard, ShardError> {
         if count == 0 {
             return Err(ShardError::NoShards);
         }
@@ -168,7 +176,10 @@ impl Shard {
     /// The events of a watch without those of objects other shards own, so they never
     /// reach the watch cache (which then holds this shard's share only). Restarts and
     /// the end of a first list pass.
-    pub fn owned_events<K, E, S>(self, events: S) -> impl Stream<Item = Result<watcher::Event<K>, E>> + Send + use<K, E, S>
+    pub fn owned_events<K, E, S>(
+        self,
+        events: S,
+    ) -> impl Stream<Item = Result<watcher::Event<K>, E>> + Send + use<K, E, S>
     where
         K: Resource + Send,
         E: Send,
@@ -188,7 +199,10 @@ impl Shard {
     /// `mapper` (what a watched object wakes up) run only for objects this shard sees;
     /// others wake nothing. Every wake-up in Weir stays in the object's namespace, so an
     /// object of another shard could only wake objects of that shard.
-    pub fn gate<O, I>(self, mapper: impl Fn(O) -> I) -> impl Fn(O) -> std::iter::Flatten<std::option::IntoIter<I>>
+    pub fn gate<O, I>(
+        self,
+        mapper: impl Fn(O) -> I,
+    ) -> impl Fn(O) -> std::iter::Flatten<std::option::IntoIter<I>>
     where
         O: Resource,
         I: IntoIterator,
@@ -268,7 +282,15 @@ mod tests {
         assert_eq!(pod_ordinal("weir-operator-0"), Some(0));
         assert_eq!(pod_ordinal("weir-operator-12"), Some(12));
         assert_eq!(pod_ordinal("weir-0-operator-7"), Some(7));
-        for bad in ["weir-operator", "weir-operator-", "-3", "7", "weir-operator-x1", "weir-operator-+1", ""] {
+        for bad in [
+            "weir-operator",
+            "weir-operator-",
+            "-3",
+            "7",
+            "weir-operator-x1",
+            "weir-operator-+1",
+            "",
+        ] {
             assert_eq!(pod_ordinal(bad), None, "{bad:?}");
         }
         assert_eq!(pod_ordinal("w-99999999999"), None, "beyond u32");
@@ -277,18 +299,30 @@ mod tests {
     #[test]
     fn flags_make_a_shard_or_say_which_flag_is_wrong() {
         assert_eq!(Shard::from_flags(1, None, None), Ok(Shard::WHOLE));
-        assert_eq!(Shard::from_flags(3, Some(ShardChoice::Index(2)), None).map(|s| s.index()), Ok(2));
+        assert_eq!(
+            Shard::from_flags(3, Some(ShardChoice::Index(2)), None).map(|s| s.index()),
+            Ok(2)
+        );
         let pod = |name| Shard::from_flags(2, Some(ShardChoice::PodOrdinal), name);
         assert_eq!(pod(Some("weir-operator-3")), Shard::new(1, 2));
         assert_eq!(pod(Some("weir-operator-2")), Shard::new(0, 2));
 
         let errors = [
             (Shard::from_flags(0, None, None), "--shards"),
-            (Shard::from_flags(2, Some(ShardChoice::Index(2)), None), "--shard (WEIR_SHARD) 2 is out of range"),
-            (Shard::from_flags(2, None, None), "--shard (WEIR_SHARD) is required with --shards 2"),
+            (
+                Shard::from_flags(2, Some(ShardChoice::Index(2)), None),
+                "--shard (WEIR_SHARD) 2 is out of range",
+            ),
+            (
+                Shard::from_flags(2, None, None),
+                "--shard (WEIR_SHARD) is required with --shards 2",
+            ),
             (pod(None), "POD_NAME, which is not set"),
             (pod(Some("")), "POD_NAME, which is not set"),
-            (pod(Some("weir-operator-abc")), "\"weir-operator-abc\" does not end in -<ordinal>"),
+            (
+                pod(Some("weir-operator-abc")),
+                "\"weir-operator-abc\" does not end in -<ordinal>",
+            ),
         ];
         for (result, words) in errors {
             let message = result.unwrap_err().to_string();
@@ -309,7 +343,10 @@ mod tests {
     #[test]
     fn one_shard_keeps_the_lease_name_more_shards_number_theirs() {
         assert_eq!(Shard::WHOLE.lease_name("weir-operator"), "weir-operator");
-        assert_eq!(Shard::new(1, 3).unwrap().lease_name("weir-operator"), "weir-operator-shard-1");
+        assert_eq!(
+            Shard::new(1, 3).unwrap().lease_name("weir-operator"),
+            "weir-operator-shard-1"
+        );
         assert_eq!(Shard::new(1, 3).unwrap().to_string(), "shard 1 of 3");
     }
 
@@ -327,8 +364,14 @@ mod tests {
     /// A namespace `shard` owns, and one it does not.
     fn mine_and_theirs(shard: Shard) -> (String, String) {
         let names: Vec<String> = (0..64).map(|i| format!("ns-{i}")).collect();
-        let mine = names.iter().find(|n| shard.owns(n)).expect("some namespace is mine");
-        let theirs = names.iter().find(|n| !shard.owns(n)).expect("some namespace is theirs");
+        let mine = names
+            .iter()
+            .find(|n| shard.owns(n))
+            .expect("some namespace is mine");
+        let theirs = names
+            .iter()
+            .find(|n| !shard.owns(n))
+            .expect("some namespace is theirs");
         (mine.clone(), theirs.clone())
     }
 
@@ -361,7 +404,10 @@ mod tests {
             .await;
         let list = format!("list {mine}");
         let delete = format!("delete {mine}");
-        assert_eq!(kept, ["init", list.as_str(), "done", delete.as_str(), "watch failed"]);
+        assert_eq!(
+            kept,
+            ["init", list.as_str(), "done", delete.as_str(), "watch failed"]
+        );
     }
 
     #[test]

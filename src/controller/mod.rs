@@ -404,7 +404,12 @@ fn asset_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::asset);
-    let (c, cache) = controller(scope.api::<Asset>(client), watcher::Config::default(), &queue, ctx.shard);
+    let (c, cache) = controller(
+        scope.api::<Asset>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     let wake = queue.clone();
     let running = c
         .watches(
@@ -460,7 +465,12 @@ fn pool_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pool);
-    let (c, cache) = controller(scope.api::<Pool>(client), watcher::Config::default(), &queue, ctx.shard);
+    let (c, cache) = controller(
+        scope.api::<Pool>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     let running = watches(
         c,
         scope.api::<TaskRun>(client),
@@ -500,7 +510,12 @@ fn pipeline_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pipeline);
-    let (c, cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue, ctx.shard);
+    let (c, cache) = controller(
+        scope.api::<Pipeline>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     // Runs appearing, starting and finishing move the schedule, queue and history.
     let c = watches(
         c,
@@ -606,7 +621,12 @@ fn task_run_controller(
     let client = &ctx.client;
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
-    let (c, cache) = controller(scope.api::<TaskRun>(client), watcher::Config::default(), &queue, ctx.shard);
+    let (c, cache) = controller(
+        scope.api::<TaskRun>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     let c = owns(
         c,
         scope.api::<PartialObjectMeta<Job>>(client),
@@ -624,10 +644,17 @@ fn task_run_controller(
             tasks
         })
     };
-    let running = watches(c, scope.api::<Pod>(client), managed, &queue, ctx.shard, |pod: Pod| {
-        let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
-        Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
-    })
+    let running = watches(
+        c,
+        scope.api::<Pod>(client),
+        managed,
+        &queue,
+        ctx.shard,
+        |pod: Pod| {
+            let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
+        },
+    )
     // Slots freed in a pool wake the tasks first in line for them.
     .watches(scope.api::<Pool>(client), watcher::Config::default(), wake_queued)
     // A decision wakes the approval task it names.

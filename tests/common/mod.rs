@@ -99,6 +99,8 @@ pub struct Operator {
     pod_name: Option<String>,
     /// Environment variables of the process (fault points such as `WEIR_CRASH_AT`).
     env: Vec<(String, String)>,
+    /// Watch every namespace instead of the test's (only for a control plane of one's own).
+    cluster_wide: bool,
 }
 
 impl Operator {
@@ -119,6 +121,25 @@ impl Operator {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             pod_name: pod_name.map(String::from),
             env: Vec::new(),
+            cluster_wide: false,
+        };
+        op.spawn();
+        op
+    }
+
+    /// An operator watching every namespace of the cluster (no `--namespace`): it would
+    /// act on other tests' objects, so only for a control plane no other test uses.
+    pub fn start_cluster_wide(ns: &TestNamespace, pod_name: &str, args: &[&str]) -> Operator {
+        let mut op = Operator {
+            child: None,
+            log: std::env::temp_dir().join(format!("weir-operator-{}-{pod_name}.log", ns.name())),
+            namespace: ns.name().to_string(),
+            kubeconfig: ns.kubeconfig().to_path_buf(),
+            starts: 0,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            pod_name: Some(pod_name.into()),
+            env: Vec::new(),
+            cluster_wide: true,
         };
         op.spawn();
         op
@@ -136,6 +157,7 @@ impl Operator {
             extra_args: Vec::new(),
             pod_name: None,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cluster_wide: false,
         };
         op.spawn();
         op
@@ -169,14 +191,12 @@ impl Operator {
             .open(&self.log)
             .expect("operator log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.arg("operator");
+        if !self.cluster_wide {
+            command.args(["--namespace", &self.namespace]);
+        }
         command
-            .args([
-                "operator",
-                "--namespace",
-                &self.namespace,
-                "--log-level",
-                "info,weir=debug",
-            ])
+            .args(["--log-level", "info,weir=debug"])
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::from(log.try_clone().unwrap()))
