@@ -197,24 +197,21 @@ where
     Child: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let queue = queue.clone();
-    controller.watches(
-        api,
-        config,
-        shard.gate(move |child: PartialObjectMeta<Child>| {
-            let ns = child.metadata.namespace.clone();
-            let owners: Vec<ObjectRef<K>> = child
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .filter_map(|o| ObjectRef::<K>::from_owner_ref(ns.as_deref(), o, ()))
-                .collect();
-            for owner in &owners {
-                queue.add(owner.namespace.as_deref(), &owner.name);
-            }
-            owners
-        }),
-    )
+    let wake = move |child: PartialObjectMeta<Child>| {
+        let ns = child.metadata.namespace.clone();
+        let owners: Vec<ObjectRef<K>> = child
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter_map(|o| ObjectRef::<K>::from_owner_ref(ns.as_deref(), o, ()))
+            .collect();
+        for owner in &owners {
+            queue.add(owner.namespace.as_deref(), &owner.name);
+        }
+        owners
+    };
+    controller.watches(api, config, shard.gate(wake))
 }
 
 /// Other objects that wake up a `K` found by `mapper`, counted in the queue; those of other
@@ -231,17 +228,14 @@ where
     Other: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let queue = queue.clone();
-    controller.watches(
-        api,
-        config,
-        shard.gate(move |other| {
-            let target = mapper(other);
-            if let Some(t) = &target {
-                queue.add(t.namespace.as_deref(), &t.name);
-            }
-            target
-        }),
-    )
+    let wake = move |other| {
+        let target = mapper(other);
+        if let Some(t) = &target {
+            queue.add(t.namespace.as_deref(), &t.name);
+        }
+        target
+    };
+    controller.watches(api, config, shard.gate(wake))
 }
 
 /// Wraps a reconcile function: takes the object off the queue, runs it in its span, records
