@@ -12,28 +12,12 @@ use kube::api::Api;
 use std::process::Command;
 use std::time::Duration;
 use weir::api::RunPhase;
-use weir::shard::{Shard, shard_of};
+use weir::shard::Shard;
 use weir_testenv::{TestNamespace, wait_for};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const LEASE: &str = "weir-operator";
 const SHARDS: u32 = 2;
-
-/// Test namespaces until there is one for each shard; the others are deleted.
-async fn one_namespace_per_shard() -> Vec<TestNamespace> {
-    let mut found: Vec<Option<TestNamespace>> = (0..SHARDS).map(|_| None).collect();
-    for _ in 0..64 {
-        let ns = weir_testenv::env().await.namespace("shard").await;
-        let slot = &mut found[shard_of(ns.name(), SHARDS) as usize];
-        if slot.is_none() {
-            *slot = Some(ns);
-        }
-        if found.iter().all(Option::is_some) {
-            return found.into_iter().flatten().collect();
-        }
-    }
-    panic!("64 random namespaces and still a shard without one");
-}
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases.get_opt(name).await.ok()??.spec?.holder_identity
@@ -88,7 +72,7 @@ async fn assert_idle_standby(op: &Operator, shard: u32) {
 
 #[tokio::test]
 async fn two_shards_each_run_their_namespaces_and_a_dead_leader_hands_over_without_duplicate_jobs() {
-    let namespaces = one_namespace_per_shard().await;
+    let namespaces = one_namespace_per_shard("shard", SHARDS).await;
     let (ns0, ns1) = (&namespaces[0], &namespaces[1]);
     // The Leases live in a namespace of their own, so that a shard's log names the other
     // shard's namespace only if it touched it.
@@ -254,7 +238,7 @@ fn bad_shard_flags_stop_the_operator_at_startup_naming_the_flag() {
 #[tokio::test]
 #[ignore = "watches every namespace: run alone, on a control plane no other test uses"]
 async fn cluster_wide_shards_drop_other_shards_objects_from_their_watches() {
-    let namespaces = one_namespace_per_shard().await;
+    let namespaces = one_namespace_per_shard("shard", SHARDS).await;
     install_crds(&namespaces[0]).await;
     let shards: Vec<Operator> = (0..SHARDS)
         .map(|shard| {

@@ -312,6 +312,23 @@ impl Drop for Operator {
     }
 }
 
+/// Test namespaces `<prefix>-...` until there is one for each of `shards` shards (by
+/// `weir::shard::shard_of`), in shard order; the others are deleted.
+pub async fn one_namespace_per_shard(prefix: &str, shards: u32) -> Vec<weir_testenv::TestNamespace> {
+    let mut found: Vec<Option<weir_testenv::TestNamespace>> = (0..shards).map(|_| None).collect();
+    for _ in 0..64 * shards {
+        let ns = weir_testenv::env().await.namespace(prefix).await;
+        let slot = &mut found[weir::shard::shard_of(ns.name(), shards) as usize];
+        if slot.is_none() {
+            *slot = Some(ns);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("{} random namespaces and still a shard without one", 64 * shards);
+}
+
 /// Namespace + CRDs + operator: what almost every test needs.
 pub async fn setup(prefix: &str) -> (TestNamespace, Operator) {
     let ns = weir_testenv::env().await.namespace(prefix).await;
