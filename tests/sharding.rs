@@ -133,7 +133,12 @@ async fn two_shards_each_run_their_namespaces_and_a_dead_leader_hands_over_witho
     // Shard 0's leader dies mid-chain; its standby (pod 2) takes shard 0's Lease. Shard 1's
     // Lease does not move.
     pods[0].kill();
+    let killed = std::time::Instant::now();
     wait_holder(&leases, &lease_of(0), "weir-operator-2", Duration::from_secs(45)).await;
+    eprintln!(
+        "shard 0's standby held its Lease {:.1}s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(
         holder(&leases, &lease_of(1)).await.as_deref(),
         Some("weir-operator-1")
