@@ -665,15 +665,10 @@ async fn chart_runs_two_shards_as_a_statefulset() {
             run.status,
             operator_logs(&home)
         );
-        let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-        let reporters: Vec<String> = events
-            .list(&ListParams::default())
+        let reporters: Vec<String> = event_reporters(ns)
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .filter(|e| e.reporting_controller.as_deref() == Some(weir::controller::REPORTER))
-            .filter_map(|e| e.reporting_instance)
+            .map(|(who, _)| who)
             .collect();
         let own = format!("{RELEASE}-{shard}");
         assert!(

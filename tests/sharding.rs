@@ -7,13 +7,12 @@ mod common;
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use std::process::Command;
 use std::time::Duration;
 use weir::api::RunPhase;
 use weir::shard::Shard;
-use weir_testenv::{TestNamespace, wait_for};
+use weir_testenv::wait_for;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const LEASE: &str = "weir-operator";
@@ -35,22 +34,6 @@ async fn wait_holder(leases: &Api<Lease>, lease: &str, want: &str, timeout: Dura
     .await
 }
 
-/// Who reported the operator's Events in `ns` (their `reportingInstance`), by reason.
-async fn reporters(ns: &TestNamespace) -> Vec<(String, String)> {
-    let events: Api<Event> = ns.api();
-    let list = events.list(&Default::default()).await.expect("listing Events");
-    list.items
-        .into_iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some(weir::controller::REPORTER))
-        .map(|e| {
-            (
-                e.reporting_instance.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 /// A standby of its shard: ready, not leading, and no reconcile at all.
 async fn assert_idle_standby(op: &Operator, shard: u32) {
     let addr = op.http_addr().await;
@@ -62,12 +45,11 @@ async fn assert_idle_standby(op: &Operator, shard: u32) {
     assert_eq!(sample(&metrics, "weir_leader"), Some(0.0), "{metrics}");
     let info = format!("weir_shard_info{{shard=\"{shard}\",shards=\"{SHARDS}\"}}");
     assert_eq!(sample(&metrics, &info), Some(1.0), "{metrics}");
-    let reconciles: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_reconcile_duration_seconds_count{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert_eq!(reconciles, 0.0, "a standby must not reconcile:\n{metrics}");
+    assert_eq!(
+        reconciles(&metrics),
+        0.0,
+        "a standby must not reconcile:\n{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -153,8 +135,8 @@ async fn two_shards_each_run_their_namespaces_and_a_dead_leader_hands_over_witho
     jobs1.assert_each_created_once(5);
 
     // Every Event of a namespace came from its shard's leader of the moment.
-    let by0 = reporters(ns0).await;
-    let by1 = reporters(ns1).await;
+    let by0 = event_reporters(ns0).await;
+    let by1 = event_reporters(ns1).await;
     assert!(
         by0.iter()
             .all(|(who, _)| who == "weir-operator-0" || who == "weir-operator-2"),
@@ -258,7 +240,7 @@ async fn cluster_wide_shards_drop_other_shards_objects_from_their_watches() {
     for (shard, ns) in namespaces.iter().enumerate() {
         let run = wait_run_done(ns, "run", RUN_TIMEOUT).await;
         assert_eq!(phase(&run), RunPhase::Succeeded, "{:?}", run.status);
-        let by = reporters(ns).await;
+        let by = event_reporters(ns).await;
         let leader = format!("weir-operator-{shard}");
         assert!(
             !by.is_empty() && by.iter().all(|(who, _)| *who == leader),

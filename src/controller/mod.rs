@@ -711,6 +711,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_watches_only_the_listed_namespaces_it_owns() {
+        use crate::shard::{Shard, shard_of};
+        let listed: Vec<String> = (0..16).map(|i| format!("team-{i}")).collect();
+        let shard = Shard::new(1, 2).unwrap();
+        let watched: Vec<String> = scopes(&listed, shard)
+            .into_iter()
+            .map(|s| match s {
+                Scope::Namespace(ns) => ns,
+                Scope::All => panic!("a list of namespaces never becomes all of them"),
+            })
+            .collect();
+        let owned: Vec<String> = listed.iter().filter(|ns| shard_of(ns, 2) == 1).cloned().collect();
+        assert!(!owned.is_empty() && owned.len() < listed.len(), "{owned:?}");
+        assert_eq!(watched, owned);
+        assert_eq!(scopes(&listed, Shard::WHOLE).len(), listed.len());
+        // No list: every namespace, the shard's filter then drops others' objects.
+        assert!(matches!(scopes(&[], shard).as_slice(), [Scope::All]));
+    }
+
+    #[test]
     fn api_answers_that_mean_already_done() {
         let api_error = |code: u16, reason: &str| {
             kube::Error::Api(kube::core::Status::failure("no", reason).with_code(code).boxed())

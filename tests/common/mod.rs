@@ -111,8 +111,23 @@ impl Operator {
     /// An operator with more arguments; `pod_name` (set as `POD_NAME`) names the replica
     /// (its lease identity) and its log file.
     pub fn start_with(ns: &TestNamespace, pod_name: Option<&str>, args: &[&str]) -> Operator {
+        let mut op = Operator::unstarted(ns, pod_name, args);
+        op.spawn();
+        op
+    }
+
+    /// An operator watching every namespace of the cluster (no `--namespace`): it would
+    /// act on other tests' objects, so only for a control plane no other test uses.
+    pub fn start_cluster_wide(ns: &TestNamespace, pod_name: &str, args: &[&str]) -> Operator {
+        let mut op = Operator::unstarted(ns, Some(pod_name), args);
+        op.cluster_wide = true;
+        op.spawn();
+        op
+    }
+
+    fn unstarted(ns: &TestNamespace, pod_name: Option<&str>, args: &[&str]) -> Operator {
         let suffix = pod_name.map(|p| format!("-{p}")).unwrap_or_default();
-        let mut op = Operator {
+        Operator {
             child: None,
             log: std::env::temp_dir().join(format!("weir-operator-{}{suffix}.log", ns.name())),
             namespace: ns.name().to_string(),
@@ -122,27 +137,7 @@ impl Operator {
             pod_name: pod_name.map(String::from),
             env: Vec::new(),
             cluster_wide: false,
-        };
-        op.spawn();
-        op
-    }
-
-    /// An operator watching every namespace of the cluster (no `--namespace`): it would
-    /// act on other tests' objects, so only for a control plane no other test uses.
-    pub fn start_cluster_wide(ns: &TestNamespace, pod_name: &str, args: &[&str]) -> Operator {
-        let mut op = Operator {
-            child: None,
-            log: std::env::temp_dir().join(format!("weir-operator-{}-{pod_name}.log", ns.name())),
-            namespace: ns.name().to_string(),
-            kubeconfig: ns.kubeconfig().to_path_buf(),
-            starts: 0,
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
-            pod_name: Some(pod_name.into()),
-            env: Vec::new(),
-            cluster_wide: true,
-        };
-        op.spawn();
-        op
+        }
     }
 
     /// An operator with environment variables set (for example a `WEIR_CRASH_AT` fault
@@ -770,6 +765,32 @@ pub async fn scrape(addr: SocketAddr) -> String {
     let (code, body) = http_get(addr, "/metrics").await.expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     body
+}
+
+/// How many reconciles the metrics count, over every controller.
+pub fn reconciles(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_reconcile_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Who reported the operator's Events in `ns` (their `reportingInstance`, the replica's
+/// `POD_NAME`), with each Event's reason.
+pub async fn event_reporters(ns: &TestNamespace) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let list = events.list(&Default::default()).await.expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some(weir::controller::REPORTER))
+        .map(|e| {
+            (
+                e.reporting_instance.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The value of the sample `series` (name with its labels, exactly as exposed).
