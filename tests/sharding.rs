@@ -165,6 +165,42 @@ async fn two_shards_each_run_their_namespaces_and_a_dead_leader_hands_over_witho
     assert!(!pods[2].log().contains(ns1.name()), "{}", pods[2].log());
 }
 
+#[tokio::test]
+async fn a_shard_that_owns_none_of_its_namespaces_stays_up_and_ready_doing_nothing() {
+    let namespaces = one_namespace_per_shard("shard-none", SHARDS).await;
+    install_crds(&namespaces[0]).await;
+    // Shard 1, given only shard 0's namespace.
+    let op = Operator::start_with(&namespaces[0], Some("lonely"), &["--shards", "2", "--shard", "1"]);
+    let addr = op.http_addr().await;
+    wait_for("the idle shard to be ready", Duration::from_secs(30), || async {
+        http_get(addr, "/readyz").await.ok().filter(|(c, _)| *c == 200)
+    })
+    .await;
+    namespaces[0].apply(&chain_with_flaky_run("ignored", 1, "true"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let run = namespaces[0]
+        .api::<weir::api::PipelineRun>()
+        .get("ignored")
+        .await
+        .unwrap();
+    assert!(
+        run.status.is_none(),
+        "another shard's run was touched: {:?}",
+        run.status
+    );
+    let metrics = scrape(addr).await;
+    assert_eq!(sample(&metrics, "weir_leader"), Some(1.0), "{metrics}");
+    assert_eq!(reconciles(&metrics), 0.0, "{metrics}");
+    assert!(
+        op.log().contains("owns none of the namespaces given"),
+        "{}",
+        op.log()
+    );
+    // Still serving after the controllers would have ended.
+    let (code, _) = http_get(addr, "/livez").await.expect("GET /livez");
+    assert_eq!(code, 200);
+}
+
 /// `weir operator` with these arguments and `POD_NAME`: it must refuse to start, saying why.
 fn refused(args: &[&str], pod_name: Option<&str>) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
