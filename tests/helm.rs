@@ -1,8 +1,8 @@
 //! The Helm chart end to end: `helm install charts/weir` into the test control plane, the
-//! operator runs as pods of the chart's Deployment, or of its StatefulSet of shards (the node
-//! agent runs the `weir` binary
-//! under test for the chart's image) with the chart's ServiceAccount and RBAC, talking to the
-//! API server in-cluster (service-account token, `KUBERNETES_SERVICE_HOST`), and pipelines
+//! operator runs as pods of the chart's Deployment, or of its StatefulSet of shards (the
+//! node agent runs the `weir` binary under test for the chart's image) with the chart's
+//! ServiceAccount and RBAC, talking to the API server in-cluster (service-account token,
+//! `KUBERNETES_SERVICE_HOST`), and pipelines
 //! run to `Succeeded`. In namespaced mode the operator's own credentials are refused outside
 //! its namespaces and for Secrets, shown by requests the API server denies.
 //!
