@@ -2,9 +2,9 @@
 //! operator runs as pods of the chart's Deployment, or of its StatefulSet of shards (the
 //! node agent runs the `weir` binary under test for the chart's image) with the chart's
 //! ServiceAccount and RBAC, talking to the API server in-cluster (service-account token,
-//! `KUBERNETES_SERVICE_HOST`), and pipelines
-//! run to `Succeeded`. In namespaced mode the operator's own credentials are refused outside
-//! its namespaces and for Secrets, shown by requests the API server denies.
+//! `KUBERNETES_SERVICE_HOST`), and pipelines run to `Succeeded`. In namespaced mode the
+//! operator's own credentials are refused outside its namespaces and for Secrets, shown by
+//! requests the API server denies.
 //!
 //! The operator of these tests always watches only the tests' own namespaces (the control
 //! plane is shared with other tests, each with its own operator).
