@@ -39,6 +39,7 @@ declare -A VALUES=(
     --set webhook.namespaceSelector.matchLabels.pipelines=enabled"
   [certmanager-issuer]="--set webhook.certManager.enabled=true --set webhook.certManager.issuerRef.name=corp-ca
     --set webhook.certManager.issuerRef.kind=ClusterIssuer --set rbac.scope=namespaced --set watchNamespaces={etl}"
+  [sharded]="--set sharding.shards=3 --set sharding.replicasPerShard=2 --set leaderElection.leaseName=weir-lease"
   [ui]="--set ui.enabled=true --set ui.namespace=etl --set ui.service.annotations.team=data"
   [uireadonly]="--set ui.enabled=true --set ui.auth=readonly --set ui.serviceAccount.create=false --set ui.serviceAccount.name=viewer"
   [artifacts]="--set artifacts.bucket=weir-artifacts --set artifacts.prefix=weir --set artifacts.endpoint=http://minio.storage:9000
@@ -96,6 +97,20 @@ grep -q 'cert-manager.io/inject-ca-from: weir-system/weir-webhook' "$work/certma
 if grep -q 'validatingwebhookconfigurations' "$work/certmanager.yaml"; then
   fail "with cert-manager the operator needs no access to the webhook configuration"
 fi
+# Sharding: one StatefulSet of shards x replicasPerShard pods instead of the Deployment, each
+# pod told to take its shard from its ordinal, and a Lease name per shard in the RBAC.
+if grep -q 'kind: StatefulSet' "$work/default.yaml"; then
+  fail "one shard (the default) must keep the Deployment"
+fi
+if grep -q 'kind: Deployment' "$work/sharded.yaml"; then
+  fail "several shards must replace the Deployment with a StatefulSet"
+fi
+grep -q 'replicas: 6' "$work/sharded.yaml" || fail "3 shards x 2 replicas must make 6 pods"
+grep -q 'podManagementPolicy: Parallel' "$work/sharded.yaml" || fail "shard pods must start in parallel"
+grep -q -- '--shard=pod-ordinal' "$work/sharded.yaml" || fail "shard pods must take their shard from their ordinal"
+for i in 0 1 2; do
+  grep -q "\"weir-lease-shard-$i\"" "$work/sharded.yaml" || fail "no RBAC for the Lease of shard $i"
+done
 if grep -q 'kind: ValidatingWebhookConfiguration' "$work/single.yaml"; then
   fail "webhook.enabled=false still renders a webhook configuration"
 fi
@@ -110,6 +125,9 @@ refused() { # description, helm flags...
 refused "namespaced RBAC without namespaces" --set rbac.scope=namespaced
 refused "an unknown RBAC scope" --set rbac.scope=global
 refused "zero replicas" --set replicaCount=0
+refused "zero shards" --set sharding.shards=0
+refused "zero replicas per shard" --set sharding.shards=2 --set sharding.replicasPerShard=0
+refused "replicas of a shard without leader election" --set sharding.shards=2 --set leaderElection.enabled=false
 refused "a misspelt key" --set replicas=2
 refused "an unknown log format" --set operator.logFormat=xml
 refused "an invalid namespace name" --set 'watchNamespaces={Not_A_Namespace}'

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod local;
 pub mod manifest;
 pub mod metrics;
+pub mod shard;
 pub mod telemetry;
 pub mod ui;
 pub mod webhook;

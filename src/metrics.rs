@@ -72,6 +72,13 @@ struct ErrorLabels {
     category: &'static str,
 }
 
+/// Which shard a process is, of how many.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: u32,
+    shards: u32,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: Outcome,
@@ -126,6 +133,7 @@ pub struct Metrics {
     queue_depth: Family<ControllerLabels, Gauge>,
     queues: Mutex<Vec<(ControllerKind, Queue)>>,
     leader: Gauge,
+    shard_info: Family<ShardLabels, Gauge>,
     pools: Gauge,
     pool_slots: Gauge,
     pool_slots_occupied: Gauge,
@@ -220,6 +228,15 @@ impl Metrics {
             "1 while this process runs the controllers (holds the lease, or leader election is off)",
             leader.clone(),
         );
+        let shard_info = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "shard_info",
+            "Always 1: which shard this process runs (shard) of how many (shards); 0 of 1 without sharding",
+            shard_info.clone(),
+        );
+        shard_info
+            .get_or_create(&ShardLabels { shard: 0, shards: 1 })
+            .set(1);
         let pools = Gauge::default();
         registry.register("pools", "Pools (reported by the leader)", pools.clone());
         let pool_slots = Gauge::default();
@@ -292,6 +309,7 @@ impl Metrics {
             queue_depth,
             queues: Mutex::default(),
             leader,
+            shard_info,
         }
     }
 
@@ -387,6 +405,14 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Says which shard this process runs (`weir_shard_info`); shard 0 of 1 until then.
+    pub fn set_shard(&self, shard: u32, shards: u32) {
+        self.shard_info.clear();
+        self.shard_info
+            .get_or_create(&ShardLabels { shard, shards })
+            .set(1);
     }
 
     /// Adds a way to count active runs (one per watch cache of PipelineRuns).
@@ -532,9 +558,18 @@ mod tests {
             "weir_queue_depth{controller=\"taskrun\"} 1",
             "weir_queue_depth{controller=\"pipeline\"} 0",
             "weir_leader 0",
+            "weir_shard_info{shard=\"0\",shards=\"1\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
+        m.set_shard(1, 2);
+        let shards: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("weir_shard_info"))
+            .map(String::from)
+            .collect();
+        assert_eq!(shards, ["weir_shard_info{shard=\"1\",shards=\"2\"} 1"]);
         m.controllers_stopped();
         assert!(m.encode().lines().any(|l| l == "weir_active_runs 0"));
     }

@@ -1,9 +1,10 @@
 //! The Helm chart end to end: `helm install charts/weir` into the test control plane, the
-//! operator runs as pods of the chart's Deployment (the node agent runs the `weir` binary
-//! under test for the chart's image) with the chart's ServiceAccount and RBAC, talking to the
-//! API server in-cluster (service-account token, `KUBERNETES_SERVICE_HOST`), and pipelines
-//! run to `Succeeded`. In namespaced mode the operator's own credentials are refused outside
-//! its namespaces and for Secrets, shown by requests the API server denies.
+//! operator runs as pods of the chart's Deployment, or of its StatefulSet of shards (the
+//! node agent runs the `weir` binary under test for the chart's image) with the chart's
+//! ServiceAccount and RBAC, talking to the API server in-cluster (service-account token,
+//! `KUBERNETES_SERVICE_HOST`), and pipelines run to `Succeeded`. In namespaced mode the
+//! operator's own credentials are refused outside its namespaces and for Secrets, shown by
+//! requests the API server denies.
 //!
 //! The operator of these tests always watches only the tests' own namespaces (the control
 //! plane is shared with other tests, each with its own operator).
@@ -604,5 +605,81 @@ spec:
     assert!(
         !logs.to_lowercase().contains("forbidden"),
         "namespaced RBAC covers what the operator does:\n{logs}"
+    );
+}
+
+/// Several shards: the chart's StatefulSet (here 2 shards x 1 pod), each pod taking its shard
+/// from its ordinal and leading on its shard's Lease, with the chart's RBAC for both Leases;
+/// each namespace's run is driven by its own shard's pod.
+#[tokio::test]
+async fn chart_runs_two_shards_as_a_statefulset() {
+    let watched = one_namespace_per_shard("helm-shard", 2).await;
+    let home = weir_testenv::env().await.namespace("helm-shards").await;
+    install_crds(&home).await;
+    let names: Vec<&str> = watched.iter().map(|ns| ns.name()).collect();
+    let _release = Release::install(
+        &home,
+        &[
+            ("sharding.shards", "2".into()),
+            ("sharding.replicasPerShard", "1".into()),
+            ("watchNamespaces", format!("{{{}}}", names.join(","))),
+            ("webhook.enabled", "false".into()),
+        ],
+    );
+
+    let pods = operator_pods(&home).await;
+    let mut pod_names: Vec<String> = pods.iter().map(name_of).collect();
+    pod_names.sort();
+    assert_eq!(pod_names, [format!("{RELEASE}-0"), format!("{RELEASE}-1")]);
+    for pod in &pods {
+        let args = pod.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap_or_default();
+        assert!(args.contains(&"--shards=2".to_string()), "{args:?}");
+        assert!(args.contains(&"--shard=pod-ordinal".to_string()), "{args:?}");
+    }
+    let leases: Api<Lease> = home.api();
+    for shard in 0..2 {
+        let lease = format!("{RELEASE}-shard-{shard}");
+        let want = format!("{RELEASE}-{shard}");
+        wait_for(
+            &format!("{want} to hold {lease}"),
+            Duration::from_secs(60),
+            || async {
+                let holder = leases.get_opt(&lease).await.ok()??.spec?.holder_identity;
+                (holder.as_deref() == Some(want.as_str())).then_some(())
+            },
+        )
+        .await;
+    }
+
+    for ns in &watched {
+        ns.apply(&example("diamond"));
+    }
+    for (shard, ns) in watched.iter().enumerate() {
+        let run = wait_run_done(ns, "diamond-manual", RUN_TIMEOUT).await;
+        assert_eq!(
+            phase(&run),
+            RunPhase::Succeeded,
+            "{:?}\n{}",
+            run.status,
+            operator_logs(&home)
+        );
+        let reporters: Vec<String> = event_reporters(ns)
+            .await
+            .into_iter()
+            .map(|(who, _)| who)
+            .collect();
+        let own = format!("{RELEASE}-{shard}");
+        assert!(
+            !reporters.is_empty() && reporters.iter().all(|r| *r == own),
+            "events of shard {shard}'s namespace came from {reporters:?}"
+        );
+    }
+    let logs = operator_logs(&home);
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the chart's RBAC allows all the shards do:\n{logs}"
     );
 }

@@ -50,12 +50,11 @@ async fn assert_idle_standby(op: &Operator) {
     assert!(body.contains("standby"), "{code} {body}");
     let metrics = scrape(addr).await;
     assert_eq!(sample(&metrics, "weir_leader"), Some(0.0), "{metrics}");
-    let reconciles: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("weir_reconcile_duration_seconds_count{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert_eq!(reconciles, 0.0, "a standby must not reconcile:\n{metrics}");
+    assert_eq!(
+        reconciles(&metrics),
+        0.0,
+        "a standby must not reconcile:\n{metrics}"
+    );
 }
 
 #[tokio::test]

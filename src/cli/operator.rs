@@ -4,6 +4,7 @@ use crate::controller::{self, Context};
 use crate::http::{self, Health, Phase};
 use crate::leader::{self, Elector, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::shard::{Shard, ShardChoice};
 use crate::telemetry::{self, LogFormat};
 use crate::webhook;
 use anyhow::Context as _;
@@ -31,6 +32,15 @@ pub struct Args {
     /// Name of the Lease used for leader election.
     #[arg(long, env = "WEIR_LEASE_NAME", default_value = "weir-operator")]
     lease_name: String,
+    /// How many shards share the namespaces (docs/sharding.md): a namespace belongs to shard
+    /// FNV-1a(namespace name) mod N, and each shard elects its own leader on the Lease
+    /// `<lease-name>-shard-<I>` (with one shard, the Lease keeps its name).
+    #[arg(long, env = "WEIR_SHARDS", default_value_t = 1)]
+    shards: u32,
+    /// This process's shard, from 0 to `--shards` - 1; or `pod-ordinal`: the ordinal that
+    /// ends `POD_NAME` (a StatefulSet pod's name, `weir-operator-5`) modulo `--shards`.
+    #[arg(long, env = "WEIR_SHARD")]
+    shard: Option<String>,
     /// Namespace of the Lease (the operator's own namespace when run in a pod).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -222,9 +232,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn operate(args: Args) -> anyhow::Result<()> {
+    let shard = shard(&args)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     let metrics = Arc::new(Metrics::new());
+    metrics.set_shard(shard.index(), shard.count());
+    if !shard.is_whole() {
+        tracing::info!(
+            shard = shard.index(),
+            shards = shard.count(),
+            "sharded: this process runs the namespaces whose FNV-1a hash mod {} is {}",
+            shard.count(),
+            shard.index()
+        );
+    }
     let health = Health::default();
 
     let stop_http = CancellationToken::new();
@@ -260,20 +281,21 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             .with_metrics(metrics.clone())
             .with_task_defaults(task_defaults)
             .with_notifier(notifier(&args)?)
-            .with_approval_key(approval_key(&args)),
+            .with_approval_key(approval_key(&args))
+            .with_shard(shard),
     );
     let mut namespaces = args.namespaces.clone();
     namespaces.extend(args.namespace.clone());
     namespaces.retain(|n| !n.is_empty());
     namespaces.sort();
     namespaces.dedup();
-    let scopes = controller::scopes(&namespaces);
+    let scopes = controller::scopes(&namespaces, shard);
     let webhook = start_webhook(&args, &client, &namespaces, &stop_http).await?;
     let triggers = start_triggers(&args, &client, &namespaces, &stop_http).await?;
 
     let result = if args.leader_elect {
         let config = LeaseConfig::new(
-            &args.lease_name,
+            shard.lease_name(&args.lease_name),
             &args.lease_namespace,
             leader::default_identity(),
         );
@@ -306,6 +328,14 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         let _ = triggers.await;
     }
     result
+}
+
+/// The shard `--shards`, `--shard` and `POD_NAME` make (the whole operator by default).
+fn shard(args: &Args) -> anyhow::Result<Shard> {
+    let choice = args.shard.as_deref().filter(|s| !s.trim().is_empty());
+    let choice = choice.map(str::parse::<ShardChoice>).transpose()?;
+    let pod_name = std::env::var("POD_NAME").ok();
+    Ok(Shard::from_flags(args.shards, choice, pod_name.as_deref())?)
 }
 
 /// The notifier's settings: the installation's default notifications, checked as a

@@ -6,6 +6,7 @@
 use super::{Context, Error, Result};
 use crate::api::{Pipeline, PipelineRun, Pool, TaskRun};
 use crate::metrics::{ControllerKind, Queue};
+use crate::shard::Shard;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use kube::api::Api;
@@ -108,16 +109,19 @@ impl Reconciled for TaskRun {
     }
 }
 
-/// A controller of `K` over `api`, fed by a watch cache of its own. Returns the cache too,
-/// to wait for its first full list (readiness) and to read from it (metrics).
+/// A controller of `K` over `api`, fed by a watch cache of its own that holds only the
+/// objects of `shard`'s namespaces. Returns the cache too, to wait for its first full list
+/// (readiness) and to read from it (metrics).
 pub fn controller<K: Reconciled>(
     api: Api<K>,
     config: watcher::Config,
     queue: &Queue,
+    shard: Shard,
 ) -> (Controller<K>, Store<K>) {
     let (reader, writer) = reflector::store();
     let queue = queue.clone();
-    let objects = watcher(api, config)
+    let objects = shard
+        .owned_events(watcher(api, config))
         .modify(strip::<K>)
         .reflect(writer)
         .applied_objects()
@@ -183,18 +187,20 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 }
 
 /// Child objects (watched by metadata only) that wake up their owner of kind `K`, as
-/// [`Controller::owns`] does, but counted in the owner's queue.
+/// [`Controller::owns`] does, but counted in the owner's queue; those of other shards'
+/// namespaces wake nothing.
 pub fn owns<K: Reconciled, Child>(
     controller: Controller<K>,
     api: Api<PartialObjectMeta<Child>>,
     config: watcher::Config,
     queue: &Queue,
+    shard: Shard,
 ) -> Controller<K>
 where
     Child: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let queue = queue.clone();
-    controller.watches(api, config, move |child: PartialObjectMeta<Child>| {
+    let wake = move |child: PartialObjectMeta<Child>| {
         let ns = child.metadata.namespace.clone();
         let owners: Vec<ObjectRef<K>> = child
             .metadata
@@ -207,28 +213,32 @@ where
             queue.add(owner.namespace.as_deref(), &owner.name);
         }
         owners
-    })
+    };
+    controller.watches(api, config, shard.gate(wake))
 }
 
-/// Other objects that wake up a `K` found by `mapper`, counted in the queue.
+/// Other objects that wake up a `K` found by `mapper`, counted in the queue; those of other
+/// shards' namespaces wake nothing.
 pub fn watches<K: Reconciled, Other>(
     controller: Controller<K>,
     api: Api<Other>,
     config: watcher::Config,
     queue: &Queue,
+    shard: Shard,
     mapper: impl Fn(Other) -> Option<ObjectRef<K>> + Send + Sync + 'static,
 ) -> Controller<K>
 where
     Other: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let queue = queue.clone();
-    controller.watches(api, config, move |other| {
+    let wake = move |other| {
         let target = mapper(other);
         if let Some(t) = &target {
             queue.add(t.namespace.as_deref(), &t.name);
         }
         target
-    })
+    };
+    controller.watches(api, config, shard.gate(wake))
 }
 
 /// Wraps a reconcile function: takes the object off the queue, runs it in its span, records

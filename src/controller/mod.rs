@@ -102,6 +102,8 @@ pub struct Context {
     pub large_values: Arc<large::LargeValues>,
     /// The key Approvals are signed with (read on first use).
     pub approval_key: Arc<approval::ApprovalKey>,
+    /// The namespaces this process runs (all of them unless the operator is sharded).
+    pub shard: crate::shard::Shard,
 }
 
 impl Context {
@@ -119,7 +121,14 @@ impl Context {
             notifier: Arc::default(),
             large_values: Arc::default(),
             approval_key: Arc::default(),
+            shard: crate::shard::Shard::WHOLE,
         }
+    }
+
+    /// Runs only the namespaces `shard` owns (docs/sharding.md).
+    pub fn with_shard(mut self, shard: crate::shard::Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// Reads the approval signing key from this Secret (made on first use if missing).
@@ -332,7 +341,7 @@ pub async fn run(
     shutdown: tokio_util::sync::CancellationToken,
     health: crate::http::Health,
 ) -> anyhow::Result<()> {
-    let (controllers, caches): (Vec<_>, Vec<_>) = scopes
+    let (mut controllers, caches): (Vec<_>, Vec<_>) = scopes
         .iter()
         .flat_map(|scope| controllers_for(&ctx, scope, &shutdown))
         .map(|c| (c.running, c.synced))
@@ -351,7 +360,11 @@ pub async fn run(
         health.set(crate::http::Phase::Stopping);
         tokio::time::sleep(DRAIN).await;
     };
-    tracing::info!(?scopes, "weir operator started");
+    tracing::info!(?scopes, shard = %ctx.shard, "weir operator started");
+    if controllers.is_empty() {
+        tracing::warn!(shard = %ctx.shard, "this shard owns none of the namespaces given: nothing to run");
+        controllers.push(shutdown.clone().cancelled_owned().boxed());
+    }
     tokio::select! {
         _ = futures::future::join(futures::future::join_all(controllers), synced) => {}
         () = abandon => tracing::warn!("reconciles still running after {DRAIN:?}: abandoning them"),
@@ -415,6 +428,7 @@ fn pipeline_run_controllers(
         runs_page(),
         [&queues[0], &queues[1]],
         shutdown,
+        ctx.shard,
     );
     let [run_queue, notifier_queue] = queues;
     let runs = run_controller(ctx, scope, shutdown, (runs, cache.clone()), &run_queue);
@@ -431,19 +445,24 @@ fn asset_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::asset);
-    let (c, cache) = controller(scope.api::<Asset>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(
+        scope.api::<Asset>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     let wake = queue.clone();
     let running = c
         .watches(
             scope.api::<Pipeline>(client),
             watcher::Config::default(),
-            move |p| {
+            ctx.shard.gate(move |p| {
                 let assets = asset::assets_of_pipeline(p);
                 for a in &assets {
                     wake.add(a.namespace.as_deref(), &a.name);
                 }
                 assets
-            },
+            }),
         )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconciler(&queue, asset::reconcile), error_policy, ctx.clone())
@@ -481,12 +500,18 @@ fn pool_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pool);
-    let (c, cache) = controller(scope.api::<Pool>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(
+        scope.api::<Pool>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     let running = watches(
         c,
         scope.api::<TaskRun>(client),
         at_work(),
         &queue,
+        ctx.shard,
         pool::pool_of_task_run,
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -520,25 +545,35 @@ fn pipeline_controller(
 ) -> Started {
     let client = &ctx.client;
     let queue = ctx.metrics.queue(ControllerKind::pipeline);
-    let (c, cache) = controller(scope.api::<Pipeline>(client), watcher::Config::default(), &queue);
+    let (c, cache) = controller(
+        scope.api::<Pipeline>(client),
+        watcher::Config::default(),
+        &queue,
+        ctx.shard,
+    );
     // Runs appearing, starting and finishing move the schedule, queue and history.
     let c = watches(
         c,
         scope.api::<PipelineRun>(client),
         runs_page(),
         &queue,
+        ctx.shard,
         pipeline::pipeline_of_run,
     );
     // Asset events wake the Pipelines whose spec.assets names the asset.
     let pipelines = cache.clone();
     let wake = queue.clone();
-    let c = c.watches(scope.api::<Asset>(client), watcher::Config::default(), move |a| {
-        let consumers = asset::pipelines_of_asset(&pipelines, &a);
-        for p in &consumers {
-            wake.add(p.namespace.as_deref(), &p.name);
-        }
-        consumers
-    });
+    let c = c.watches(
+        scope.api::<Asset>(client),
+        watcher::Config::default(),
+        ctx.shard.gate(move |a| {
+            let consumers = asset::pipelines_of_asset(&pipelines, &a);
+            for p in &consumers {
+                wake.add(p.namespace.as_deref(), &p.name);
+            }
+            consumers
+        }),
+    );
     let running = c
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconciler(&queue, pipeline::reconcile), error_policy, ctx.clone())
@@ -561,19 +596,20 @@ fn run_controller(
     let client = &ctx.client;
     let wake_queued = {
         let queue = queue.clone();
-        move |p| {
+        ctx.shard.gate(move |p| {
             let runs = admission::queued_runs_to_wake(p);
             for r in &runs {
                 queue.add(r.namespace.as_deref(), &r.name);
             }
             runs
-        }
+        })
     };
     let running = owns(
         c,
         scope.api::<PartialObjectMeta<TaskRun>>(client),
         watcher::Config::default(),
         queue,
+        ctx.shard,
     )
     .watches(
         scope.api::<Pipeline>(client),
@@ -615,36 +651,44 @@ fn task_run_controller(
     let client = &ctx.client;
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
-    let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue);
+    let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue, ctx.shard);
     let c = owns(
         c,
         scope.api::<PartialObjectMeta<Job>>(client),
         managed.clone(),
         &queue,
+        ctx.shard,
     );
     let wake_queued = {
         let queue = queue.clone();
-        move |found| {
+        ctx.shard.gate(move |found| {
             let tasks = pool::tasks_to_wake(found);
             for t in &tasks {
                 queue.add(t.namespace.as_deref(), &t.name);
             }
             tasks
-        }
+        })
     };
-    let running = watches(c, scope.api::<Pod>(client), managed, &queue, |pod: Pod| {
-        let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
-        Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
-    })
+    let running = watches(
+        c,
+        scope.api::<Pod>(client),
+        managed,
+        &queue,
+        ctx.shard,
+        |pod: Pod| {
+            let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
+            Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
+        },
+    )
     // Slots freed in a pool wake the tasks first in line for them.
     .watches(scope.api::<Pool>(client), watcher::Config::default(), wake_queued)
     // A decision wakes the approval task it names.
     .watches(
         scope.api::<Approval>(client),
         watcher::Config::default(),
-        |a: Approval| {
+        ctx.shard.gate(|a: Approval| {
             Some(kube::runtime::reflector::ObjectRef::new(&a.spec.task_run).within(&a.namespace()?))
-        },
+        }),
     )
     .graceful_shutdown_on(shutdown.clone().cancelled_owned())
     .run(reconciler(&queue, taskrun::reconcile), error_policy, ctx.clone())
@@ -655,12 +699,15 @@ fn task_run_controller(
     }
 }
 
-/// One scope per listed namespace; all namespaces when none is listed.
-pub fn scopes(namespaces: &[String]) -> Vec<Scope> {
+/// One scope per listed namespace that `shard` owns; all namespaces when none is listed
+/// (the shard then drops other shards' objects from every watch). Empty when the shard owns
+/// none of the listed namespaces.
+pub fn scopes(namespaces: &[String], shard: crate::shard::Shard) -> Vec<Scope> {
     if namespaces.is_empty() {
         vec![Scope::All]
     } else {
-        namespaces.iter().cloned().map(Scope::Namespace).collect()
+        let owned = namespaces.iter().filter(|ns| shard.owns(ns));
+        owned.cloned().map(Scope::Namespace).collect()
     }
 }
 
@@ -686,6 +733,26 @@ mod tests {
         writer.apply_watcher_event(&watcher::Event::InitDone);
         assert!(all_synced(vec![synced(listed.clone())]).await);
         assert!(!all_synced(vec![synced(listed), synced(never)]).await);
+    }
+
+    #[test]
+    fn a_shard_watches_only_the_listed_namespaces_it_owns() {
+        use crate::shard::{Shard, shard_of};
+        let listed: Vec<String> = (0..16).map(|i| format!("team-{i}")).collect();
+        let shard = Shard::new(1, 2).unwrap();
+        let watched: Vec<String> = scopes(&listed, shard)
+            .into_iter()
+            .map(|s| match s {
+                Scope::Namespace(ns) => ns,
+                Scope::All => panic!("a list of namespaces never becomes all of them"),
+            })
+            .collect();
+        let owned: Vec<String> = listed.iter().filter(|ns| shard_of(ns, 2) == 1).cloned().collect();
+        assert!(!owned.is_empty() && owned.len() < listed.len(), "{owned:?}");
+        assert_eq!(watched, owned);
+        assert_eq!(scopes(&listed, Shard::WHOLE).len(), listed.len());
+        // No list: every namespace, the shard's filter then drops others' objects.
+        assert!(matches!(scopes(&[], shard).as_slice(), [Scope::All]));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn controllers<K: Reconciled, const N: usize>(
     config: watcher::Config,
     queues: [&Queue; N],
     shutdown: &CancellationToken,
+    shard: crate::shard::Shard,
 ) -> ([Controller<K>; N], Store<K>, BoxFuture<'static, ()>) {
     let (reader, writer) = reflector::store_shared(BUFFER);
     let controllers = queues.map(|queue| {
@@ -39,7 +40,8 @@ pub fn controllers<K: Reconciled, const N: usize>(
         Controller::for_shared_stream(changes, reader.clone())
             .with_config(controller::Config::default().concurrency(CONCURRENCY))
     });
-    let watch = watcher(api, config)
+    let watch = shard
+        .owned_events(watcher(api, config))
         .backoff(WatchBackoff::default())
         .modify(strip::<K>)
         .reflect_shared(writer)

@@ -99,6 +99,8 @@ pub struct Operator {
     pod_name: Option<String>,
     /// Environment variables of the process (fault points such as `WEIR_CRASH_AT`).
     env: Vec<(String, String)>,
+    /// Watch every namespace instead of the test's (only for a control plane of one's own).
+    cluster_wide: bool,
 }
 
 impl Operator {
@@ -109,8 +111,23 @@ impl Operator {
     /// An operator with more arguments; `pod_name` (set as `POD_NAME`) names the replica
     /// (its lease identity) and its log file.
     pub fn start_with(ns: &TestNamespace, pod_name: Option<&str>, args: &[&str]) -> Operator {
+        let mut op = Operator::unstarted(ns, pod_name, args);
+        op.spawn();
+        op
+    }
+
+    /// An operator watching every namespace of the cluster (no `--namespace`): it would
+    /// act on other tests' objects, so only for a control plane no other test uses.
+    pub fn start_cluster_wide(ns: &TestNamespace, pod_name: &str, args: &[&str]) -> Operator {
+        let mut op = Operator::unstarted(ns, Some(pod_name), args);
+        op.cluster_wide = true;
+        op.spawn();
+        op
+    }
+
+    fn unstarted(ns: &TestNamespace, pod_name: Option<&str>, args: &[&str]) -> Operator {
         let suffix = pod_name.map(|p| format!("-{p}")).unwrap_or_default();
-        let mut op = Operator {
+        Operator {
             child: None,
             log: std::env::temp_dir().join(format!("weir-operator-{}{suffix}.log", ns.name())),
             namespace: ns.name().to_string(),
@@ -119,9 +136,8 @@ impl Operator {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             pod_name: pod_name.map(String::from),
             env: Vec::new(),
-        };
-        op.spawn();
-        op
+            cluster_wide: false,
+        }
     }
 
     /// An operator with environment variables set (for example a `WEIR_CRASH_AT` fault
@@ -136,6 +152,7 @@ impl Operator {
             extra_args: Vec::new(),
             pod_name: None,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            cluster_wide: false,
         };
         op.spawn();
         op
@@ -169,14 +186,12 @@ impl Operator {
             .open(&self.log)
             .expect("operator log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.arg("operator");
+        if !self.cluster_wide {
+            command.args(["--namespace", &self.namespace]);
+        }
         command
-            .args([
-                "operator",
-                "--namespace",
-                &self.namespace,
-                "--log-level",
-                "info,weir=debug",
-            ])
+            .args(["--log-level", "info,weir=debug"])
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -290,6 +305,23 @@ impl Drop for Operator {
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Test namespaces `<prefix>-...` until there is one for each of `shards` shards (by
+/// `weir::shard::shard_of`), in shard order; the others are deleted.
+pub async fn one_namespace_per_shard(prefix: &str, shards: u32) -> Vec<weir_testenv::TestNamespace> {
+    let mut found: Vec<Option<weir_testenv::TestNamespace>> = (0..shards).map(|_| None).collect();
+    for _ in 0..64 * shards {
+        let ns = weir_testenv::env().await.namespace(prefix).await;
+        let slot = &mut found[weir::shard::shard_of(ns.name(), shards) as usize];
+        if slot.is_none() {
+            *slot = Some(ns);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("{} random namespaces and still a shard without one", 64 * shards);
 }
 
 /// Namespace + CRDs + operator: what almost every test needs.
@@ -755,6 +787,32 @@ pub async fn scrape(addr: SocketAddr) -> String {
     let (code, body) = http_get(addr, "/metrics").await.expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     body
+}
+
+/// How many reconciles the metrics count, over every controller.
+pub fn reconciles(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_reconcile_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Who reported the operator's Events in `ns` (their `reportingInstance`, the replica's
+/// `POD_NAME`), with each Event's reason.
+pub async fn event_reporters(ns: &TestNamespace) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let list = events.list(&Default::default()).await.expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some(weir::controller::REPORTER))
+        .map(|e| {
+            (
+                e.reporting_instance.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The value of the sample `series` (name with its labels, exactly as exposed).

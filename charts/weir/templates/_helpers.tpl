@@ -68,10 +68,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-webhook-tls" (include "weir.fullname" .)) .Values.webhook.secretName }}
 {{- end }}
 
-{{/* The namespaces of namespaced mode, checked: required, and never empty strings. */}}
+{{/* The values checked beyond the schema: namespaced mode needs namespaces; replicas of a shard need leader election. */}}
 {{- define "weir.validate" -}}
 {{- if and (eq .Values.rbac.scope "namespaced") (not .Values.watchNamespaces) }}
 {{- fail "rbac.scope=namespaced needs watchNamespaces: the operator can only act in the namespaces it has Roles in" }}
+{{- end }}
+{{- if and (gt (int .Values.sharding.shards) 1) (gt (int .Values.sharding.replicasPerShard) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "sharding.replicasPerShard > 1 needs leaderElection.enabled: without it every replica of a shard would run its controllers" }}
 {{- end }}
 {{- end }}
 
