@@ -9,7 +9,7 @@
 //! 4. [`apply`]: create and cancel TaskRuns, publish what changed.
 //! 5. [`update_status`]: the status [`build_status`] (pure) makes, written when it changed.
 
-use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, rerun};
+use super::{ApiResultExt, Context, Error, Result, list_by_label, now, rerun};
 use crate::api::{
     ConditionStatus, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RefusedTaskRun, RunPhase,
     TaskPhase, TaskRun, TaskRunSpec, actions, annotations, condition_types, labels, reasons, set_condition,
@@ -47,6 +47,11 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     }
     if finished {
         return Ok(Action::await_change());
+    }
+    if own_writes::behind(&run) {
+        // The cache has not caught up with this operator's last write: its watch event
+        // wakes the run again; this look would decide from an older status.
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
     let now = now();
     let mut pinned = match pin(&ctx, &run, now).await? {
@@ -818,7 +823,65 @@ async fn write_if_changed(ctx: &Context, run: &PipelineRun, status: &PipelineRun
 pub async fn apply_run_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunStatus) -> Result<()> {
     let mut own = status.clone();
     own.notifications.clear();
-    apply_status(api, name, &own).await
+    let patch = serde_json::json!({
+        "apiVersion": <PipelineRun as kube::Resource>::api_version(&()),
+        "kind": <PipelineRun as kube::Resource>::kind(&()),
+        "status": own,
+    });
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(super::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    own_writes::wrote(&written);
+    Ok(())
+}
+
+/// The run's own status writes, so that a reconcile never acts on a copy of the run older
+/// than what it wrote itself. The watch cache can lag behind a write; a reconcile woken
+/// meanwhile by something else (a TaskRun's change) would otherwise decide again from the
+/// status before the write, and say again what the write recorded as said (a missed
+/// deadline, a failure). Such a reconcile waits for the cache instead, as Kubernetes'
+/// controllers wait for their expectations.
+mod own_writes {
+    use super::PipelineRun;
+    use kube::ResourceExt;
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, PoisonError};
+
+    /// By run uid, the resourceVersion of the last status write.
+    static WRITTEN: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Mutex::default);
+
+    pub fn wrote(run: &PipelineRun) {
+        if let (Some(uid), Some(version)) = (run.uid(), version(run)) {
+            let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = written.entry(uid).or_insert(0);
+            *last = (*last).max(version);
+        }
+    }
+
+    /// Whether `run` is older than the operator's last write to its status. Versions that
+    /// are not numbers are never taken as older.
+    pub fn behind(run: &PipelineRun) -> bool {
+        let (Some(uid), Some(version)) = (run.uid(), version(run)) else {
+            return false;
+        };
+        let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get(&uid) {
+            Some(&last) if version < last => true,
+            Some(_) => {
+                written.remove(&uid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn version(run: &PipelineRun) -> Option<u64> {
+        run.resource_version()?.parse().ok()
+    }
 }
 
 fn namespace(run: &PipelineRun) -> Result<String> {
@@ -1090,6 +1153,25 @@ mod tests {
         pinned.status = status;
         let step = step_over(&pinned, &children, false, ts(6));
         assert!(new_task_failures(&pinned.status, &step, &pinned.valid).is_empty());
+    }
+
+    #[test]
+    fn a_copy_older_than_the_last_status_write_is_behind() {
+        let at = |version: &str| {
+            let mut run = mk_run(serde_json::json!({}), None);
+            run.metadata.uid = Some("uid-behind".into());
+            run.metadata.resource_version = Some(version.into());
+            run
+        };
+        assert!(!own_writes::behind(&at("10")));
+        own_writes::wrote(&at("12"));
+        assert!(own_writes::behind(&at("10")));
+        assert!(own_writes::behind(&at("11")));
+        assert!(!own_writes::behind(&at("12")));
+        // Caught up: forgotten, so an older copy is no longer held back.
+        assert!(!own_writes::behind(&at("11")));
+        own_writes::wrote(&at("20"));
+        assert!(!own_writes::behind(&at("abc")));
     }
 
     #[test]
