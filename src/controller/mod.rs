@@ -200,8 +200,8 @@ pub fn now() -> jiff::Timestamp {
 }
 
 /// Writes `status` with server-side apply. The whole status is always sent: fields this
-/// manager owns and leaves out are removed.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+/// manager owns and leaves out are removed. Returns the object as written.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -210,13 +210,14 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written)
 }
 
 /// Whether an API error is "already exists" (409 from a create).

@@ -111,7 +111,8 @@ async fn update_status(
         &p.name_any(),
         status,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// For the Pipeline controller's watch of runs: the Pipeline a run belongs to. Runs that

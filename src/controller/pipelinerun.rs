@@ -823,18 +823,7 @@ async fn write_if_changed(ctx: &Context, run: &PipelineRun, status: &PipelineRun
 pub async fn apply_run_status(api: &Api<PipelineRun>, name: &str, status: &PipelineRunStatus) -> Result<()> {
     let mut own = status.clone();
     own.notifications.clear();
-    let patch = serde_json::json!({
-        "apiVersion": <PipelineRun as kube::Resource>::api_version(&()),
-        "kind": <PipelineRun as kube::Resource>::kind(&()),
-        "status": own,
-    });
-    let written = api
-        .patch_status(
-            name,
-            &PatchParams::apply(super::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let written = super::apply_status(api, name, &own).await?;
     own_writes::wrote(&written);
     Ok(())
 }
