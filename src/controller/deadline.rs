@@ -204,9 +204,11 @@ pub async fn tell_task_runs(
             continue;
         }
         let patch = serde_json::json!({ "spec": { "deadlineMissed": miss } });
-        api.patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        let written = api
+            .patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .ignore_not_found()?;
+        ctx.children.wrote_opt(run, written.as_ref());
     }
     Ok(())
 }

@@ -316,6 +316,14 @@ fn outcome(
     }
 }
 
+/// Whether the Job completed: its pod exited 0 (`Complete`).
+pub fn job_complete(job: &Job) -> bool {
+    job.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Complete" && c.status == "True")
+}
+
 /// Whether the Job has not finished: no `Complete` or `Failed` condition yet.
 pub fn job_active(job: &Job) -> bool {
     !job.status
@@ -496,6 +504,11 @@ fn job_failed_by_pod(job: &Job) -> bool {
         .iter()
         .flat_map(|s| s.conditions.iter().flatten())
         .any(|c| c.type_ == "Failed" && c.status == "True" && c.reason.as_deref() != Some("DeadlineExceeded"))
+}
+
+/// Whether the task's container in `pod` has terminated.
+pub fn pod_terminated(pod: &Pod) -> bool {
+    container_terminated(pod).is_some()
 }
 
 fn container_terminated(pod: &Pod) -> Option<ContainerStateTerminated> {

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod approval;
 pub mod artifacts;
 pub mod asset;
+pub mod children;
 pub mod deadline;
 pub mod finished;
 #[cfg(test)]
@@ -104,6 +105,8 @@ pub struct Context {
     pub approval_key: Arc<approval::ApprovalKey>,
     /// The namespaces this process runs (all of them unless the operator is sharded).
     pub shard: crate::shard::Shard,
+    /// The runs' TaskRuns, from the run controller's watch cache.
+    pub children: Arc<children::Children>,
 }
 
 impl Context {
@@ -122,6 +125,7 @@ impl Context {
             large_values: Arc::default(),
             approval_key: Arc::default(),
             shard: crate::shard::Shard::WHOLE,
+            children: Arc::default(),
         }
     }
 
@@ -605,25 +609,33 @@ fn run_controller(
             runs
         })
     };
-    let running = owns(
-        c,
-        scope.api::<PartialObjectMeta<TaskRun>>(client),
-        watcher::Config::default(),
-        queue,
-        ctx.shard,
-    )
-    .watches(
-        scope.api::<Pipeline>(client),
-        watcher::Config::default(),
-        wake_queued,
-    )
-    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-    .run(
-        reconciler(queue, pipelinerun::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(on_result(queue));
+    let children = children::watch(scope.api::<TaskRun>(client), &ctx.children, queue, ctx.shard);
+    let jobs = children::watch_jobs(scope.api::<Job>(client), ctx.shard);
+    let job_done = {
+        let (children, queue) = (ctx.children.clone(), queue.clone());
+        move |job: Job| {
+            let run = children.job_done(&job);
+            if let Some(r) = &run {
+                queue.add(r.namespace.as_deref(), &r.name);
+            }
+            run
+        }
+    };
+    let running = c
+        .owns_stream(children)
+        .watches_stream(jobs, job_done)
+        .watches(
+            scope.api::<Pipeline>(client),
+            watcher::Config::default(),
+            wake_queued,
+        )
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(
+            reconciler(queue, pipelinerun::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(on_result(queue));
     let active = cache.clone();
     ctx.metrics.add_active_runs_source(move || {
         active

@@ -4,7 +4,7 @@
 //! 1. [`pin`]: the pipeline this run follows (the snapshot once taken, never the live
 //!    Pipeline), checked, with the run's params, context and timeout. A run beyond its
 //!    pipeline's `maxActiveRuns` waits here, before its snapshot ([`super::admission`]).
-//! 2. [`observe`]: the run's TaskRuns, fresh from the API server.
+//! 2. [`observe`]: the run's TaskRuns, from the watch cache or fresh (see `children`).
 //! 3. [`plan`] (pure): the engine's [`step_run`], the same step `weir run` takes.
 //! 4. [`apply`]: create and cancel TaskRuns, publish what changed.
 //! 5. [`update_status`]: the status [`build_status`] (pure) makes, written when it changed.
@@ -20,7 +20,9 @@ use crate::engine::{
     RunOutcome, RunSource, StopReason, ValidPipeline, ValidationErrors, duration, names, run_source,
     run_timeout, validate,
 };
+use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -37,15 +39,21 @@ pub const MAX_SUMMARY: usize = step::MAX_SUMMARY;
 const MAX_REFUSED: usize = 100;
 /// How long a run waits for its Pipeline to appear (GitOps tools may apply a run first).
 const PIPELINE_GRACE: Duration = Duration::from_secs(30);
+/// How many TaskRuns (each with its first Job) one reconcile creates at once.
+const STARTS_AT_ONCE: usize = 16;
 /// While a run goes on without a deadline, look again this often even without events.
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let finished = is_finished(run.status.as_ref()) && !rerun::wanted(&run);
     if run.metadata.deletion_timestamp.is_some() {
+        ctx.children.forget(&run.uid().unwrap_or_default());
         return super::artifacts::on_delete(&ctx, &run).await;
     }
     if finished {
+        if let Some(uid) = run.uid() {
+            ctx.children.forget(&uid);
+        }
         return Ok(Action::await_change());
     }
     if own_writes::behind(&run) {
@@ -74,11 +82,10 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
         .await;
         return Err(e);
     }
-    let children = children_of(&task_runs);
     let due = super::deadline::of(&run, &pinned.valid.spec, pinned.started_at);
     pinned.timeout = super::deadline::timeout(due.as_ref(), pinned.started_at, pinned.timeout);
     let missed = super::deadline::mark(due.as_ref(), &mut pinned.status, run.metadata.generation, now);
-    let mut step = plan(&pinned, &children, run.spec.cancelled, now);
+    let (children, mut step) = plan_ahead(&ctx, &run, &pinned, &task_runs, now);
     super::deadline::shorten(&mut step.requeue_after, due.as_ref(), now);
     let (valid, status) = (&pinned.valid, &mut pinned.status);
     let task_misses =
@@ -393,12 +400,16 @@ fn check(
     })
 }
 
-/// Step 2: the run's TaskRuns, fresh from the API server (a stale cache could hide TaskRuns
-/// just created and let a run exceed its parallelism).
+/// Step 2: the run's TaskRuns, from the watch cache when it holds every write made to them,
+/// else fresh from the API server (see [`super::children`]: a cache that lags could hide
+/// TaskRuns just created and let a run exceed its parallelism).
 async fn observe(ctx: &Context, run: &PipelineRun) -> Result<Vec<TaskRun>> {
     let uid = run.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
-    list_by_label(&api, &format!("{}={uid}", labels::PIPELINE_RUN_UID)).await
+    let selector = format!("{}={uid}", labels::PIPELINE_RUN_UID);
+    ctx.children
+        .of_run(run, || async { list_by_label(&api, &selector).await })
+        .await
 }
 
 /// Step 2b: a new rerun request on the run is applied (see [`rerun`]) before the step.
@@ -459,6 +470,37 @@ fn children_of(task_runs: &[TaskRun]) -> Vec<Child<'_>> {
         .collect()
 }
 
+/// Step 3 as soon as Jobs complete: a task whose Job was seen complete and whose result is
+/// nothing more (see [`super::children::ends_with_its_job`]) counts as succeeded before its
+/// TaskRun says so, and its successors start on that one watch event. Not when that would
+/// end the run: the run ends on its TaskRuns' own word, so that it never says it ended
+/// before they do.
+fn plan_ahead<'a>(
+    ctx: &Context,
+    run: &PipelineRun,
+    pinned: &Pinned,
+    task_runs: &'a [TaskRun],
+    now: Timestamp,
+) -> (Vec<Child<'a>>, RunStep) {
+    let uid = run.uid().unwrap_or_default();
+    let mut children = children_of(task_runs);
+    let mut ahead = false;
+    for (child, tr) in children.iter_mut().zip(task_runs) {
+        let done = ctx.children.job_done_attempt(&uid, child.name);
+        if done.is_some_and(|done| super::children::ends_with_its_job(tr, done)) {
+            child.phase = TaskPhase::Succeeded;
+            ahead = true;
+        }
+    }
+    let step = plan(pinned, &children, run.spec.cancelled, now);
+    if ahead && step.outcome.is_some() {
+        let children = children_of(task_runs);
+        let step = plan(pinned, &children, run.spec.cancelled, now);
+        return (children, step);
+    }
+    (children, step)
+}
+
 /// Step 3: the engine's step, the same one `weir run` takes. No client, no clock.
 fn plan(pinned: &Pinned, children: &[Child<'_>], cancel_requested: bool, now: Timestamp) -> RunStep {
     step_run(&StepInput {
@@ -483,8 +525,19 @@ async fn apply(
     step: &RunStep,
 ) -> Result<()> {
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &namespace(run)?);
-    for start in &step.start {
-        if let Some(refused) = start_task_run(&api, run, task_runs, start).await? {
+    // Several at once (each is a TaskRun and its first Job): a wide fan-out starts at the
+    // pace of the API server, not of one request after another.
+    let starts: Vec<_> = step
+        .start
+        .iter()
+        .map(|start| start_task_run(ctx, &api, run, task_runs, start))
+        .collect();
+    let started: Vec<Result<Option<RefusedTaskRun>>> = futures::stream::iter(starts)
+        .buffered(STARTS_AT_ONCE)
+        .collect()
+        .await;
+    for (start, result) in step.start.iter().zip(started) {
+        if let Some(refused) = result? {
             let note = format!(
                 "task {} failed without running: the API server refused its TaskRun {}: {}",
                 pinned.valid.name(start.task),
@@ -507,13 +560,15 @@ async fn apply(
     }
     let cancel = serde_json::json!({ "spec": { "cancelled": true } });
     for &c in &step.cancel {
-        api.patch(
-            &task_runs[c].name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&cancel),
-        )
-        .await
-        .ignore_not_found()?;
+        let written = api
+            .patch(
+                &task_runs[c].name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&cancel),
+            )
+            .await
+            .ignore_not_found()?;
+        ctx.children.wrote_opt(run, written.as_ref());
     }
     let regarding = run.object_ref(&());
     for (reason, note) in new_task_failures(&pinned.status, step, &pinned.valid) {
@@ -537,6 +592,7 @@ async fn apply(
 /// Creates a TaskRun, or starts a held one again (rerun). A TaskRun the API server refuses
 /// as invalid (or an admission webhook denies) is returned: trying again would fail again.
 async fn start_task_run(
+    ctx: &Context,
     api: &Api<TaskRun>,
     run: &PipelineRun,
     task_runs: &[TaskRun],
@@ -546,13 +602,15 @@ async fn start_task_run(
         let held = &task_runs[c];
         let request = rerun::rerun_of(held).0.unwrap_or_default();
         let patch = rerun::resume_patch(start.spec.clone(), request);
-        api.patch(
-            &held.name_any(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(patch)?),
-        )
-        .await
-        .ignore_not_found()?;
+        let written = api
+            .patch(
+                &held.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(serde_json::from_value(patch)?),
+            )
+            .await
+            .ignore_not_found()?;
+        ctx.children.wrote_opt(run, written.as_ref());
         return Ok(None);
     }
     let task_run = build_task_run(run, &start.name, start.spec.clone())?;
@@ -562,7 +620,38 @@ async fn start_task_run(
             instance: start.instance,
             message: super::truncate(&s.message, 256),
         })),
+        Ok(created) => {
+            ctx.children.wrote_opt(run, Some(&created));
+            first_job(ctx, &created).await;
+            Ok(None)
+        }
         result => result.ignore_already_exists().map(|_| None),
+    }
+}
+
+/// Creates the Job of a new TaskRun's first attempt at once, in the pass that made the
+/// TaskRun, instead of waiting for the TaskRun's own reconcile to see it (a watch event and
+/// a reconcile less between one task's end and the next task's pod). Only for a task whose
+/// first attempt needs nothing else first: one with a pod and no pool (the pool's slots are
+/// taken by the TaskRun's reconcile). The Job is the one that reconcile would make, under
+/// the same deterministic name, so it finds the Job made and records the attempt; should this
+/// create fail, that reconcile creates the Job and reports why it cannot.
+async fn first_job(ctx: &Context, task_run: &TaskRun) {
+    if !task_run.spec.uses_pod() || task_run.spec.pool.is_some() || task_run.spec.stop_requested() {
+        return;
+    }
+    let (Some(job), Some(ns)) = (
+        super::job::build_job(task_run, 1, &ctx.task_defaults),
+        task_run.namespace(),
+    ) else {
+        return;
+    };
+    match Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .create(&PostParams::default(), &job)
+        .await
+    {
+        Ok(_) => ctx.metrics.job_created(1, task_run.creation_timestamp().as_ref()),
+        Err(err) => tracing::debug!(%err, task_run = %task_run.name_any(), "first Job left to the TaskRun"),
     }
 }
 

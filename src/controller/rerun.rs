@@ -137,9 +137,11 @@ async fn hold(
             continue;
         }
         let patch = serde_json::json!({ "metadata": { "annotations": { annotations::RERUN: request } } });
-        api.patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        let written = api
+            .patch(&tr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .ignore_not_found()?;
+        ctx.children.wrote_opt(run, written.as_ref());
         tr.annotations_mut()
             .insert(annotations::RERUN.to_string(), request.to_string());
     }

@@ -5,7 +5,7 @@
 //! The steps in between the reads and the writes take values and return values: no client,
 //! no clock.
 
-use super::job::{AttemptReport, build_job, job_active, observe_attempt};
+use super::job::{AttemptReport, build_job, job_active, observe_attempt, pod_terminated};
 use super::podless;
 use super::pool::{self, Gate};
 use super::{ApiResultExt, Context, Error, Result, apply_status, list_by_label, now, truncate};
@@ -57,6 +57,7 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     let gate = gate(&ctx, &ns, &tr, &plan, now).await?;
     let plan = hold_back(plan, &gate);
     let (mut recorded, started) = apply(&ctx, &ns, &tr, plan.action, recorded, now).await?;
+    let started = started.or_else(|| first_seen(&old.attempts, &recorded.attempts));
     podless::announce(&ctx, &ns, &tr, &mut recorded.attempts, started, now).await?;
     let status = build_status(&tr, &round, recorded.attempts, recorded.outputs, &plan, now);
     let mut status = waiting_status(status, &gate, tr.metadata.generation, now);
@@ -166,8 +167,17 @@ async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec
     let uid = tr.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let selector = format!("{}={uid}", labels::TASK_RUN_UID);
     let job_api = Api::<Job>::namespaced(ctx.client.clone(), ns);
-    let mut jobs = list_by_label(&job_api, &selector).await?;
-    let pods = list_by_label(&Api::<Pod>::namespaced(ctx.client.clone(), ns), &selector).await?;
+    let pod_api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    // Both at once: one round trip instead of two on every look. The pods may then be read
+    // a moment before the Jobs: a Job seen finished with its pod not yet seen terminated
+    // (where the exit code and outputs are) has its pods read again.
+    let (mut jobs, mut pods) = futures::try_join!(
+        list_by_label(&job_api, &selector),
+        list_by_label(&pod_api, &selector)
+    )?;
+    if pods_behind(&jobs, &pods) {
+        pods = list_by_label(&pod_api, &selector).await?;
+    }
     // A Job deleted between the two lists shows as a live Job whose pod the garbage collector
     // is deleting. Read such Jobs again: one that is gone (or going) by now was deleted, and
     // its attempt is Lost, not a pod deleted under a running Job. The Job first listed is
@@ -179,6 +189,16 @@ async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec
         }
     }
     Ok((jobs, pods))
+}
+
+/// Whether a finished Job's newest pod was read before it terminated (the pods were read
+/// a moment before the Jobs).
+fn pods_behind(jobs: &[Job], pods: &[Pod]) -> bool {
+    jobs.iter().filter(|j| !job_active(j)).any(|job| {
+        attempt_number(job)
+            .and_then(|n| attempt_pods(pods, n).last().copied())
+            .is_some_and(|pod| !pod_terminated(pod))
+    })
 }
 
 /// Active Jobs, not being deleted, with a pod being deleted.
@@ -454,6 +474,16 @@ async fn apply(
         AttemptAction::None => {}
     }
     Ok((recorded, started))
+}
+
+/// The newest attempt seen for the first time though this reconcile did not create its Job:
+/// one whose Job the run made with the TaskRun (see `pipelinerun::first_job`), or made by a
+/// reconcile that stopped before it could record it. Its start is news all the same.
+fn first_seen(old: &[Attempt], now: &BTreeMap<u32, Attempt>) -> Option<u32> {
+    now.keys()
+        .rev()
+        .find(|n| !old.iter().any(|a| a.number == **n))
+        .copied()
 }
 
 /// The record of an attempt whose Job was just created.
@@ -1300,6 +1330,47 @@ mod tests {
                 ..Default::default()
             },
         ]);
+    }
+
+    #[test]
+    fn an_attempt_seen_first_is_news_once() {
+        let attempts = |numbers: &[u32]| -> BTreeMap<u32, Attempt> {
+            numbers
+                .iter()
+                .map(|&n| (n, mk_attempt(n, Running, None)))
+                .collect()
+        };
+        let recorded = |numbers: &[u32]| -> Vec<Attempt> { attempts(numbers).into_values().collect() };
+        assert_eq!(first_seen(&[], &attempts(&[1])), Some(1));
+        assert_eq!(first_seen(&recorded(&[1]), &attempts(&[1])), None);
+        assert_eq!(first_seen(&recorded(&[1]), &attempts(&[1, 2])), Some(2));
+        assert_eq!(first_seen(&[], &attempts(&[])), None);
+    }
+
+    #[test]
+    fn pods_read_before_their_job_finished_are_read_again() {
+        let done = mk_job(1, JobIs::Complete);
+        let running = mk_job(2, JobIs::Active);
+        // The pod of a complete Job still seen running: read before the Job.
+        assert!(pods_behind(
+            std::slice::from_ref(&done),
+            &[mk_pod(1, 100, PodIs::Running)]
+        ));
+        // Seen terminated, or not seen at all (gone): nothing more to read.
+        assert!(!pods_behind(
+            std::slice::from_ref(&done),
+            &[mk_pod(1, 100, PodIs::Exited(0, "{}"))]
+        ));
+        assert!(!pods_behind(&[done], &[]));
+        // A running Job's running pod is as it should be.
+        assert!(!pods_behind(&[running], &[mk_pod(2, 200, PodIs::Running)]));
+        // A failed Job whose newest pod waits (the pod of another attempt does not count).
+        let failed = mk_job(3, JobIs::Failed);
+        assert!(pods_behind(
+            std::slice::from_ref(&failed),
+            &[mk_pod(3, 300, PodIs::Waiting("ContainerCreating"))]
+        ));
+        assert!(!pods_behind(&[failed], &[mk_pod(2, 200, PodIs::Running)]));
     }
 
     #[test]

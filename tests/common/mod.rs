@@ -303,7 +303,9 @@ impl Drop for Operator {
                 tail.join("\n")
             );
         }
-        let _ = std::fs::remove_file(&self.log);
+        if std::env::var_os("WEIR_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
