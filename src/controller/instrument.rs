@@ -10,7 +10,6 @@ use crate::shard::Shard;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -184,37 +183,6 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.failures = 0;
     }
-}
-
-/// Child objects (watched by metadata only) that wake up their owner of kind `K`, as
-/// [`Controller::owns`] does, but counted in the owner's queue; those of other shards'
-/// namespaces wake nothing.
-pub fn owns<K: Reconciled, Child>(
-    controller: Controller<K>,
-    api: Api<PartialObjectMeta<Child>>,
-    config: watcher::Config,
-    queue: &Queue,
-    shard: Shard,
-) -> Controller<K>
-where
-    Child: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let queue = queue.clone();
-    let wake = move |child: PartialObjectMeta<Child>| {
-        let ns = child.metadata.namespace.clone();
-        let owners: Vec<ObjectRef<K>> = child
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter_map(|o| ObjectRef::<K>::from_owner_ref(ns.as_deref(), o, ()))
-            .collect();
-        for owner in &owners {
-            queue.add(owner.namespace.as_deref(), &owner.name);
-        }
-        owners
-    };
-    controller.watches(api, config, shard.gate(wake))
 }
 
 /// Other objects that wake up a `K` found by `mapper`, counted in the queue; those of other

@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod finished;
 #[cfg(test)]
 mod fixture;
+pub mod fresh;
 pub mod instrument;
 pub mod job;
 pub mod large;
@@ -33,7 +34,7 @@ use crate::api::{Approval, Asset, PipelineRun, Pool, TaskRun};
 use crate::metrics::ControllerKind;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use instrument::{controller, on_result, owns, reconciler, watches};
+use instrument::{controller, on_result, reconciler, watches};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -107,6 +108,8 @@ pub struct Context {
     pub shard: crate::shard::Shard,
     /// The runs' TaskRuns, from the run controller's watch cache.
     pub children: Arc<children::Children>,
+    /// The newest Jobs and pods seen, for lists from the API server's watch cache.
+    pub fresh: Arc<fresh::Fresh>,
 }
 
 impl Context {
@@ -126,6 +129,7 @@ impl Context {
             approval_key: Arc::default(),
             shard: crate::shard::Shard::WHOLE,
             children: Arc::default(),
+            fresh: Arc::default(),
         }
     }
 
@@ -665,13 +669,24 @@ fn task_run_controller(
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
     let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue, ctx.shard);
-    let c = owns(
+    // Every Job and pod event is recorded before it wakes its TaskRun (see `fresh`).
+    let fresh = ctx.fresh.clone();
+    let c = watches(
         c,
         scope.api::<PartialObjectMeta<Job>>(client),
         managed.clone(),
         &queue,
         ctx.shard,
+        move |job: PartialObjectMeta<Job>| {
+            fresh.jobs.saw_object(&job);
+            let owner = job
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))?;
+            Some(kube::runtime::reflector::ObjectRef::new(&owner.name).within(&job.namespace()?))
+        },
     );
+    let fresh = ctx.fresh.clone();
     let wake_queued = {
         let queue = queue.clone();
         ctx.shard.gate(move |found| {
@@ -688,7 +703,8 @@ fn task_run_controller(
         managed,
         &queue,
         ctx.shard,
-        |pod: Pod| {
+        move |pod: Pod| {
+            fresh.pods.saw_object(&pod);
             let name = pod.annotations().get(crate::api::annotations::TASK_RUN)?.clone();
             Some(kube::runtime::reflector::ObjectRef::new(&name).within(&pod.namespace()?))
         },

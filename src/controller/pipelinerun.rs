@@ -650,7 +650,10 @@ async fn first_job(ctx: &Context, task_run: &TaskRun) {
         .create(&PostParams::default(), &job)
         .await
     {
-        Ok(_) => ctx.metrics.job_created(1, task_run.creation_timestamp().as_ref()),
+        Ok(created) => {
+            ctx.fresh.jobs.saw_object(&created);
+            ctx.metrics.job_created(1, task_run.creation_timestamp().as_ref());
+        }
         Err(err) => tracing::debug!(%err, task_run = %task_run.name_any(), "first Job left to the TaskRun"),
     }
 }

@@ -172,10 +172,11 @@ async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec
     // a moment before the Jobs: a Job seen finished with its pod not yet seen terminated
     // (where the exit code and outputs are) has its pods read again.
     let (mut jobs, mut pods) = futures::try_join!(
-        list_by_label(&job_api, &selector),
-        list_by_label(&pod_api, &selector)
+        ctx.fresh.jobs.list(&job_api, &selector),
+        ctx.fresh.pods.list(&pod_api, &selector)
     )?;
     if pods_behind(&jobs, &pods) {
+        // From etcd: the watch cache's pods may not have caught up with the Job's end.
         pods = list_by_label(&pod_api, &selector).await?;
     }
     // A Job deleted between the two lists shows as a live Job whose pod the garbage collector
@@ -460,7 +461,8 @@ async fn apply(
                 .await
                 // Made by an earlier reconcile (or an earlier operator): never a second Job.
                 .ignore_already_exists()?;
-            if created.is_some() {
+            if let Some(created) = &created {
+                ctx.fresh.jobs.saw_object(created);
                 started = Some(number);
                 ctx.metrics.job_created(number, tr.creation_timestamp().as_ref());
             }
@@ -658,9 +660,13 @@ async fn update_status(
     // Delete after the status holds the outcome, so a crash in between still ends right.
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
     for job in to_delete {
-        jobs.delete(job, &DeleteParams::background())
+        let deleted = jobs
+            .delete(job, &DeleteParams::background())
             .await
             .ignore_not_found()?;
+        if let Some(deleted) = deleted.and_then(|d| d.left()) {
+            ctx.fresh.jobs.saw_object(&deleted);
+        }
     }
     Ok(())
 }
