@@ -158,8 +158,10 @@ fn wait_event(task: &str, old: &TaskRunStatus, gate: &Gate) -> Option<TaskEvent>
     })
 }
 
-/// Reads: the Jobs and pods of every attempt, fresh from the API server (never a possibly
-/// stale cache: they decide whether a Job is created). None for a task that uses no pod.
+/// Reads: the Jobs and pods of every attempt, from the API server's watch cache but never
+/// older than the newest Job and pod this operator has seen or written (see
+/// [`super::fresh`]; never an older view: they decide whether a Job is created). None for a
+/// task that uses no pod.
 async fn observe(ctx: &Context, ns: &str, tr: &TaskRun) -> Result<(Vec<Job>, Vec<Pod>)> {
     if !tr.spec.uses_pod() {
         return Ok((Vec::new(), Vec::new()));
