@@ -131,6 +131,16 @@ pub fn controller<K: Reconciled>(
     (controller, reader)
 }
 
+/// `controller` with its wake-ups of one object gathered for `settle`: a reconcile starts
+/// once no new reason to look came for that long (kube-runtime's trailing-edge debounce).
+pub fn settling<K: Reconciled>(controller: Controller<K>, settle: std::time::Duration) -> Controller<K> {
+    controller.with_config(
+        controller::Config::default()
+            .concurrency(CONCURRENCY)
+            .debounce(settle),
+    )
+}
+
 /// What no reconcile of `K` reads, taken off before an object enters a cache.
 pub fn strip<K: Reconciled>(obj: &mut K) {
     if !K::KEEPS_MANAGED_FIELDS {

@@ -660,6 +660,13 @@ fn run_controller(
 
 /// TaskRuns: woken by their Jobs, by their pods (a pod's status moves first) and by their
 /// pool when slots free up.
+/// How long a TaskRun's wake-ups are gathered before its reconcile. A task's end comes as a
+/// burst of events (its pod terminated, then its Job complete, each a look with two lists and
+/// perhaps a status write); gathered, they make one look. The TaskRun's status comes that
+/// much later, but a run starts the successors of a task whose Job completed without waiting
+/// for it (see `children`), and meanwhile the API server serves the run's creates instead.
+const TASK_RUN_SETTLE: Duration = Duration::from_millis(20);
+
 fn task_run_controller(
     ctx: &Arc<Context>,
     scope: &Scope,
@@ -669,6 +676,7 @@ fn task_run_controller(
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
     let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue, ctx.shard);
+    let c = instrument::settling(c, TASK_RUN_SETTLE);
     // Every Job and pod event is recorded before it wakes its TaskRun (see `fresh`).
     let fresh = ctx.fresh.clone();
     let c = watches(
