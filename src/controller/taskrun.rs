@@ -531,8 +531,13 @@ fn build_status(
         .start_time
         .clone()
         .or_else(|| attempts.first().and_then(|a| a.start_time.clone()));
+    // When the task ended: its last attempt's end (the Job's completion, not the moment this
+    // look saw it, which may come later; a run starts successors on the Job's end).
     status.completion_time = if phase.is_terminal() {
-        old.completion_time.clone().or(Some(Time(now)))
+        old.completion_time
+            .clone()
+            .or_else(|| attempts.last().and_then(|a| a.completion_time.clone()))
+            .or(Some(Time(now)))
     } else {
         None
     };
@@ -1730,6 +1735,8 @@ mod tests {
         want: (ConditionStatus, &str, &str),
     ) {
         let count = attempts.len() as u32;
+        // A task ends when its last attempt ended (the look that sees it may come later).
+        let last_end = attempts.last().and_then(|a| a.completion_time.clone());
         let plan = task_plan(phase, retry_at);
         let old = TaskRunStatus::default();
         let status = build_status(&task_run(), &old, by_number(attempts), None, &plan, ts(NOW));
@@ -1742,7 +1749,7 @@ mod tests {
         assert_eq!(status.phase, Some(phase));
         assert_eq!(status.attempt_count, Some(count));
         assert_eq!(status.next_retry_time, retry_at.map(|t| Time(ts(t))));
-        let finished = phase.is_terminal().then(|| Time(ts(NOW)));
+        let finished = phase.is_terminal().then(|| last_end.unwrap_or(Time(ts(NOW))));
         assert_eq!(status.completion_time, finished);
     }
 
