@@ -162,6 +162,19 @@ fn operator_logs(ns: &TestNamespace) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `diamond` example's run in `ns` succeeds; else the failure shows its status and the
+/// logs of the operator installed in `home`.
+async fn assert_diamond_succeeds(ns: &TestNamespace, home: &TestNamespace) {
+    let run = wait_run_done(ns, "diamond-manual", RUN_TIMEOUT).await;
+    assert_eq!(
+        phase(&run),
+        RunPhase::Succeeded,
+        "{:?}\n{}",
+        run.status,
+        operator_logs(home)
+    );
+}
+
 /// A client that authenticates exactly as the operator pods do: with the token of the
 /// chart's ServiceAccount (the legacy token Secret Kubernetes 1.20 creates for it).
 async fn client_as_operator(ns: &TestNamespace) -> kube::Client {
@@ -425,14 +438,7 @@ async fn namespaced_rbac_confines_the_operator_to_its_namespaces() {
 
     // A pipeline in a watched namespace runs.
     work.apply(&example("diamond"));
-    let run = wait_run_done(&work, "diamond-manual", RUN_TIMEOUT).await;
-    assert_eq!(
-        phase(&run),
-        RunPhase::Succeeded,
-        "{:?}\n{}",
-        run.status,
-        operator_logs(&home)
-    );
+    assert_diamond_succeeds(&work, &home).await;
 
     // Sensors read what the chart's sensors.readableResources allows (ConfigMaps by
     // default); a Secret is not among them, so that sensor fails at once, saying what to add.
@@ -658,14 +664,7 @@ async fn chart_runs_two_shards_as_a_statefulset() {
         ns.apply(&example("diamond"));
     }
     for (shard, ns) in watched.iter().enumerate() {
-        let run = wait_run_done(ns, "diamond-manual", RUN_TIMEOUT).await;
-        assert_eq!(
-            phase(&run),
-            RunPhase::Succeeded,
-            "{:?}\n{}",
-            run.status,
-            operator_logs(&home)
-        );
+        assert_diamond_succeeds(ns, &home).await;
         let reporters: Vec<String> = event_reporters(ns)
             .await
             .into_iter()

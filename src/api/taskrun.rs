@@ -166,7 +166,8 @@ pub struct TaskRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
 
-    /// When the task reached its final state.
+    /// When the task reached its final state: when its last attempt ended (its Job's
+    /// completion), or, for an end without an attempt time, when the operator saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 

@@ -244,12 +244,8 @@ fn has_ended(tr: &TaskRun) -> bool {
 
 /// Puts `tr` in `children` unless a newer version of it is there.
 fn newest(children: &mut HashMap<String, TaskRun>, tr: TaskRun) {
-    let version = tr.resource_version().unwrap_or_default();
-    match children.get(&tr.name_any()) {
-        Some(have) if at_least(have, &version) && have.resource_version() != Some(version) => {}
-        _ => {
-            children.insert(tr.name_any(), tr);
-        }
+    if !children.get(&tr.name_any()).is_some_and(|have| newer(have, &tr)) {
+        children.insert(tr.name_any(), tr);
     }
 }
 
@@ -298,19 +294,17 @@ pub fn watch_jobs(
         .applied_objects()
 }
 
-/// Whether the cache holds its first full list.
+/// Whether the cache holds its first full list, now.
 fn is_ready(store: &Store<TaskRun>) -> bool {
-    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+    super::synced(store.clone()).now_or_never() == Some(true)
 }
 
-/// Whether `tr` is at `version` or a later one. Versions are compared as numbers when both
-/// are (the API server's are, in practice: etcd's revision), else only an equal one counts.
-fn at_least(tr: &TaskRun, version: &str) -> bool {
-    tr.resource_version()
-        .is_some_and(|have| match (have.parse::<u64>(), version.parse::<u64>()) {
-            (Ok(h), Ok(v)) => h >= v,
-            _ => have == version,
-        })
+/// Whether `have` is a strictly later version than `other`. Versions are compared as
+/// numbers when both are (the API server's are, in practice: etcd's revision); otherwise
+/// neither counts as later.
+fn newer(have: &TaskRun, other: &TaskRun) -> bool {
+    let number = |tr: &TaskRun| tr.resource_version().and_then(|v| v.parse::<u64>().ok());
+    matches!((number(have), number(other)), (Some(h), Some(o)) if h > o)
 }
 
 /// What the run's reconcile never reads of a TaskRun: how its pod is made. Left out of
@@ -512,11 +506,26 @@ mod tests {
     }
 
     #[test]
-    fn versions_that_are_not_numbers_must_match_exactly() {
-        assert!(at_least(&task_run("a", "r", "x7"), "x7"));
-        assert!(!at_least(&task_run("a", "r", "x7"), "x8"));
-        assert!(at_least(&task_run("a", "r", "20"), "9"));
-        assert!(!at_least(&task_run("a", "r", "9"), "20"));
+    fn only_a_higher_numbered_version_is_newer() {
+        let at = |v: &str| task_run("a", "r", v);
+        assert!(newer(&at("20"), &at("9")), "compared as numbers");
+        assert!(!newer(&at("9"), &at("20")));
+        assert!(!newer(&at("9"), &at("9")), "the same version");
+        assert!(!newer(&at("x8"), &at("x7")), "not numbers: the copy given wins");
+        let mut children = HashMap::new();
+        newest(&mut children, at("20"));
+        newest(&mut children, at("9"));
+        assert_eq!(
+            children["a"].resource_version().as_deref(),
+            Some("20"),
+            "kept the newer"
+        );
+        newest(&mut children, at("x1"));
+        assert_eq!(
+            children["a"].resource_version().as_deref(),
+            Some("x1"),
+            "not comparable: replaced"
+        );
     }
 
     fn job(task_run: &str, run_uid: &str, attempt: u32, complete: bool) -> Job {
