@@ -13,6 +13,8 @@
 //! rate >= 60 % of the bare client's, and the fan's end-to-end time within 5 %.
 //!
 //! Run: `cargo bench --bench chain_latency` (starts or reuses the test environment).
+//! `WEIR_BENCH_ONLY=fan` (or `chain`) runs one half, Weir and its baseline, while working
+//! on it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,57 +41,102 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
     runtime.block_on(async {
         let env = weir_testenv::env().await;
-        let weir_chain = {
-            let ns = env.namespace("bench-chain").await;
-            install_crds(&ns).await;
-            let _operator = Operator::start(&ns);
-            let jobs = JobRecorder::start(&ns).await;
-            ns.apply(&format!(
-                "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
-                common::chain_tasks(CHAIN, "true")
-            ));
-            let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
-            assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
-            hops(&jobs.events())
-        };
-        let bare_chain = {
-            let ns = env.namespace("bench-chain-bare").await;
-            let jobs = JobRecorder::start(&ns).await;
-            bare_chain(&ns, &jobs).await;
-            hops(&jobs.events())
-        };
-        let weir_fan = {
-            let ns = env.namespace("bench-fan").await;
-            let _operator = Operator::start(&ns);
-            let jobs = JobRecorder::start(&ns).await;
-            let tasks: String = (0..FAN)
-                .map(|i| format!("      - {{name: f{i}, image: busybox, command: [sh, -c, 'true']}}\n"))
-                .collect();
-            let started = Instant::now();
-            ns.apply(&format!(
-                "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: fan}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
-            ));
-            let run = wait_run_done(&ns, "fan", Duration::from_secs(600)).await;
-            assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
-            fan(&jobs.events(), started)
-        };
-        let bare_fan = {
-            let ns = env.namespace("bench-fan-bare").await;
-            let jobs = JobRecorder::start(&ns).await;
-            let started = Instant::now();
-            let api: Api<Job> = ns.api();
-            for i in 0..FAN {
-                api.create(&PostParams::default(), &job(&format!("f{i}")))
-                    .await
-                    .unwrap();
-            }
-            wait_jobs_done(&jobs, FAN).await;
-            fan(&jobs.events(), started)
-        };
-        report(&weir_chain, &bare_chain, &weir_fan, &bare_fan);
+        header();
+        if only != "fan" {
+            let (weir, bare) = chains(env).await;
+            report_chain(&weir, &bare);
+        }
+        if only != "chain" {
+            let (weir, bare) = fans(env).await;
+            report_fan(&weir, &bare);
+        }
     });
+}
+
+/// The chain, driven by Weir, then by the bare client: each one's hops.
+async fn chains(env: &'static weir_testenv::TestEnv) -> (Vec<Duration>, Vec<Duration>) {
+    let weir_chain = {
+        let ns = env.namespace("bench-chain").await;
+        install_crds(&ns).await;
+        let operator = Operator::start(&ns);
+        let jobs = JobRecorder::start(&ns).await;
+        ns.apply(&format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
+            common::chain_tasks(CHAIN, "true")
+        ));
+        let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
+        assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+        let hops = hops(&jobs.events());
+        drop((operator, jobs));
+        gone(ns);
+        hops
+    };
+    let bare_chain = {
+        let ns = env.namespace("bench-chain-bare").await;
+        let jobs = JobRecorder::start(&ns).await;
+        bare_chain(&ns, &jobs).await;
+        let hops = hops(&jobs.events());
+        drop(jobs);
+        gone(ns);
+        hops
+    };
+    (weir_chain, bare_chain)
+}
+
+/// The fan, driven by Weir, then by the bare client.
+async fn fans(env: &'static weir_testenv::TestEnv) -> (Fan, Fan) {
+    let weir_fan = {
+        let ns = env.namespace("bench-fan").await;
+        install_crds(&ns).await;
+        let operator = Operator::start(&ns);
+        let jobs = JobRecorder::start(&ns).await;
+        let tasks: String = (0..FAN)
+            .map(|i| format!("      - {{name: f{i}, image: busybox, command: [sh, -c, 'true']}}\n"))
+            .collect();
+        let started = Instant::now();
+        ns.apply(&format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: fan}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
+        ));
+        let run = wait_run_done(&ns, "fan", Duration::from_secs(600)).await;
+        assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+        let fan = fan(&jobs.events(), started);
+        drop((operator, jobs));
+        gone(ns);
+        fan
+    };
+    let bare_fan = {
+        let ns = env.namespace("bench-fan-bare").await;
+        let jobs = JobRecorder::start(&ns).await;
+        let started = Instant::now();
+        let api: Api<Job> = ns.api();
+        for i in 0..FAN {
+            api.create(&PostParams::default(), &job(&format!("f{i}")))
+                .await
+                .unwrap();
+        }
+        wait_jobs_done(&jobs, FAN).await;
+        let fan = fan(&jobs.events(), started);
+        drop(jobs);
+        gone(ns);
+        fan
+    };
+    (weir_fan, bare_fan)
+}
+
+/// Deletes a measured namespace and waits until it is gone: the namespace controller's
+/// deletion of hundreds of Jobs, pods and TaskRuns would otherwise run under the next
+/// measurement (it made the bare client's rate vary by 3x between runs).
+fn gone(ns: TestNamespace) {
+    let status = ns
+        .kubectl_command()
+        .args(["delete", "namespace", ns.name(), "--wait=true", "--timeout=300s"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("kubectl runs");
+    assert!(status.success(), "namespace {} deleted", ns.name());
 }
 
 /// A no-op Job that the recorder files under `task`.
@@ -204,12 +251,14 @@ fn fan(events: &[JobEvent], started: Instant) -> Fan {
     }
 }
 
-fn report(weir_chain: &[Duration], bare_chain: &[Duration], weir_fan: &Fan, bare_fan: &Fan) {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report_chain(weir_chain: &[Duration], bare_chain: &[Duration]) {
     let ratio = |a: Duration, b: Duration| ms(a) / ms(b).max(1e-3);
     let (wp50, wp95) = (percentile(weir_chain, 0.5), percentile(weir_chain, 0.95));
     let (bp50, bp95) = (percentile(bare_chain, 0.5), percentile(bare_chain, 0.95));
-    println!("{:<44} {:>12} {:>12} {:>8}", "", "weir", "bare client", "ratio");
     println!(
         "{:<44} {:>9.1} ms {:>9.1} ms {:>7.1}x",
         format!("chain of {CHAIN}: hop p50"),
@@ -224,6 +273,13 @@ fn report(weir_chain: &[Duration], bare_chain: &[Duration], weir_fan: &Fan, bare
         ms(bp95),
         ratio(wp95, bp95)
     );
+}
+
+fn header() {
+    println!("{:<44} {:>12} {:>12} {:>8}", "", "weir", "bare client", "ratio");
+}
+
+fn report_fan(weir_fan: &Fan, bare_fan: &Fan) {
     println!(
         "{:<44} {:>8.1} /s {:>8.1} /s {:>7.0} %",
         format!("fan of {FAN}: Jobs created per second"),
