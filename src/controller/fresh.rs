@@ -62,11 +62,66 @@ impl Seen {
 pub struct Fresh {
     pub jobs: Seen,
     pub pods: Seen,
+    /// The TaskRuns whose first Job a run's pass is creating with them.
+    pub first_jobs: Starting,
+}
+
+/// The TaskRuns (by namespace and name) whose first Job is being created by the pass that
+/// creates them (see `pipelinerun::first_job`): an expectation, as Kubernetes' own
+/// controllers keep. Until that create returned, a look at such a TaskRun would find no Job
+/// and create it too, only to be told it exists: in a wide fan-out, a third of the Job
+/// creates were such refusals, each a trip through admission and etcd. The TaskRun's look
+/// waits instead; the Job's watch event wakes it.
+#[derive(Default, Debug)]
+pub struct Starting(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+impl Starting {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks TaskRun `ns/name` as having its first Job made for it, until the guard drops.
+    pub fn expect<'a>(&'a self, ns: &str, name: &str) -> Expecting<'a> {
+        let key = (ns.to_string(), name.to_string());
+        self.set().insert(key.clone());
+        Expecting { starting: self, key }
+    }
+
+    /// Whether TaskRun `ns/name` has its first Job being made for it right now.
+    pub fn is_expected(&self, ns: &str, name: &str) -> bool {
+        self.set().contains(&(ns.to_string(), name.to_string()))
+    }
+}
+
+/// A first Job being made ([`Starting::expect`]); dropped when its create returned.
+#[derive(Debug)]
+pub struct Expecting<'a> {
+    starting: &'a Starting,
+    key: (String, String),
+}
+
+impl Drop for Expecting<'_> {
+    fn drop(&mut self) {
+        self.starting.set().remove(&self.key);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_job_is_expected_while_its_create_is_in_flight() {
+        let starting = Starting::default();
+        assert!(!starting.is_expected("ns", "a"));
+        {
+            let _a = starting.expect("ns", "a");
+            assert!(starting.is_expected("ns", "a"));
+            assert!(!starting.is_expected("ns", "b"), "only the TaskRun marked");
+            assert!(!starting.is_expected("other", "a"), "only in its namespace");
+        }
+        assert!(!starting.is_expected("ns", "a"), "gone once the create returned");
+    }
 
     #[test]
     fn lists_are_no_older_than_the_newest_version_seen() {

@@ -117,6 +117,19 @@ pub fn controller<K: Reconciled>(
     queue: &Queue,
     shard: Shard,
 ) -> (Controller<K>, Store<K>) {
+    controller_woken_by(api, config, queue, shard, |_: &K| None)
+}
+
+/// [`controller`], woken only by the changes of `K` in which `woken_by` differs from the
+/// last one seen of the object (every change when it gives `None`): the cache still holds
+/// every change.
+pub fn controller_woken_by<K: Reconciled>(
+    api: Api<K>,
+    config: watcher::Config,
+    queue: &Queue,
+    shard: Shard,
+    woken_by: impl Fn(&K) -> Option<u64> + Send + 'static,
+) -> (Controller<K>, Store<K>) {
     let (reader, writer) = reflector::store();
     let queue = queue.clone();
     let objects = shard
@@ -124,6 +137,7 @@ pub fn controller<K: Reconciled>(
         .modify(strip::<K>)
         .reflect(writer)
         .applied_objects()
+        .predicate_filter(woken_by, Default::default())
         .inspect_ok(move |obj: &K| queue.add(obj.namespace().as_deref(), &obj.name_any()));
     let controller = Controller::for_stream(objects, reader.clone())
         .trigger_backoff(WatchBackoff::default())
@@ -131,12 +145,17 @@ pub fn controller<K: Reconciled>(
     (controller, reader)
 }
 
-/// `controller` with its wake-ups of one object gathered for `settle`: a reconcile starts
-/// once no new reason to look came for that long (kube-runtime's trailing-edge debounce).
-pub fn settling<K: Reconciled>(controller: Controller<K>, settle: std::time::Duration) -> Controller<K> {
+/// `controller` with its wake-ups of one object gathered for `settle` (a reconcile starts
+/// once no new reason to look came for that long: kube-runtime's trailing-edge debounce),
+/// and at most `concurrency` reconciles at a time.
+pub fn settling<K: Reconciled>(
+    controller: Controller<K>,
+    settle: std::time::Duration,
+    concurrency: u16,
+) -> Controller<K> {
     controller.with_config(
         controller::Config::default()
-            .concurrency(CONCURRENCY)
+            .concurrency(concurrency)
             .debounce(settle),
     )
 }

@@ -658,8 +658,6 @@ fn run_controller(
     }
 }
 
-/// TaskRuns: woken by their Jobs, by their pods (a pod's status moves first) and by their
-/// pool when slots free up.
 /// How long a TaskRun's wake-ups are gathered before its reconcile. A task's end comes as a
 /// burst of events (its pod terminated, then its Job complete, each a look with two lists and
 /// perhaps a status write); gathered, they make one look. The TaskRun's status comes that
@@ -667,6 +665,18 @@ fn run_controller(
 /// for it (see `children`), and meanwhile the API server serves the run's creates instead.
 const TASK_RUN_SETTLE: Duration = Duration::from_millis(20);
 
+/// Most TaskRun reconciles at a time. A TaskRun's look is bookkeeping (its Jobs and pods
+/// listed, its status written) that starts nothing: a run starts its tasks' Jobs itself. In a
+/// wide fan-out, with 32 looks at once, the looks of the TaskRuns just created (a few each,
+/// as their Job, pod and pod status arrive) took the API server from the run's creates:
+/// Jobs came at 37 – 50 % of a bare client's rate. With 4, a TaskRun waiting for its turn
+/// gathers its wake-ups into one look (kube-runtime keeps one pending request per object), the
+/// looks come after the burst of creates, and the rate was 67 – 127 % (see "Speed" in
+/// `docs/operations.md`). Four looks of a few milliseconds each still make hundreds a second.
+const TASK_RUN_LOOKS: u16 = 4;
+
+/// TaskRuns: woken by their Jobs, by their pods (a pod's status moves first) and by their
+/// pool when slots free up; not by their own status writes (see `taskrun::woken_by`).
 fn task_run_controller(
     ctx: &Arc<Context>,
     scope: &Scope,
@@ -675,8 +685,14 @@ fn task_run_controller(
     let client = &ctx.client;
     let managed = watcher::Config::default().labels(&managed_selector());
     let queue = ctx.metrics.queue(ControllerKind::taskrun);
-    let (c, cache) = controller(scope.api::<TaskRun>(client), at_work(), &queue, ctx.shard);
-    let c = instrument::settling(c, TASK_RUN_SETTLE);
+    let (c, cache) = instrument::controller_woken_by(
+        scope.api::<TaskRun>(client),
+        at_work(),
+        &queue,
+        ctx.shard,
+        taskrun::woken_by,
+    );
+    let c = instrument::settling(c, TASK_RUN_SETTLE, TASK_RUN_LOOKS);
     // Every Job and pod event is recorded before it wakes its TaskRun (see `fresh`).
     let fresh = ctx.fresh.clone();
     let c = watches(

@@ -39,8 +39,10 @@ pub const MAX_SUMMARY: usize = step::MAX_SUMMARY;
 const MAX_REFUSED: usize = 100;
 /// How long a run waits for its Pipeline to appear (GitOps tools may apply a run first).
 const PIPELINE_GRACE: Duration = Duration::from_secs(30);
-/// How many TaskRuns (each with its first Job) one reconcile creates at once.
-const STARTS_AT_ONCE: usize = 16;
+/// How many TaskRuns (each with its first Job) one reconcile creates at once. Writes in
+/// flight together share the API server's and etcd's work (etcd commits them in one disk
+/// sync): in the 120-task fan-out, 32 at once made Jobs faster than 16 did.
+const STARTS_AT_ONCE: usize = 32;
 /// While a run goes on without a deadline, look again this often even without events.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -614,6 +616,10 @@ async fn start_task_run(
         return Ok(None);
     }
     let task_run = build_task_run(run, &start.name, start.spec.clone())?;
+    // From before the TaskRun exists until its first Job's create returned, its own look
+    // leaves the Job to this pass.
+    let ns = namespace(run)?;
+    let _expecting = makes_first_job(&task_run.spec).then(|| ctx.fresh.first_jobs.expect(&ns, &start.name));
     match api.create(&PostParams::default(), &task_run).await {
         Err(kube::Error::Api(s)) if s.code == 400 || s.code == 422 => Ok(Some(RefusedTaskRun {
             task: start.spec.task_name.clone(),
@@ -637,7 +643,7 @@ async fn start_task_run(
 /// the same deterministic name, so it finds the Job made and records the attempt; should this
 /// create fail, that reconcile creates the Job and reports why it cannot.
 async fn first_job(ctx: &Context, task_run: &TaskRun) {
-    if !task_run.spec.uses_pod() || task_run.spec.pool.is_some() || task_run.spec.stop_requested() {
+    if !makes_first_job(&task_run.spec) {
         return;
     }
     let (Some(job), Some(ns)) = (
@@ -656,6 +662,11 @@ async fn first_job(ctx: &Context, task_run: &TaskRun) {
         }
         Err(err) => tracing::debug!(%err, task_run = %task_run.name_any(), "first Job left to the TaskRun"),
     }
+}
+
+/// Whether the pass that creates a TaskRun of `spec` creates its first Job too.
+fn makes_first_job(spec: &TaskRunSpec) -> bool {
+    spec.uses_pod() && spec.pool.is_none() && !spec.stop_requested()
 }
 
 /// A TaskRun owned by the run, labelled so its Jobs and pods can be found by run and task.

@@ -32,6 +32,10 @@ use std::time::Duration;
 const MAX_MESSAGE: usize = 1024;
 /// While an attempt runs, look again this often even without events, in case one was missed.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// When a TaskRun whose first Job the run's pass was creating is looked at again, should
+/// that create have failed (a created Job wakes it at once).
+const FIRST_JOB_RECHECK: Duration = Duration::from_secs(1);
 /// The message of an attempt stopped because its task was cancelled.
 const CANCELLED_MESSAGE: &str = "stopped: the task was cancelled";
 /// The message of an attempt stopped because its task's deadline passed (`onMiss: Fail`).
@@ -39,11 +43,29 @@ const DEADLINE_MESSAGE: &str = "stopped: the task's deadline passed";
 
 /// One look at a TaskRun: reads in `observe`, writes in `apply`, `update_status` and
 /// `publish_events`, and everything decided in between from plain values.
+/// What of a TaskRun wakes its reconcile: everything but its status, which only this
+/// reconcile writes. Its own status writes would otherwise each wake it once more, for a
+/// look that lists its Jobs and pods again to find nothing new (in a wide fan-out, a third
+/// of the operator's requests). Its Jobs, pods, pool and approvals wake it on their own.
+pub fn woken_by(tr: &TaskRun) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &tr.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let deleting = meta.deletion_timestamp.is_some();
+    (meta.generation, &meta.labels, &meta.annotations, deleting).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     if tr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = tr.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    if tr.status.is_none() && ctx.fresh.first_jobs.is_expected(&ns, &tr.name_any()) {
+        // The run's pass is creating the first Job: its watch event wakes this TaskRun; the
+        // requeue is for a create that failed.
+        return Ok(Action::requeue(FIRST_JOB_RECHECK));
+    }
     let old = tr.status.clone().unwrap_or_default();
     let now = now();
 
@@ -69,9 +91,10 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         evaluated.ignored_approvals,
     );
     let status = super::asset::record_produced(&ctx, &ns, &tr, status).await?;
-    update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
-    if nothing_left(&old, &status, &recorded.to_delete) {
-        super::finished::mark(&Api::<TaskRun>::namespaced(ctx.client.clone(), &ns), &tr).await?;
+    let written = update_status(&ctx, &ns, &tr, &old, &status, &recorded.to_delete).await?;
+    if nothing_left(&status, &recorded.to_delete) {
+        let api = Api::<TaskRun>::namespaced(ctx.client.clone(), &ns);
+        super::finished::mark(&api, written.as_ref().unwrap_or(&tr)).await?;
     }
     publish_events(&tr, &ctx, &old, &status, &plan, started).await;
     if let Some(event) = wait_event(&tr.spec.task_name, &old, &gate) {
@@ -88,7 +111,12 @@ pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
         publish(&tr, &ctx, &status, event).await;
     }
     Ok(match gate {
-        Gate::Go => next_reconcile(&plan, &status, evaluated.look_again, now),
+        Gate::Go => next_reconcile(
+            &plan,
+            &status,
+            look_again(&tr, started, evaluated.look_again),
+            now,
+        ),
         Gate::Wait { .. } => Action::requeue(pool::QUEUED_REQUEUE),
     })
 }
@@ -659,10 +687,11 @@ async fn update_status(
     old: &TaskRunStatus,
     status: &TaskRunStatus,
     to_delete: &[String],
-) -> Result<()> {
+) -> Result<Option<TaskRun>> {
+    let mut written = None;
     if status != old {
         let task_runs = Api::<TaskRun>::namespaced(ctx.client.clone(), ns);
-        apply_status(&task_runs, &tr.name_any(), status).await?;
+        written = Some(apply_status(&task_runs, &tr.name_any(), status).await?);
     }
     // Delete after the status holds the outcome, so a crash in between still ends right.
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
@@ -675,13 +704,24 @@ async fn update_status(
             ctx.fresh.jobs.saw_object(&deleted);
         }
     }
-    Ok(())
+    Ok(written)
 }
 
-/// Whether the TaskRun ended and this look found nothing more to write or delete: the
-/// operator is done with it, and marks it finished (see [`super::finished`]).
-fn nothing_left(old: &TaskRunStatus, status: &TaskRunStatus, to_delete: &[String]) -> bool {
-    status == old && status.phase.is_some_and(TaskPhase::is_terminal) && to_delete.is_empty()
+/// Whether the TaskRun ended (as this look wrote it, or found it) with no Job left to
+/// delete: the operator is done with it, and marks it finished (see [`super::finished`]),
+/// in the same look (its status write does not wake it again: see [`woken_by`]).
+fn nothing_left(status: &TaskRunStatus, to_delete: &[String]) -> bool {
+    status.phase.is_some_and(TaskPhase::is_terminal) && to_delete.is_empty()
+}
+
+/// When a task without a pod looks at what it waits for: at once after this look started
+/// its attempt (the attempt's status write does not wake it: see [`woken_by`]), else when
+/// its wait says.
+fn look_again(tr: &TaskRun, started: Option<u32>, wait_says: Option<Duration>) -> Option<Duration> {
+    match started {
+        Some(_) if !tr.spec.uses_pod() => Some(Duration::ZERO),
+        _ => wait_says,
+    }
 }
 
 /// When to look again: when the retry delay is over; for a finished task only on a change;
@@ -1013,22 +1053,59 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
     #[test]
-    fn only_an_ended_task_with_nothing_to_write_or_delete_is_left_alone() {
+    fn only_an_ended_task_with_no_job_to_delete_is_left_alone() {
         let ended = TaskRunStatus {
             phase: Some(TaskPhase::Succeeded),
             ..Default::default()
         };
-        assert!(nothing_left(&ended, &ended, &[]));
-        assert!(!nothing_left(&ended, &ended, &["t-1".into()]), "a Job to delete");
-        let mut newer = ended.clone();
-        newer.attempt_count = Some(1);
-        assert!(!nothing_left(&ended, &newer, &[]), "a status to write first");
+        assert!(nothing_left(&ended, &[]));
+        assert!(!nothing_left(&ended, &["t-1".into()]), "a Job to delete");
         let running = TaskRunStatus {
             phase: Some(TaskPhase::Running),
             ..Default::default()
         };
-        assert!(!nothing_left(&running, &running, &[]));
-        assert!(!nothing_left(&Default::default(), &Default::default(), &[]));
+        assert!(!nothing_left(&running, &[]));
+        assert!(!nothing_left(&Default::default(), &[]));
+    }
+
+    #[test]
+    fn a_wait_task_looks_at_its_wait_right_after_starting_its_attempt() {
+        let pod_task = task_run();
+        let mut wait_task = task_run();
+        wait_task.spec.wait = Some(Default::default());
+        assert!(!wait_task.spec.uses_pod());
+        let later = Some(Duration::from_secs(30));
+        assert_eq!(look_again(&wait_task, Some(2), later), Some(Duration::ZERO));
+        assert_eq!(look_again(&wait_task, None, later), later, "as its wait says");
+        assert_eq!(look_again(&pod_task, Some(2), later), later, "its Job wakes it");
+    }
+
+    #[test]
+    fn only_what_is_not_status_wakes_a_task_run() {
+        let tr = task_run();
+        let mut written = tr.clone();
+        written.metadata.resource_version = Some("2".into());
+        written.status = Some(TaskRunStatus {
+            phase: Some(TaskPhase::Running),
+            ..Default::default()
+        });
+        assert_eq!(woken_by(&tr), woken_by(&written), "its own status write");
+        let mut cancelled = tr.clone();
+        cancelled.metadata.generation = Some(cancelled.metadata.generation.unwrap_or(1) + 1);
+        assert_ne!(woken_by(&tr), woken_by(&cancelled), "a change of spec");
+        let mut marked = tr.clone();
+        marked
+            .labels_mut()
+            .insert("weir.dev/finished".into(), "false".into());
+        assert_ne!(woken_by(&tr), woken_by(&marked), "a label");
+        let mut asked = tr.clone();
+        asked
+            .annotations_mut()
+            .insert("weir.dev/rerun".into(), "x".into());
+        assert_ne!(woken_by(&tr), woken_by(&asked), "an annotation");
+        let mut deleting = tr.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1).unwrap()));
+        assert_ne!(woken_by(&tr), woken_by(&deleting), "a deletion");
     }
 
     /// The reconcile's clock in every test.
