@@ -134,6 +134,7 @@ fn gone(ns: TestNamespace) {
         .kubectl_command()
         .args(["delete", "namespace", ns.name(), "--wait=true", "--timeout=300s"])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("kubectl runs");
     assert!(status.success(), "namespace {} deleted", ns.name());
