@@ -128,7 +128,7 @@ pub fn controller_woken_by<K: Reconciled>(
     config: watcher::Config,
     queue: &Queue,
     shard: Shard,
-    woken_by: impl Fn(&K) -> Option<u64> + Send + 'static,
+    woken_by: impl kube::runtime::Predicate<K> + Send + 'static,
 ) -> (Controller<K>, Store<K>) {
     let (reader, writer) = reflector::store();
     let queue = queue.clone();

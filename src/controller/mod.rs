@@ -690,7 +690,7 @@ fn task_run_controller(
         at_work(),
         &queue,
         ctx.shard,
-        taskrun::woken_by,
+        taskrun::woken_by(),
     );
     let c = instrument::settling(c, TASK_RUN_SETTLE, TASK_RUN_LOOKS);
     // Every Job and pod event is recorded before it wakes its TaskRun (see `fresh`).

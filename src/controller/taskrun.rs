@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::{Predicate, predicates};
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -41,21 +42,20 @@ const CANCELLED_MESSAGE: &str = "stopped: the task was cancelled";
 /// The message of an attempt stopped because its task's deadline passed (`onMiss: Fail`).
 const DEADLINE_MESSAGE: &str = "stopped: the task's deadline passed";
 
-/// One look at a TaskRun: reads in `observe`, writes in `apply`, `update_status` and
-/// `publish_events`, and everything decided in between from plain values.
 /// What of a TaskRun wakes its reconcile: everything but its status, which only this
 /// reconcile writes. Its own status writes would otherwise each wake it once more, for a
 /// look that lists its Jobs and pods again to find nothing new (in a wide fan-out, a third
 /// of the operator's requests). Its Jobs, pods, pool and approvals wake it on their own.
-pub fn woken_by(tr: &TaskRun) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = &tr.metadata;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let deleting = meta.deletion_timestamp.is_some();
-    (meta.generation, &meta.labels, &meta.annotations, deleting).hash(&mut hasher);
-    Some(hasher.finish())
+pub fn woken_by() -> impl Predicate<TaskRun> + Send + 'static {
+    let deleting = |tr: &TaskRun| Some(u64::from(tr.metadata.deletion_timestamp.is_some()));
+    predicates::generation
+        .combine(predicates::labels)
+        .combine(predicates::annotations)
+        .combine(deleting)
 }
 
+/// One look at a TaskRun: reads in `observe`, writes in `apply`, `update_status` and
+/// `publish_events`, and everything decided in between from plain values.
 pub async fn reconcile(tr: Arc<TaskRun>, ctx: Arc<Context>) -> Result<Action> {
     if tr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -1089,23 +1089,43 @@ mod tests {
             phase: Some(TaskPhase::Running),
             ..Default::default()
         });
-        assert_eq!(woken_by(&tr), woken_by(&written), "its own status write");
+        assert_eq!(
+            woken_by().hash_property(&tr),
+            woken_by().hash_property(&written),
+            "its own status write"
+        );
         let mut cancelled = tr.clone();
         cancelled.metadata.generation = Some(cancelled.metadata.generation.unwrap_or(1) + 1);
-        assert_ne!(woken_by(&tr), woken_by(&cancelled), "a change of spec");
+        assert_ne!(
+            woken_by().hash_property(&tr),
+            woken_by().hash_property(&cancelled),
+            "a change of spec"
+        );
         let mut marked = tr.clone();
         marked
             .labels_mut()
             .insert("weir.dev/finished".into(), "false".into());
-        assert_ne!(woken_by(&tr), woken_by(&marked), "a label");
+        assert_ne!(
+            woken_by().hash_property(&tr),
+            woken_by().hash_property(&marked),
+            "a label"
+        );
         let mut asked = tr.clone();
         asked
             .annotations_mut()
             .insert("weir.dev/rerun".into(), "x".into());
-        assert_ne!(woken_by(&tr), woken_by(&asked), "an annotation");
+        assert_ne!(
+            woken_by().hash_property(&tr),
+            woken_by().hash_property(&asked),
+            "an annotation"
+        );
         let mut deleting = tr.clone();
         deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1).unwrap()));
-        assert_ne!(woken_by(&tr), woken_by(&deleting), "a deletion");
+        assert_ne!(
+            woken_by().hash_property(&tr),
+            woken_by().hash_property(&deleting),
+            "a deletion"
+        );
     }
 
     /// The reconcile's clock in every test.
