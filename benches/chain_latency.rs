@@ -56,24 +56,29 @@ fn main() {
     });
 }
 
+/// Runs `tasks` as the PipelineRun `name` with Weir, in a namespace of its own that is gone
+/// when this returns: the Jobs seen, and when the run was applied.
+async fn with_weir(env: &'static weir_testenv::TestEnv, name: &str, tasks: &str) -> (Vec<JobEvent>, Instant) {
+    let ns = env.namespace(&format!("bench-{name}")).await;
+    install_crds(&ns).await;
+    let operator = Operator::start(&ns);
+    let jobs = JobRecorder::start(&ns).await;
+    let started = Instant::now();
+    ns.apply(&format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: {name}}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
+    ));
+    let run = wait_run_done(&ns, name, Duration::from_secs(600)).await;
+    assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
+    let events = jobs.events();
+    drop((operator, jobs));
+    gone(ns);
+    (events, started)
+}
+
 /// The chain, driven by Weir, then by the bare client: each one's hops.
 async fn chains(env: &'static weir_testenv::TestEnv) -> (Vec<Duration>, Vec<Duration>) {
-    let weir_chain = {
-        let ns = env.namespace("bench-chain").await;
-        install_crds(&ns).await;
-        let operator = Operator::start(&ns);
-        let jobs = JobRecorder::start(&ns).await;
-        ns.apply(&format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: chain}}\nspec:\n  pipelineSpec:\n    tasks:\n{}",
-            common::chain_tasks(CHAIN, "true")
-        ));
-        let run = wait_run_done(&ns, "chain", Duration::from_secs(600)).await;
-        assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
-        let hops = hops(&jobs.events());
-        drop((operator, jobs));
-        gone(ns);
-        hops
-    };
+    let (events, _) = with_weir(env, "chain", &common::chain_tasks(CHAIN, "true")).await;
+    let weir_chain = hops(&events);
     let bare_chain = {
         let ns = env.namespace("bench-chain-bare").await;
         let jobs = JobRecorder::start(&ns).await;
@@ -88,25 +93,11 @@ async fn chains(env: &'static weir_testenv::TestEnv) -> (Vec<Duration>, Vec<Dura
 
 /// The fan, driven by Weir, then by the bare client.
 async fn fans(env: &'static weir_testenv::TestEnv) -> (Fan, Fan) {
-    let weir_fan = {
-        let ns = env.namespace("bench-fan").await;
-        install_crds(&ns).await;
-        let operator = Operator::start(&ns);
-        let jobs = JobRecorder::start(&ns).await;
-        let tasks: String = (0..FAN)
-            .map(|i| format!("      - {{name: f{i}, image: busybox, command: [sh, -c, 'true']}}\n"))
-            .collect();
-        let started = Instant::now();
-        ns.apply(&format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: fan}}\nspec:\n  pipelineSpec:\n    tasks:\n{tasks}"
-        ));
-        let run = wait_run_done(&ns, "fan", Duration::from_secs(600)).await;
-        assert_eq!(common::phase(&run), weir::api::RunPhase::Succeeded);
-        let fan = fan(&jobs.events(), started);
-        drop((operator, jobs));
-        gone(ns);
-        fan
-    };
+    let tasks: String = (0..FAN)
+        .map(|i| format!("      - {{name: f{i}, image: busybox, command: [sh, -c, 'true']}}\n"))
+        .collect();
+    let (events, started) = with_weir(env, "fan", &tasks).await;
+    let weir_fan = fan(&events, started);
     let bare_fan = {
         let ns = env.namespace("bench-fan-bare").await;
         let jobs = JobRecorder::start(&ns).await;
